@@ -1,0 +1,55 @@
+# Everything installs itself: `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+# Offline machines (dev, CI) keep real ImageNet weights beside the checkout.
+SHARED := $(abspath ../shared)
+ifneq ($(wildcard $(SHARED)/weights/imagenet_class_index.json),)
+export MTL_WEIGHTS_DIR ?= $(SHARED)/weights
+ALPHA ?= 0.75
+endif
+ALPHA ?= 1.0
+DATA ?= $(SHARED)/data/hymenoptera/train
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install demo test check bench clean
+
+help:
+	@echo "make demo   - set up .venv and run mtl end to end on real photos"
+	@echo "make test   - set up .venv with the test extra and run the tests"
+	@echo "make check  - ruff (lint + format check) and mypy on mtl/"
+	@echo "make bench  - run the benchmarks under bench/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	MTL_ALPHA=$(ALPHA) DATA=$(DATA) BIN=$(BIN) bash scripts/demo.sh
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check mtl tests bench
+	$(BIN)/ruff format --check mtl tests bench
+	$(BIN)/mypy mtl
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/train_vs_naive.py --data $(DATA) --alpha $(ALPHA)
+	$(BIN)/python bench/predict_vs_naive.py --data $(DATA) --alpha $(ALPHA)
+
+clean:
+	rm -rf $(VENV) runs demo .pytest_cache .mypy_cache .ruff_cache

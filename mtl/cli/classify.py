@@ -1,0 +1,17 @@
+"""`mtl classify` (not implemented yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from mtl.cli._common import fail
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "classify",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def classify(ctx: typer.Context) -> None:
+        """Not implemented yet."""
+        raise fail("mtl classify is not implemented yet", 2)

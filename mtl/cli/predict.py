@@ -1,0 +1,17 @@
+"""`mtl predict` (not implemented yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from mtl.cli._common import fail
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "predict",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def predict(ctx: typer.Context) -> None:
+        """Not implemented yet."""
+        raise fail("mtl predict is not implemented yet", 2)

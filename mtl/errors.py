@@ -1,0 +1,48 @@
+"""The one exception family the core raises; the CLI turns it into a message and an exit code."""
+
+from __future__ import annotations
+
+
+class MtlError(Exception):
+    """A failure the user can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UsageError(MtlError):
+    """Bad arguments or options (exit code 2)."""
+
+    exit_code = 2
+
+
+class WeightsUnavailable(MtlError):
+    """Pretrained weights or the class index cannot be found or downloaded (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(MtlError):
+    """A dataset folder that cannot be trained or evaluated on (exit code 2)."""
+
+    exit_code = 2
+
+
+class ModelFileError(MtlError):
+    """A file that is not a readable mtl model (exit code 2)."""
+
+    exit_code = 2
+
+
+class ImageError(MtlError):
+    """One image that cannot be used; callers report it and go on with the others."""
+
+    exit_code = 1

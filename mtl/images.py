@@ -1,0 +1,193 @@
+"""Finding and decoding images: the one loader every command shares.
+
+Every image goes through :func:`load_image`, so classify, train and predict
+see exactly the same pixels for the same file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from mtl.errors import ImageError, UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+# Pillow warns at ~89 MP and refuses at twice that; a photo larger than this is
+# almost surely a decompression bomb, so refuse it before decoding a byte.
+MAX_PIXELS = 100_000_000
+
+# A truncated file must fail loudly, never train on half a grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def is_image_name(path: str | os.PathLike[str]) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Every image file below ``folder``, sorted, never following symlinked folders.
+
+    Not following links keeps a symlink loop from hanging the walk.
+    """
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if is_image_name(name) and not name.startswith("."):
+                found.append(Path(root) / name)
+    return sorted(found)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files, folders and quoted globs to a sorted, de-duplicated list of files.
+
+    A path that does not exist stays in the list, so it is reported as a
+    failed image rather than silently dropped.
+    """
+    out: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            images = list_images(path)
+            if not images:
+                raise UsageError(
+                    f"no images in folder {path} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            out.extend(images)
+        elif not path.exists() and glob.has_magic(str(raw)):
+            matches = sorted(Path(m) for m in glob.glob(str(raw), recursive=True))
+            matches = [m for m in matches if m.is_file() and is_image_name(m)]
+            if not matches:
+                raise UsageError(f"no images match {raw}")
+            out.extend(matches)
+        else:
+            out.append(path)
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB, keeping the picture a person would see."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit (and 32-bit) grayscale: scale to 8 bits instead of letting
+        # Pillow clip everything above 255 to white.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels are undefined colour; show them on white, as a viewer does.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.ndarray:
+    """Decode ``path`` fully and return uint8 RGB pixels of shape (height, width, 3).
+
+    EXIF orientation is applied, any colour mode is converted to RGB, and the
+    image is resized (bilinear, antialiased) to ``size``. Raises
+    :class:`ImageError` with a one-line reason for anything unusable.
+    """
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageError("is a directory, not an image")
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(
+                    f"image too large ({img.width}x{img.height} pixels; the limit is "
+                    f"{MAX_PIXELS // 1_000_000} megapixels)"
+                )
+            if img.format == "JPEG":
+                # Decode at the smallest DCT scale still >= the target: much faster on photos.
+                img.draft("RGB", (width, height))
+            img.seek(0)  # first frame of an animation
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory, not an image") from None
+    except UnidentifiedImageError:
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)") from None
+        raise ImageError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            raise ImageError("truncated or incomplete image data") from None
+        raise ImageError(f"cannot decode image: {reason}") from None
+
+
+@dataclass
+class Batch:
+    """Decoded images of one batch, plus the files of that batch that failed."""
+
+    paths: list[Path]
+    pixels: np.ndarray  # (n, h, w, 3) uint8
+    failures: list[tuple[Path, str]]
+
+
+def _load_or_error(path: Path, size: int | tuple[int, int]) -> np.ndarray | str:
+    try:
+        return load_image(path, size)
+    except ImageError as exc:
+        return exc.message
+
+
+def iter_batches(
+    paths: Iterable[Path],
+    size: int | tuple[int, int],
+    batch_size: int = 32,
+    workers: int | None = None,
+) -> Iterator[Batch]:
+    """Decode ``paths`` in parallel threads (Pillow releases the GIL) and yield batches.
+
+    Failed files are reported in each batch's ``failures``, in input order.
+    """
+    paths = list(paths)
+    h, w = (size, size) if isinstance(size, int) else size
+    workers = workers or min(8, (os.cpu_count() or 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            decoded = list(pool.map(lambda p: _load_or_error(p, size), chunk))
+            ok = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, np.ndarray)]
+            bad = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, str)]
+            pixels = (
+                np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
+            )
+            yield Batch(paths=[p for p, _ in ok], pixels=pixels, failures=bad)
+
+
+ProgressFn = Callable[[int, int], None]
