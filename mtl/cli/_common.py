@@ -25,7 +25,7 @@ from mtl.errors import MtlError
 # Results go to stdout, everything else (progress, warnings, errors) to stderr,
 # so `mtl ... --json | jq` always sees clean JSON.
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -107,3 +107,14 @@ def run_app(app: typer.Typer) -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[str, int, int | None], None]]:
+    """A progress bar for weight downloads, shown only once a download starts."""
+    with progress_bar("downloading") as update:
+
+        def on_download(name: str, done: int, total: int | None) -> None:
+            update(done, total, description=f"downloading {name}")
+
+        yield on_download

@@ -1,0 +1,71 @@
+"""ImageNet top-k classification with a pretrained MobileNet."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mtl import backbones, runtime, weights
+from mtl.errors import UsageError
+from mtl.imagenet import load_class_index
+from mtl.images import expand_inputs, iter_batches
+from mtl.results import ImageResult, top_k
+
+ProgressFn = Callable[[int, int], None]
+
+
+def pretrained_classifier(model: str, alpha: float, weights_file: Path, size: int) -> object:
+    """Raw RGB 0-255 in, 1000 ImageNet probabilities out."""
+    keras = runtime.keras()
+
+    net = backbones.build(model, alpha, include_top=True, weights=weights_file, size=size)
+    inputs = keras.Input((size, size, 3), name="image")
+    pre = backbones.preprocessing(model)
+    return keras.Model(inputs, net(pre(inputs) if pre else inputs), name=f"{model}_imagenet")
+
+
+def classify(
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    model: str = backbones.DEFAULT_MODEL,
+    alpha: float = backbones.DEFAULT_ALPHA,
+    top_k_count: int = 5,
+    batch_size: int = 32,
+    weights_dir: str | os.PathLike[str] | None = None,
+    on_download: weights.DownloadProgress | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[ImageResult]:
+    """Classify every image in ``inputs``; unreadable files become error results."""
+    if top_k_count < 1 or top_k_count > 1000:
+        raise UsageError(f"--top-k must be between 1 and 1000. Received top_k={top_k_count}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1. Received batch_size={batch_size}")
+    size = backbones.DEFAULT_SIZE
+    backbones.check(model, alpha, size)
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise UsageError("no images given")
+    index = load_class_index(
+        weights.resolve(weights.class_index_file(), weights_dir, progress=on_download)
+    )
+    wfile = weights.resolve(
+        backbones.weights_file(model, alpha, include_top=True, size=size),
+        weights_dir,
+        progress=on_download,
+    )
+    net = pretrained_classifier(model, alpha, wfile, size)
+    by_path: dict[Path, ImageResult] = {}
+    done = 0
+    for batch in iter_batches(paths, size, batch_size):
+        for path, reason in batch.failures:
+            by_path[path] = ImageResult(file=str(path), error=reason)
+        if len(batch.paths):
+            probs = net.predict_on_batch(batch.pixels.astype("float32"))  # type: ignore[attr-defined]
+            for path, row in zip(batch.paths, probs):
+                preds = top_k(row, index.labels, top_k_count, index.wnids)
+                by_path[path] = ImageResult(file=str(path), predictions=preds)
+        done += len(batch.paths) + len(batch.failures)
+        if on_progress:
+            on_progress(done, len(paths))
+    return [by_path[p] for p in paths]

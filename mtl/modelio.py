@@ -1,0 +1,84 @@
+"""Saving and loading trained mtl models (``model.keras``) safely and atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl.errors import ModelFileError
+
+
+@dataclass
+class LoadedModel:
+    """A trained model with what travels inside it."""
+
+    model: Any  # keras.Model: raw RGB 0-255 (n, size, size, 3) in, probabilities out
+    class_names: list[str]
+    image_size: int
+    mtl_version: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` to ``path`` atomically: the file appears only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def find_class_names_layer(model: Any) -> Any | None:
+    from mtl.layers import ClassNames
+
+    for layer in reversed(model.layers):
+        if isinstance(layer, ClassNames):
+            return layer
+    return None
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load an mtl ``model.keras`` in Keras safe mode (no code from the file ever runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"no model file at {path}")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path} is not an mtl model (expected a .keras file from mtl train)")
+    from mtl.layers import MODEL_FORMAT
+    from mtl.runtime import keras
+
+    k = keras()
+    try:
+        model = k.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a foreign or broken file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"cannot load {path}: {first[:300]}") from None
+    layer = find_class_names_layer(model)
+    if layer is None:
+        raise ModelFileError(
+            f"{path} has no class names: it was not made by mtl train "
+            "(use `mtl classify` for ImageNet models)"
+        )
+    if layer.model_format > MODEL_FORMAT:
+        raise ModelFileError(
+            f"{path} was made by mtl {layer.mtl_version} (model format {layer.model_format}); "
+            f"this mtl reads format {MODEL_FORMAT} or older: upgrade mtl"
+        )
+    shape = model.input_shape
+    return LoadedModel(
+        model=model,
+        class_names=list(layer.class_names),
+        image_size=int(shape[1]),
+        mtl_version=layer.mtl_version,
+        info=dict(layer.info),
+    )

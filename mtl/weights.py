@@ -1,0 +1,104 @@
+"""Finding pretrained weights and the ImageNet class index by Keras' own file names.
+
+Order: ``--weights-dir`` / ``MTL_WEIGHTS_DIR``, then the Keras cache
+(``$KERAS_HOME/models``, default ``~/.keras/models``), then a download from
+Keras' canonical URL into that cache. A weights folder may be read-only, so
+nothing is ever written there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl.errors import WeightsUnavailable
+
+CLASS_INDEX_URL = (
+    "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
+)
+DOWNLOAD_TIMEOUT_S = 30.0
+
+DownloadProgress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file Keras knows by ``name`` and downloads from ``url``."""
+
+    name: str
+    url: str
+
+
+def keras_cache_dir() -> Path:
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def _url_for(remote: RemoteFile) -> str:
+    # Lets tests (and mirrors) serve the files from elsewhere, keeping Keras' names.
+    base = os.environ.get("MTL_WEIGHTS_URL")
+    return base.rstrip("/") + "/" + remote.name if base else remote.url
+
+
+def resolve(
+    remote: RemoteFile,
+    weights_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = True,
+    progress: DownloadProgress | None = None,
+) -> Path:
+    """Return a local path to ``remote``, downloading it into the Keras cache if needed."""
+    folder = weights_dir or os.environ.get("MTL_WEIGHTS_DIR")
+    candidates = [Path(folder) / remote.name] if folder else []
+    candidates.append(keras_cache_dir() / remote.name)
+    for path in candidates:
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+    target = keras_cache_dir() / remote.name
+    url = _url_for(remote)
+    where = f"{folder} (--weights-dir / MTL_WEIGHTS_DIR) or {target.parent}"
+    if not download:
+        raise WeightsUnavailable(f"missing {remote.name}; download {url} and put it in {where}")
+    try:
+        _download(url, target, remote.name, progress)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        if isinstance(exc, urllib.error.HTTPError):
+            reason: object = f"HTTP {exc.code} {exc.reason}"
+        else:
+            reason = getattr(exc, "reason", None) or exc
+        raise WeightsUnavailable(
+            f"missing {remote.name} and cannot download it from {url} ({reason}); "
+            f"download it by hand and put it in {where}"
+        ) from None
+    return target
+
+
+def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
+        try:
+            done = 0
+            with os.fdopen(fd, "wb") as fh:
+                while chunk := response.read(1 << 16):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(name, done, total)
+            if total is not None and done != total:
+                raise ValueError(f"download ended after {done} of {total} bytes")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def class_index_file() -> RemoteFile:
+    return RemoteFile("imagenet_class_index.json", CLASS_INDEX_URL)

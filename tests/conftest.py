@@ -1,0 +1,62 @@
+"""Shared fixtures: the real weights and photos beside the checkout, sample photos, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEIGHTS = SHARED / "weights"
+HYMENOPTERA = SHARED / "data" / "hymenoptera" / "train"
+ALPHA = 0.75  # the only variant stored offline
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a download attempt fails at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Real weights from ../shared, an empty Keras cache, and no way to reach the internet."""
+    if not (WEIGHTS / "imagenet_class_index.json").is_file():
+        pytest.exit(f"real weights not found in {WEIGHTS} (see README: Weights)", returncode=2)
+    os.environ["MTL_WEIGHTS_DIR"] = str(WEIGHTS)
+    # Keras reads KERAS_HOME once, at import: give it a cache that holds copies of the
+    # shared files, so direct keras.applications calls find them offline too.
+    home = tmp_path_factory.mktemp("keras_home")
+    (home / "models").mkdir()
+    for f in WEIGHTS.iterdir():
+        if f.suffix in (".h5", ".json"):
+            shutil.copy(f, home / "models" / f.name)
+    os.environ["KERAS_HOME"] = str(home)
+    os.environ["MTL_WEIGHTS_URL"] = f"http://127.0.0.1:{closed_port()}/"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """matplotlib's grace_hopper.jpg and scikit-image's coffee.png and chelsea.png."""
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("samples")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        (folder / "grace_hopper.jpg").write_bytes(fh.read())
+    Image.fromarray(skimage.data.coffee()).save(folder / "coffee.png")
+    Image.fromarray(skimage.data.chelsea()).save(folder / "chelsea.png")
+    return {p.stem: p for p in folder.iterdir()}
