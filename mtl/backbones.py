@@ -46,7 +46,9 @@ def check(model: str, alpha: float, size: int = DEFAULT_SIZE) -> Family:
     """Validate a backbone choice up front, echoing the bad value."""
     family = FAMILIES.get(model)
     if family is None:
-        raise UsageError(f"unknown model; choose one of {', '.join(FAMILIES)}. Received model={model!r}")
+        raise UsageError(
+            f"unknown model; choose one of {', '.join(FAMILIES)}. Received model={model!r}"
+        )
     if float(alpha) not in family.alphas:
         choices = ", ".join(str(a) for a in family.alphas)
         raise UsageError(
@@ -58,7 +60,9 @@ def check(model: str, alpha: float, size: int = DEFAULT_SIZE) -> Family:
     return family
 
 
-def weights_file(model: str, alpha: float, include_top: bool, size: int = DEFAULT_SIZE) -> RemoteFile:
+def weights_file(
+    model: str, alpha: float, include_top: bool, size: int = DEFAULT_SIZE
+) -> RemoteFile:
     """The file Keras itself would download for this backbone (same name, same URL)."""
     check(model, alpha, size)
     if model == "mobilenet":

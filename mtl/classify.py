@@ -62,7 +62,7 @@ def classify(
             by_path[path] = ImageResult(file=str(path), error=reason)
         if len(batch.paths):
             probs = net.predict_on_batch(batch.pixels.astype("float32"))  # type: ignore[attr-defined]
-            for path, row in zip(batch.paths, probs):
+            for path, row in zip(batch.paths, probs, strict=True):
                 preds = top_k(row, index.labels, top_k_count, index.wnids)
                 by_path[path] = ImageResult(file=str(path), predictions=preds)
         done += len(batch.paths) + len(batch.failures)

@@ -87,7 +87,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -98,6 +98,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode != "RGB":
         return img.convert("RGB")
     return img
+
+
+_MAGIC = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"RIFF": "WebP",
+}
+
+
+def _sniff(path: Path) -> str | None:
+    """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
+            return name
+    return None
 
 
 def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.ndarray:
@@ -139,6 +158,9 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
     except UnidentifiedImageError:
         if path.stat().st_size == 0:
             raise ImageError("empty file (0 bytes)") from None
+        claimed = _sniff(path)
+        if claimed:
+            raise ImageError(f"cannot decode image: corrupt {claimed} header") from None
         raise ImageError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large ({exc})") from None
@@ -182,11 +204,9 @@ def iter_batches(
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             decoded = list(pool.map(lambda p: _load_or_error(p, size), chunk))
-            ok = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, np.ndarray)]
-            bad = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, str)]
-            pixels = (
-                np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
-            )
+            ok = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, np.ndarray)]
+            bad = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, str)]
+            pixels = np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
             yield Batch(paths=[p for p, _ in ok], pixels=pixels, failures=bad)
 
 

@@ -40,7 +40,9 @@ class ImageResult:
         return {"file": self.file, "predictions": [p.to_json() for p in self.predictions]}
 
 
-def top_k(probabilities: Any, labels: list[str], k: int, wnids: list[str] | None = None) -> list[Prediction]:
+def top_k(
+    probabilities: Any, labels: list[str], k: int, wnids: list[str] | None = None
+) -> list[Prediction]:
     """The k most probable classes of one probability vector, best first."""
     import numpy as np
 

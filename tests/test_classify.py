@@ -22,7 +22,9 @@ def classify_json(cli, *args: str) -> tuple[int, list[dict], str]:
 def sample_results(sample_photos):
     from typer.testing import CliRunner
 
-    code, data, stderr = classify_json(CliRunner(), "--top-k", "5", *map(str, sample_photos.values()))
+    code, data, stderr = classify_json(
+        CliRunner(), "--top-k", "5", *map(str, sample_photos.values())
+    )
     assert code == 0, stderr
     return {Path(r["file"]).stem: r for r in data}
 
@@ -59,15 +61,19 @@ def test_probabilities_equal_direct_keras(sample_results, sample_photos):
     names = sorted(sample_photos)
     pixels = np.stack([load_image(sample_photos[n], 224) for n in names]).astype("float32")
     probs = net.predict_on_batch(keras.applications.mobilenet.preprocess_input(pixels))
-    index = json.loads((Path(os.environ["MTL_WEIGHTS_DIR"]) / "imagenet_class_index.json").read_text())
+    index = json.loads(
+        (Path(os.environ["MTL_WEIGHTS_DIR"]) / "imagenet_class_index.json").read_text()
+    )
     label_to_id = {v[1]: int(k) for k, v in index.items()}
-    for name, row in zip(names, probs):
+    for name, row in zip(names, probs, strict=True):
         for p in sample_results[name]["predictions"]:
             assert abs(p["probability"] - float(row[label_to_id[p["label"]]])) < 1e-4
 
 
 def test_table_output(cli, sample_photos):
-    result = cli.invoke(app, ["classify", "--alpha", str(ALPHA), "-k", "2", str(sample_photos["coffee"])])
+    result = cli.invoke(
+        app, ["classify", "--alpha", str(ALPHA), "-k", "2", str(sample_photos["coffee"])]
+    )
     assert result.exit_code == 0, result.stderr
     assert "espresso" in result.stdout and "rank" in result.stdout and "n07920052" in result.stdout
 
@@ -97,7 +103,8 @@ def test_offline_without_weights_exits_2_with_a_message(cli, sample_photos, tmp_
     empty.mkdir()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))
     result = cli.invoke(
-        app, ["classify", "--alpha", "0.75", "--weights-dir", str(empty), str(sample_photos["coffee"])]
+        app,
+        ["classify", "--alpha", "0.75", "--weights-dir", str(empty), str(sample_photos["coffee"])],
     )
     assert result.exit_code == 2
     message = result.stderr

@@ -1,4 +1,4 @@
-"""The CLI starts fast: --help and fetch never import TensorFlow or Keras; every command has examples."""
+"""The CLI starts fast (--help and fetch never import TensorFlow); every command has examples."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weight resolution: --weights-dir / MTL_WEIGHTS_DIR, the Keras cache, then a real HTTP download."""
+"""Weight resolution: --weights-dir or MTL_WEIGHTS_DIR, the Keras cache, then an HTTP download."""
 
 from __future__ import annotations
 
@@ -67,7 +67,10 @@ def test_weights_dir_wins_over_cache(tmp_path, monkeypatch):
     got = weights.resolve(weights.class_index_file(), WEIGHTS)
     assert got == WEIGHTS / "imagenet_class_index.json"
     monkeypatch.delenv("MTL_WEIGHTS_DIR")
-    assert weights.resolve(weights.class_index_file()) == tmp_path / "kh/models/imagenet_class_index.json"
+    assert (
+        weights.resolve(weights.class_index_file())
+        == tmp_path / "kh/models/imagenet_class_index.json"
+    )
 
 
 def test_download_into_keras_cache_over_http(tmp_path, monkeypatch, weights_server):
@@ -79,7 +82,9 @@ def test_download_into_keras_cache_over_http(tmp_path, monkeypatch, weights_serv
     empty.chmod(0o555)
     seen: list[tuple[int, int | None]] = []
     remote = backbones.weights_file("mobilenet", 0.75, include_top=False)
-    got = weights.resolve(remote, empty, progress=lambda name, done, total: seen.append((done, total)))
+    got = weights.resolve(
+        remote, empty, progress=lambda name, done, total: seen.append((done, total))
+    )
     assert got == tmp_path / "kh" / "models" / remote.name
     assert got.read_bytes() == (WEIGHTS / remote.name).read_bytes()
     assert asked == ["/" + remote.name]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job end to end on real photos: what `make demo` runs.
+set -euo pipefail
+MTL="${BIN:-.venv/bin}/mtl"
+DATA="${DATA:-../shared/data/hymenoptera/train}"
+ALPHA="${MTL_ALPHA:-1.0}"
+OUT="${OUT:-demo}"
+
+if [ ! -d "$DATA" ]; then
+  echo "demo: no dataset at $DATA; set DATA=folder-per-class photos (or run mtl fetch first)" >&2
+  exit 2
+fi
+ant=$(find "$DATA" -type f -iname '*.jpg' -path '*ants*' | sort | head -1)
+bee=$(find "$DATA" -type f -iname '*.jpg' -path '*bees*' | sort | head -1)
+
+echo "== 1/3 ImageNet classification with a pretrained MobileNet (alpha $ALPHA)"
+"$MTL" classify --alpha "$ALPHA" --top-k 3 "$ant" "$bee"
+
+echo "== 2/3 transfer learning on $DATA"
+"$MTL" train "$DATA" --alpha "$ALPHA" --epochs 10 --out "$OUT/run" --force
+
+echo "== 3/3 predicting with the trained model"
+"$MTL" predict "$OUT/run/model.keras" "$ant" "$bee"
+echo "demo: done; the run folder is $OUT/run"
