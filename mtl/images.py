@@ -182,11 +182,9 @@ def iter_batches(
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             decoded = list(pool.map(lambda p: _load_or_error(p, size), chunk))
-            ok = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, np.ndarray)]
-            bad = [(p, a) for p, a in zip(chunk, decoded) if isinstance(a, str)]
-            pixels = (
-                np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
-            )
+            ok = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, np.ndarray)]
+            bad = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, str)]
+            pixels = np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
             yield Batch(paths=[p for p, _ in ok], pixels=pixels, failures=bad)
 
 
