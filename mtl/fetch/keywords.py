@@ -12,7 +12,8 @@ from mtl.errors import UsageError
 # even when every character is a 4-byte UTF-8 letter.
 MAX_SLUG_CHARS = 60
 
-_NOT_WORD = re.compile(r"[^\w-]+")
+# Runs of anything but letters, digits and "-" (underscores included) become one "_".
+_NOT_WORD = re.compile(r"(?:[^\w-]|_)+")
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,15 @@ def slugify(text: str) -> str:
 
 def _refusal(text: str) -> str | None:
     if not text.strip():
-        return "an empty keyword"
+        return "empty keyword"
     if "/" in text or "\\" in text:
-        return f"keyword {text!r} contains a path separator"
+        return f"keyword {text!r}: it contains a path separator"
     if text.strip() in (".", ".."):
-        return f"keyword {text!r} is not a name"
+        return f"keyword {text!r}: it is not a name"
     if any(unicodedata.category(ch) == "Cc" for ch in text):
-        return f"keyword {text!r} contains control characters"
+        return f"keyword {text!r}: it contains control characters"
     if not slugify(text):
-        return f"keyword {text!r} has no letters or digits to name a folder"
+        return f"keyword {text!r}: no letters or digits to name a folder"
     return None
 
 
@@ -54,15 +55,12 @@ def parse_keywords(texts: list[str]) -> list[Keyword]:
     for text in texts:
         why = _refusal(text)
         if why:
-            raise UsageError(f'refusing {why}; use plain words such as "blue tit"')
+            raise UsageError(f"refusing {why}")
         slug = slugify(text)
         if slug in by_slug:
             if by_slug[slug] == text:
                 continue  # the same keyword twice is harmless: fetch it once
-            raise UsageError(
-                f"keywords {by_slug[slug]!r} and {text!r} would share the folder {slug!r}; "
-                "make them differ in letters or digits"
-            )
+            raise UsageError(f"keywords {by_slug[slug]!r} and {text!r} share the folder {slug!r}")
         by_slug[slug] = text
         keywords.append(Keyword(text=text, slug=slug))
     return keywords
