@@ -345,6 +345,22 @@ def test_existing_files_are_counted_and_kept(engine: FakeEngine, tmp_path: Path)
     assert {r["file"]: r["engine"] for r in manifest(tmp_path)}["crow/mine.jpg"] == "local"
 
 
+def test_interrupted_run_leaves_no_partial_files(engine: FakeEngine, tmp_path: Path):
+    engine.set_results("crow", [engine.add(f"/i/k{i}.jpg", jpeg(200 + i)) for i in range(12)])
+
+    def interrupt(slug: str, keyword: str, kept: int, limit: int) -> None:
+        if kept == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch(FetchRequest(["crow"], out=tmp_path, limit=10, min_size="10x10"), interrupt)
+    # Everything on disk is a whole, listed image; the rest of the chunk was cleaned up.
+    assert files(tmp_path) == ["crow/000001.jpg", "crow/000002.jpg", "manifest.jsonl"]
+    assert [r["file"] for r in manifest(tmp_path)] == ["crow/000001.jpg", "crow/000002.jpg"]
+    result = fetch(FetchRequest(["crow"], out=tmp_path, limit=3, min_size="10x10"))
+    assert (result.classes[0].existing, result.classes[0].new_files) == (2, ["crow/000003.jpg"])
+
+
 def test_slugs_and_url_rewriting():
     assert slugify("blue tit") == "blue_tit"
     assert slugify("Ｂｌｕｅ Tit") == "blue_tit"  # full-width letters

@@ -55,7 +55,9 @@ FLICKR_API_KEY is needed for --engine flickr.
 def register(app: typer.Typer) -> None:
     @app.command("fetch", help=HELP)
     def fetch(
-        keywords: list[str] = typer.Argument(None, help="Search keywords, one class each."),
+        keywords: list[str] = typer.Argument(
+            None, metavar="KEYWORD...", help="Search keywords, one class (folder) each."
+        ),
         out_dir: Path = typer.Option(Path("data"), "--out", "-o", help="Output folder."),
         engine: str = typer.Option("bing", help="bing, google, baidu or flickr."),
         urls: Path = typer.Option(

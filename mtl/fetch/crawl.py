@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl.errors import UsageError
 from mtl.fetch.download import download, new_session
 from mtl.fetch.engines import EngineSession, EngineSource, ListSource
 from mtl.fetch.keywords import Keyword
@@ -262,7 +263,10 @@ def fetch(request: FetchRequest, on_progress: ProgressFn | None = None) -> Fetch
     Raises :class:`~mtl.errors.UsageError` for bad arguments before any download.
     """
     plan = make_plan(request)
-    plan.out.mkdir(parents=True, exist_ok=True)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out {plan.out}: {exc.strerror or exc}") from None
     remove_temp_files(plan.out)
     pool = ThreadPoolExecutor(max_workers=plan.threads, thread_name_prefix="mtl-fetch")
     run: _Run | None = None
