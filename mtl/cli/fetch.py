@@ -1,17 +1,148 @@
-"""`mtl fetch` (not implemented yet)."""
+"""`mtl fetch`: parse options, call :func:`mtl.fetch.fetch`, render the table or JSON."""
 
 from __future__ import annotations
 
-import typer
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mtl.cli._common import fail
+import typer
+from rich.table import Table
+
+from mtl.cli._common import call, err, out, print_json, warn
+
+if TYPE_CHECKING:
+    from mtl.fetch import FetchResult
+    from mtl.fetch.crawl import ProgressFn
+
+EXIT_SHORT = 3
+
+HELP = """Build a folder-per-class training set from an image search.
+
+One folder per KEYWORD under --out ("blue tit" becomes blue_tit/). Every kept
+file is fully decoded with Pillow, at least --min-size, saved with the
+extension of its real format, and not a duplicate (same bytes, or the same
+picture re-encoded or resized) of another in its class. A picture found under
+two keywords is kept in neither. data/manifest.jsonl records each kept file
+(class, file, url, engine, sha256, phash, width, height, time).
+
+Run the same command again to resume: it counts what is there and fetches
+only what is missing; existing files are never overwritten or renamed.
+
+Exit codes: 0 every keyword reached --limit, 3 some fell short (the table
+says why), 2 bad arguments.
+
+Environment: MTL_ENGINE_URL=http://127.0.0.1:8765 sends the engine's search
+requests there instead (same path and query; for tests and mirrors).
+FLICKR_API_KEY is needed for --engine flickr.
+
+[bold]Examples[/bold]
+
+  mtl fetch "blue tit" crow --limit 100 --out data/
+
+  mtl fetch "blue tit" crow --limit 100 --min-size 400x300 --engine baidu
+
+  mtl fetch --urls birds.tsv --out data/     [dim](lines: label<TAB>url)[/dim]
+
+  mtl fetch crow --urls crows.txt --limit 50 [dim](one URL a line)[/dim]
+
+  mtl fetch crow --json | jq '.classes[0].kept'
+"""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "fetch",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def fetch(ctx: typer.Context) -> None:
-        """Not implemented yet."""
-        raise fail("mtl fetch is not implemented yet", 2)
+    @app.command("fetch", help=HELP)
+    def fetch(
+        keywords: list[str] = typer.Argument(
+            None, metavar="KEYWORD...", help="Search keywords, one class (folder) each."
+        ),
+        out_dir: Path = typer.Option(Path("data"), "--out", "-o", help="Output folder."),
+        engine: str = typer.Option("bing", help="bing, google, baidu or flickr."),
+        urls: Path = typer.Option(
+            None, "--urls", help="Download these URLs instead (url or label<TAB>url a line)."
+        ),
+        limit: int = typer.Option(100, "--limit", "-n", help="Images wanted per keyword."),
+        min_size: str = typer.Option("224x224", help="Smallest WIDTHxHEIGHT kept."),
+        threads: int = typer.Option(4, help="Parallel downloads."),
+        timeout: float = typer.Option(
+            10.0, help="Seconds for one whole download or search page (wall clock)."
+        ),
+        deadline: float = typer.Option(600.0, help="Seconds at most per keyword."),
+        max_mb: float = typer.Option(20.0, help="Largest download kept, in MB."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    ) -> None:
+        from mtl.fetch import FetchRequest
+        from mtl.fetch import fetch as run_fetch
+
+        request = FetchRequest(
+            keywords=list(keywords or []),
+            out=out_dir,
+            engine=engine,
+            urls_file=urls,
+            limit=limit,
+            min_size=min_size,
+            threads=threads,
+            timeout=timeout,
+            deadline=deadline,
+            max_mb=max_mb,
+        )
+        with _progress(quiet) as on_progress:
+            result = call(run_fetch, request, on_progress=on_progress)
+        if json_out:
+            print_json(result.to_json())
+        else:
+            _render(result)
+        if not result.complete:
+            raise typer.Exit(EXIT_SHORT)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[ProgressFn]:
+    """One bar per keyword on stderr, only on a terminal (or with MTL_PROGRESS=1)."""
+    if quiet or (not err.is_terminal and os.environ.get("MTL_PROGRESS") != "1"):
+        yield lambda slug, keyword, kept, limit: None
+        return
+    from rich import progress as rp
+
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn())
+    with rp.Progress(*columns, rp.TimeElapsedColumn(), console=err) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(slug: str, keyword: str, kept: int, limit: int) -> None:
+            if slug not in tasks:
+                tasks[slug] = bar.add_task(keyword, total=limit)
+            bar.update(tasks[slug], completed=min(kept, limit))
+
+        yield update
+
+
+def _rejected(counts: Mapping[str, int]) -> str:
+    parts = [f"{n} {reason.replace('_', ' ')}" for reason, n in counts.items() if n]
+    return ", ".join(parts) or "-"
+
+
+def _render(result: FetchResult) -> None:
+    table = Table(title=f"mtl fetch -> {result.out} ({result.engine})")
+    for name in ("class", "requested", "had", "kept", "new", "rejected", "duplicates", "status"):
+        numeric = name in ("requested", "had", "kept", "new", "duplicates")
+        table.add_column(name, justify="right" if numeric else "left")
+    for c in result.classes:
+        others = {str(k): v for k, v in c.rejected.items() if k != "duplicate"}
+        status = f"[red]short {c.short}[/red]" if c.short else "[green]ok[/green]"
+        table.add_row(
+            c.slug, str(c.requested), str(c.existing), str(c.kept), str(len(c.new_files)),
+            _rejected(others), str(c.rejected["duplicate"]), status,
+        )  # fmt: skip
+    out.print(table)
+    for c in result.classes:
+        if c.short:
+            out.print(f"{c.slug}: {c.short} short: {c.why_short}", highlight=False, markup=False)
+    for amb in result.ambiguous:
+        where = " and ".join(amb.classes)
+        warn(f"same picture under {where}: kept in neither ({', '.join(amb.urls)})")
+    for note in result.notes:
+        warn(note)
+    out.print(f"manifest: {result.manifest}", highlight=False)

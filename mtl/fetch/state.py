@@ -1,0 +1,134 @@
+"""What is already in ``--out``: kept files, their hashes, and the images refused as ambiguous.
+
+A resumed run starts from here, so it only fetches what is missing and never
+touches a file it did not just write (except an image it proves ambiguous).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mtl.fetch.dedupe import Entry, HashIndex
+from mtl.fetch.download import TEMP_PREFIX, TEMP_SUFFIX
+from mtl.fetch.manifest import (
+    AmbiguousImage,
+    ManifestEntry,
+    load_ambiguous,
+    load_manifest,
+    save_ambiguous,
+    save_manifest,
+)
+from mtl.fetch.reasons import Rejected
+from mtl.fetch.validate import inspect_image
+from mtl.images import is_image_name
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def remove_temp_files(folder: Path) -> None:
+    """Temp files a killed run left behind; they are never complete images."""
+    if folder.is_dir():
+        for path in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class OutputState:
+    """The manifest, the hash index over it, and the ambiguous list, for one ``--out``."""
+
+    out: Path
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)  # by file
+    index: HashIndex = field(default_factory=HashIndex)
+    ambiguous: list[AmbiguousImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, out: Path) -> OutputState:
+        state = cls(out=out)
+        for entry in load_manifest(out):
+            if (out / entry.file).is_file():
+                state.add(entry)
+            else:
+                state.notes.append(f"{entry.file} is gone; dropped from the manifest")
+        state.ambiguous = load_ambiguous(out)
+        for amb in state.ambiguous:
+            state.index.block(amb.sha256, amb.phash)
+        return state
+
+    def add(self, entry: ManifestEntry) -> None:
+        self.entries[entry.file] = entry
+        self.index.add(Entry(entry.class_, entry.file, entry.sha256, entry.phash))
+
+    def remove(self, file: str) -> ManifestEntry | None:
+        """Delete a kept file from disk, manifest and index (an ambiguous image)."""
+        (self.out / file).unlink(missing_ok=True)
+        self.index.remove(file)
+        return self.entries.pop(file, None)
+
+    def count(self, slug: str) -> int:
+        return sum(1 for e in self.entries.values() if e.class_ == slug)
+
+    def urls(self, slug: str) -> set[str]:
+        return {e.url for e in self.entries.values() if e.class_ == slug and e.url}
+
+    def adopt_folder(self, slug: str, min_size: tuple[int, int]) -> None:
+        """Count valid images a user put in the class folder by hand (or a crash left unlisted)."""
+        folder = self.out / slug
+        for path in sorted(folder.iterdir()):
+            file = f"{slug}/{path.name}"
+            if path.name.startswith(".") or not is_image_name(path) or file in self.entries:
+                continue
+            try:
+                info = inspect_image(path, min_size)
+            except Rejected as exc:
+                self.notes.append(f"{file} is not counted: {exc.detail}")
+                continue
+            sha = _sha256(path)
+            if self.index.matches(sha, info.phash) or self.index.is_blocked(sha, info.phash):
+                self.notes.append(f"{file} is not counted: a duplicate")
+                continue
+            self.add(ManifestEntry(
+                slug, file, None, "local", sha, info.phash, info.width, info.height,
+                now_iso(),
+            ))  # fmt: skip
+
+    def save(self) -> None:
+        if self.out.is_dir():
+            save_manifest(self.out, list(self.entries.values()))
+            save_ambiguous(self.out, self.ambiguous)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def next_free_name(folder: Path, extension: str, start: int) -> tuple[Path, int]:
+    """``000042.jpg``-style name that exists under no extension; never reuse a name."""
+    index = start
+    taken = {p.stem for p in folder.iterdir()} if folder.is_dir() else set()
+    while f"{index:06d}" in taken:
+        index += 1
+    return folder / f"{index:06d}{extension}", index + 1
+
+
+def first_free_index(folder: Path) -> int:
+    numbers = [int(p.stem) for p in folder.iterdir() if p.stem.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def place(tmp: Path, final: Path) -> None:
+    """Move a checked temp file into place; refuse to replace anything."""
+    if final.exists():
+        raise FileExistsError(final)
+    os.replace(tmp, final)
