@@ -79,7 +79,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB, keeping the picture a person would see."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # 16-bit (and 32-bit) grayscale: scale to 8 bits instead of letting
@@ -143,7 +143,7 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
             img.seek(0)  # first frame of an animation
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            img = to_rgb(img)
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)

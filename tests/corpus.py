@@ -48,8 +48,11 @@ def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
     """A few hundred bytes that declare a 2.5-gigapixel greyscale image."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 4096, 9)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + (
-        _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + (_png_chunk(b"IEND", b""))
     )
 
 
@@ -58,7 +61,9 @@ def _corrupt_body(jpeg: bytes) -> bytes:
     body = bytearray(jpeg)
     start = jpeg.rfind(b"\xff\xda") + 200
     end = len(body) - 100
-    body[start:end] = np.random.RandomState(0).randint(0, 256, end - start).astype(np.uint8).tobytes()
+    body[start:end] = (
+        np.random.RandomState(0).randint(0, 256, end - start).astype(np.uint8).tobytes()
+    )
     return bytes(body)
 
 

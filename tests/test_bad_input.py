@@ -1,4 +1,4 @@
-"""Every command survives the bad-input corpus: results for the good files, a reason for each bad one."""
+"""Every command survives the bad-input corpus: a result per good file, a reason per bad one."""
 
 from __future__ import annotations
 
@@ -36,3 +36,35 @@ def test_classify_survives_the_corpus(cli, corpus):
     folder = corpus["empty.jpg"].path.parent
     result = cli.invoke(app, ["classify", "--alpha", str(ALPHA), "--json", "-k", "1", str(folder)])
     check_per_image_results(result, corpus)
+
+
+def test_fetch_keeps_none_of_the_bad_files(cli, corpus, tmp_path):
+    """The corpus served over loopback HTTP: only one copy of the (one) good photo lands."""
+    from tests.fakes.engine_server import FakeEngine
+
+    files = sorted((n, e) for n, e in corpus.items() if e.path.is_file())
+    with FakeEngine() as engine:
+        urls = [engine.add(f"/c/{i}.jpg", e.path.read_bytes()) for i, (_, e) in enumerate(files)]
+        (tmp_path / "urls.txt").write_text("".join(f"corpus\t{u}\n" for u in urls))
+        out = tmp_path / "data"
+        args = ["fetch", "--urls", str(tmp_path / "urls.txt"), "--out", str(out), "--json"]
+        result = cli.invoke(
+            app, [*args, "--min-size", "100x100", "--timeout", "5", "--limit", "50"]
+        )
+    assert result.exit_code == 3, result.stderr  # fell short of --limit
+    summary = json.loads(result.stdout)["classes"][0]
+    # empty, text, bad CRC | truncated, corrupt body | 1x1 | bomb | the 7 other good copies
+    assert summary["rejected"] == {
+        "not_image": 3,
+        "truncated": 2,
+        "too_small": 1,
+        "too_large": 1,
+        "http_error": 0,
+        "timeout": 0,
+        "duplicate": 7,
+        "ambiguous": 0,
+    }
+    kept = sorted(p.name for p in (out / "corpus").iterdir())
+    assert kept == ["000001.gif"]  # animated.gif, first good file in URL order
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [m["file"] for m in manifest] == ["corpus/000001.gif"]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mtl.fetch.reasons import Rejected
-from mtl.images import MAX_PIXELS
+from mtl.images import MAX_PIXELS, to_rgb
 
 # Pillow format name -> the extension a kept file gets, whatever the URL said.
 FORMAT_EXTENSIONS = {
@@ -58,16 +58,19 @@ def _check(img: Image.Image, min_size: tuple[int, int]) -> ImageInfo:
     fmt = img.format or ""
     if fmt not in FORMAT_EXTENSIONS:
         raise Rejected("not_image", f"unsupported format {fmt or 'unknown'}")
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise Rejected("too_large", f"{width}x{height} pixels")
+    if img.width * img.height > MAX_PIXELS:
+        raise Rejected("too_large", f"{img.width}x{img.height} pixels")
+    img.load()
+    # Judge and hash the picture as training will see it: upright (EXIF) and in
+    # 8-bit RGB, so a rotated or 16-bit copy of a photo is still its duplicate.
+    upright = to_rgb(ImageOps.exif_transpose(img))
+    width, height = upright.size
     if width < min_size[0] or height < min_size[1]:
         raise Rejected("too_small", f"{width}x{height}")
-    img.load()
     return ImageInfo(
         format=fmt,
         extension=FORMAT_EXTENSIONS[fmt],
         width=width,
         height=height,
-        phash=str(imagehash.phash(img)),
+        phash=str(imagehash.phash(upright)),
     )
