@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from mtl import __version__
-from mtl.runtime import keras as _keras
+from mtl.runtime import keras as _load_keras
 
-keras = _keras()
+_load_keras()  # quiet, configured import first
+import keras  # noqa: E402
 
 # Bumped when a saved model's layout changes in a way older mtl cannot read.
 MODEL_FORMAT = 1
