@@ -56,11 +56,14 @@ class TFLiteModel:
             raise ModelFileError(
                 "running .tflite models needs ai-edge-litert (pip install ai-edge-litert)"
             ) from None
+        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
+
         try:
-            self._interp: Any = Interpreter(
-                model_path=str(self.path), num_threads=num_threads or os.cpu_count() or 1
-            )
-            self._interp.allocate_tensors()
+            with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interp: Any = Interpreter(
+                    model_path=str(self.path), num_threads=num_threads or os.cpu_count() or 1
+                )
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(
