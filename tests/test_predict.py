@@ -233,3 +233,25 @@ def test_bad_options(cli, trained_model, confident):
         app, ["predict", str(trained_model.path), str(photo), "--labels", "labels.txt"]
     )
     assert result.exit_code == 2 and "--labels" in result.stderr
+
+
+def test_help_of_predict_evaluate_export_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys\n"
+        "from mtl.cli import app\n"
+        "for cmd in ('predict', 'evaluate', 'export'):\n"
+        "    try:\n        app([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+    for cmd in ("predict", "evaluate", "export"):
+        assert f"mtl {cmd}" in done.stdout
