@@ -31,7 +31,7 @@ def exported(trained_model, tmp_path_factory) -> dict[str, Path]:
     args = ["export", str(trained_model.path), "-q", "int8", "-o", str(out["int8"])]
     result = runner.invoke(app, [*args, "--representative", str(trained_model.train_dir)])
     assert result.exit_code == 0, result.stderr
-    assert "TFLite int8" in result.stdout and "MB" in result.stdout  # sizes printed
+    assert "TFLite int8" in result.stdout and "MiB" in result.stdout  # sizes printed
     return out
 
 

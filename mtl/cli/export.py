@@ -29,9 +29,9 @@ def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     size = float(n)
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-        if size < 1024 or unit == "GB":
+        if size < 1024 or unit == "GiB":
             break
     return f"{size:.1f} {unit}"
 
