@@ -61,8 +61,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     try:
         model = k.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a foreign or broken file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"cannot load {path}: {first[:300]}") from None
+        raise ModelFileError(f"cannot load {path}: {_why_unloadable(path, exc)}") from None
     layer = find_class_names_layer(model)
     if layer is None:
         raise ModelFileError(
@@ -82,3 +81,40 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         mtl_version=layer.mtl_version,
         info=dict(layer.info),
     )
+
+
+def _why_unloadable(path: Path, exc: Exception) -> str:
+    """A one-line reason a .keras file did not load, naming what a user can act on."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "config.json" not in z.namelist():
+                return "not a Keras model file (a zip archive without config.json)"
+            config = json.loads(z.read("config.json"))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return "damaged Keras model file"
+    import mtl.layers
+
+    unknown: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            module, name = node.get("module"), node.get("class_name")
+            is_ours = isinstance(module, str) and module.split(".")[0] == "mtl"
+            if is_ours and isinstance(name, str) and not hasattr(mtl.layers, name):
+                unknown.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    if unknown:
+        return (
+            f"it uses layers this mtl does not have ({', '.join(sorted(unknown))}); "
+            "it was probably made by a newer mtl: upgrade mtl"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"not readable by this mtl and Keras ({first[:200]})"

@@ -60,3 +60,14 @@ def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(skimage.data.coffee()).save(folder / "coffee.png")
     Image.fromarray(skimage.data.chelsea()).save(folder / "chelsea.png")
     return {p.stem: p for p in folder.iterdir()}
+
+
+# --- predict / evaluate / export: one real trained model for the session -------------
+
+
+@pytest.fixture(scope="session")
+def trained_model(offline_env: None, tmp_path_factory: pytest.TempPathFactory):  # type: ignore
+    """model.keras: real frozen MobileNet 0.75 + a head trained on half of HYMENOPTERA."""
+    from tests.trained_model import make_trained_model
+
+    return make_trained_model(HYMENOPTERA, tmp_path_factory.mktemp("trained"), alpha=ALPHA)

@@ -1,17 +1,71 @@
-"""`mtl predict` (not implemented yet)."""
+"""`mtl predict`: apply a trained model (model.keras or an exported .tflite) to images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from mtl.cli._common import fail
+from mtl.cli._common import call, info, progress_bar
+from mtl.cli._results import render_image_results
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  mtl predict runs/train/model.keras crow.jpg
+
+  mtl predict model.keras photos/ "more/**/*.png" --top-k 3
+
+  mtl predict model.keras photos/ --json | jq '.[] | .predictions[0].label'
+
+  mtl predict model.keras photos/ --csv predictions.csv
+
+  mtl predict model.tflite photos/   [dim](reads model.labels.txt beside it; no TensorFlow)[/dim]
+"""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "predict",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def predict(ctx: typer.Context) -> None:
-        """Not implemented yet."""
-        raise fail("mtl predict is not implemented yet", 2)
+    @app.command("predict", epilog=EXAMPLES)
+    def predict(
+        model: Path = typer.Argument(
+            ..., help="model.keras from mtl train, or a .tflite from mtl export."
+        ),
+        images: list[Path] = typer.Argument(
+            ..., help="Image files, folders (searched recursively) or quoted globs."
+        ),
+        top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to show per image."),
+        batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
+        labels: Path | None = typer.Option(
+            None, "--labels", help="Labels of a .tflite model (default: MODEL.labels.txt)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        csv_file: Path | None = typer.Option(
+            None, "--csv", help="Also write the predictions to this CSV file."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing --csv file."),
+    ) -> None:
+        """Predict the classes of images with a model trained by mtl train.
+
+        The model takes raw photos: image size, preprocessing and class names
+        all come from the model file, never from options.
+        """
+        from mtl.predict import predict as run
+
+        with progress_bar("predicting") as on_progress:
+            report = call(
+                run,
+                model,
+                images,
+                top_k_count=top_k,
+                batch_size=batch_size,
+                labels=labels,
+                csv_path=csv_file,
+                force=force,
+                on_progress=on_progress,
+            )
+        code = render_image_results(
+            report.results, as_json=as_json, title=f"{model.name} ({report.kind})"
+        )
+        if report.csv_file is not None:
+            info(f"wrote {report.csv_file}")
+        raise typer.Exit(code)

@@ -1,0 +1,218 @@
+"""Exporting a trained model for deployment: TFLite (float, dynamic-range or int8) or SavedModel.
+
+Every exported model keeps mtl's contract: raw RGB 0-255 in (float32, at the
+model's own size), class probabilities out; preprocessing is inside. Labels go
+to a text file beside it (one per line, in output order), since a ``.tflite``
+has nowhere standard to keep them. This is the one core module besides
+:mod:`mtl.runtime` that uses TensorFlow directly: conversion to TFLite is
+TensorFlow's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl import files
+from mtl.errors import DataError, UsageError
+
+FORMATS = ("tflite", "saved_model")
+QUANTIZATIONS = ("none", "dynamic", "int8")
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    path: Path
+    bytes: int
+    what: str
+
+
+@dataclass
+class ExportReport:
+    source: ExportedFile
+    format: str
+    quantize: str
+    files: list[ExportedFile] = field(default_factory=list)
+    calibration_images: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": {"file": str(self.source.path), "bytes": self.source.bytes},
+            "format": self.format,
+            "quantize": self.quantize,
+            "calibration_images": self.calibration_images,
+            "files": [{"file": str(f.path), "bytes": f.bytes, "what": f.what} for f in self.files],
+        }
+
+
+def default_output(model_path: Path, fmt: str, quantize: str) -> Path:
+    """model.keras -> model.tflite, model.dynamic.tflite, model.int8.tflite, model_saved_model/."""
+    if fmt == "saved_model":
+        return model_path.with_name(model_path.stem + "_saved_model")
+    suffix = ".tflite" if quantize == "none" else f".{quantize}.tflite"
+    return model_path.with_name(model_path.stem + suffix)
+
+
+def labels_text(class_names: list[str]) -> str:
+    for name in class_names:
+        if "\n" in name or "\r" in name or not name.strip():
+            raise UsageError(f"class name {name!r} cannot be written to a labels file")
+    return "".join(f"{name}\n" for name in class_names)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def representative_images(data_dir: str | os.PathLike[str], count: int) -> tuple[list[Path], int]:
+    """Up to ``count`` images spread evenly over ``data_dir`` (recursively), and how many exist."""
+    from mtl.images import list_images
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"no representative data folder at {root}")
+    found = list_images(root)
+    if not found:
+        raise DataError(f"no images in {root} to calibrate the int8 model on")
+    if len(found) <= count:
+        return found, len(found)
+    picks = np.linspace(0, len(found) - 1, count).round().astype(int)
+    return [found[i] for i in picks], len(found)
+
+
+def export_model(
+    model_path: str | os.PathLike[str],
+    *,
+    fmt: str = "tflite",
+    quantize: str = "none",
+    representative: str | os.PathLike[str] | None = None,
+    calibration_count: int = 100,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> ExportReport:
+    """Export ``model_path`` (a model.keras from mtl train); files appear only when complete."""
+    from mtl.modelio import load_model
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received format={fmt!r}")
+    if quantize not in QUANTIZATIONS:
+        raise UsageError(
+            f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received quantize={quantize!r}"
+        )
+    if fmt != "tflite" and quantize != "none":
+        raise UsageError("--quantize applies to --format tflite only")
+    if quantize == "int8" and representative is None:
+        raise UsageError("--quantize int8 needs --representative DATA_DIR (photos to calibrate on)")
+    if quantize != "int8" and representative is not None:
+        raise UsageError("--representative is used by --quantize int8 only")
+    if calibration_count < 1:
+        raise UsageError(f"--calibration-images must be at least 1. Received {calibration_count}")
+    model_path = Path(model_path)
+    target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
+    if fmt == "tflite":
+        from mtl.tflite import labels_path_for
+
+        labels_file = labels_path_for(target)
+        files.check_new(target, force=force)
+        files.check_new(labels_file, force=force)
+    else:
+        labels_file = target / "labels.txt"
+        files.check_new(target, force=force, what="folder")
+    calibration: list[Path] = []
+    if quantize == "int8":
+        assert representative is not None
+        calibration, _ = representative_images(representative, calibration_count)
+
+    loaded = load_model(model_path)
+    labels = labels_text(loaded.class_names)
+    report = ExportReport(
+        source=ExportedFile(model_path, model_path.stat().st_size, "Keras model"),
+        format=fmt,
+        quantize=quantize,
+        calibration_images=len(calibration),
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        saved = work / "saved_model"
+        _export_saved_model(loaded.model, saved)
+        if fmt == "saved_model":
+            (saved / "labels.txt").write_text(labels, encoding="utf-8")
+            files.replace_dir(saved, target, force=force)
+            report.files.append(ExportedFile(target, _dir_size(target), "SavedModel folder"))
+            report.files.append(
+                ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)")
+            )
+            return report
+        data = _convert_tflite(saved, quantize, calibration, loaded.image_size, on_progress)
+        files.write_bytes(target, data, force=force)
+        files.write_text(labels_file, labels, force=force)
+        what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
+        report.files.append(ExportedFile(target, target.stat().st_size, what[quantize]))
+        report.files.append(ExportedFile(labels_file, labels_file.stat().st_size, "labels"))
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_saved_model(model: Any, folder: Path) -> None:
+    """A TF SavedModel with one ``serve`` signature: (n, size, size, 3) float32 -> probabilities."""
+    from mtl.runtime import _quiet_native_stderr
+
+    with _quiet_native_stderr():
+        model.export(str(folder), format="tf_saved_model", verbose=False)
+
+
+def _convert_tflite(
+    saved: Path,
+    quantize: str,
+    calibration: list[Path],
+    size: int,
+    on_progress: ProgressFn | None,
+) -> bytes:
+    import tensorflow as tf
+
+    from mtl.images import load_image
+    from mtl.runtime import _quiet_native_stderr
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if quantize in ("dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+
+        def samples() -> Iterator[list[np.ndarray]]:
+            usable = 0
+            for i, path in enumerate(calibration):
+                try:
+                    pixels = load_image(path, size)
+                except Exception:  # an unreadable photo just does not calibrate
+                    continue
+                usable += 1
+                if on_progress:
+                    on_progress(i + 1, len(calibration))
+                yield [pixels[None].astype(np.float32)]
+            if not usable:
+                raise DataError("none of the representative images could be read")
+
+        converter.representative_dataset = samples
+        # Integer kernels everywhere; input and output stay float32 (raw RGB in,
+        # probabilities out), with a quantize / dequantize op at each end.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with _quiet_native_stderr():
+        try:
+            return bytes(converter.convert())
+        except DataError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"TFLite conversion failed: {first[:300]}") from None

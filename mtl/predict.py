@@ -1,0 +1,178 @@
+"""Applying a trained model (``model.keras`` or an exported ``.tflite``) to images.
+
+The model takes raw RGB 0-255 at its own input size and does its own
+preprocessing, and the class names travel inside it (or, for ``.tflite``, in
+the labels file written beside it by ``mtl export``). So prediction cannot
+disagree with training about pixel scaling, image size or label order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtl.errors import ModelFileError, UsageError
+from mtl.images import expand_inputs, iter_batches
+from mtl.results import ImageResult, top_k
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Predictor:
+    """A model ready to run: uint8 pixels (n, size, size, 3) in, probabilities out."""
+
+    path: Path
+    kind: str  # "keras" or "tflite"
+    class_names: list[str]
+    image_size: int
+    run: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self.run(pixels), dtype=np.float32)
+
+    @property
+    def description(self) -> str:
+        return f"{self.path.name} ({self.kind}, {len(self.class_names)} classes)"
+
+
+def open_model(
+    path: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
+) -> Predictor:
+    """Load a ``.keras`` model from ``mtl train`` or a ``.tflite`` from ``mtl export``."""
+    path = Path(path)
+    if path.suffix.lower() == ".tflite":
+        return _open_tflite(path, labels)
+    if labels is not None:
+        raise UsageError("--labels is only for .tflite models; a .keras model carries its labels")
+    from mtl.modelio import load_model
+
+    loaded = load_model(path)
+    model = loaded.model
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, len(loaded.class_names)), dtype=np.float32)
+        return np.asarray(model.predict_on_batch(pixels.astype(np.float32)))
+
+    return Predictor(path, "keras", loaded.class_names, loaded.image_size, run)
+
+
+def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
+    from mtl.tflite import TFLiteModel, labels_path_for, read_labels
+
+    model = TFLiteModel(path)
+    labels_file = Path(labels) if labels is not None else labels_path_for(path)
+    if labels is None and not labels_file.is_file():
+        raise ModelFileError(
+            f"no labels file for {path}: expected {labels_file} (written by mtl export) "
+            "or pass --labels FILE"
+        )
+    names = read_labels(labels_file)
+    if len(names) != model.num_classes:
+        raise ModelFileError(
+            f"{labels_file} has {len(names)} labels but {path} predicts {model.num_classes} classes"
+        )
+    return Predictor(path, "tflite", names, model.image_size, model)
+
+
+@dataclass
+class PredictReport:
+    model: str
+    kind: str
+    class_names: list[str]
+    results: list[ImageResult]
+    csv_file: Path | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results)
+
+
+def predict_paths(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    *,
+    top_k_count: int = 1,
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+) -> tuple[list[ImageResult], dict[Path, np.ndarray]]:
+    """Run ``predictor`` over ``paths`` in batches; also return each image's probabilities."""
+    by_path: dict[Path, ImageResult] = {}
+    probs_by_path: dict[Path, np.ndarray] = {}
+    done = 0
+    for batch in iter_batches(paths, predictor.image_size, batch_size):
+        for path, reason in batch.failures:
+            by_path[path] = ImageResult(file=str(path), error=reason)
+        if len(batch.paths):
+            probs = predictor(batch.pixels)
+            for path, row in zip(batch.paths, probs, strict=True):
+                probs_by_path[path] = row
+                preds = top_k(row, predictor.class_names, top_k_count)
+                by_path[path] = ImageResult(file=str(path), predictions=preds)
+        done += len(batch.paths) + len(batch.failures)
+        if on_progress:
+            on_progress(done, len(paths))
+    return [by_path[p] for p in paths], probs_by_path
+
+
+def results_csv(results: Sequence[ImageResult]) -> str:
+    """One row per (image, rank); a failed image is one row with its error."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "rank", "label", "probability", "error"])
+    for r in results:
+        if not r.ok:
+            writer.writerow([r.file, "", "", "", r.error])
+        for p in r.predictions:
+            writer.writerow([r.file, p.rank, p.label, f"{p.probability:.6f}", ""])
+    return buf.getvalue()
+
+
+def predict(
+    model_path: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    top_k_count: int = 1,
+    batch_size: int = 32,
+    labels: str | os.PathLike[str] | None = None,
+    csv_path: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> PredictReport:
+    """Predict every image in ``inputs``; unreadable files become error results."""
+    from mtl import files
+
+    if top_k_count < 1:
+        raise UsageError(f"--top-k must be at least 1. Received top_k={top_k_count}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1. Received batch_size={batch_size}")
+    if csv_path is not None:
+        files.check_new(csv_path, force=force)
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise UsageError("no images given")
+    predictor = open_model(model_path, labels)
+    results, _ = predict_paths(
+        predictor,
+        paths,
+        top_k_count=min(top_k_count, len(predictor.class_names)),
+        batch_size=batch_size,
+        on_progress=on_progress,
+    )
+    written = None
+    if csv_path is not None:
+        written = files.write_text(csv_path, results_csv(results), force=force)
+    return PredictReport(
+        model=str(model_path),
+        kind=predictor.kind,
+        class_names=predictor.class_names,
+        results=results,
+        csv_file=written,
+    )

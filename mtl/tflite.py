@@ -1,0 +1,129 @@
+"""Running an exported ``.tflite`` model with the LiteRT interpreter, without TensorFlow.
+
+Importing TensorFlow takes seconds; ``ai_edge_litert`` and numpy start in a
+fraction of one, so checking a deployed model is quick. Nothing here may
+import TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.errors import ModelFileError
+
+LABELS_SUFFIX = ".labels.txt"
+
+
+def labels_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """Where the labels of ``model.tflite`` live: ``model.labels.txt`` beside it."""
+    path = Path(model_path)
+    return path.with_name(path.stem + LABELS_SUFFIX)
+
+
+def read_labels(path: str | os.PathLike[str]) -> list[str]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelFileError(f"no labels file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"cannot read labels file {path}: {exc}") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise ModelFileError(f"labels file {path} has {len(labels)} labels; expected one per line")
+    return labels
+
+
+class TFLiteModel:
+    """A LiteRT interpreter taking raw RGB 0-255 batches and returning probabilities.
+
+    Float, dynamic-range and int8 models all keep a float32 input and output
+    (``mtl export`` quantizes only the inside); an integer input or output is
+    still handled through its quantization parameters.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"no model file at {self.path}")
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - a dependency of mtl
+            raise ModelFileError(
+                "running .tflite models needs ai-edge-litert (pip install ai-edge-litert)"
+            ) from None
+        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
+
+        try:
+            with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interp: Any = Interpreter(
+                    model_path=str(self.path), num_threads=num_threads or os.cpu_count() or 1
+                )
+                self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelFileError(
+                f"{self.path} is not a readable TFLite model: {first[:200]}"
+            ) from None
+        inputs = self._interp.get_input_details()
+        outputs = self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"{self.path} is not an mtl image classifier (inputs/outputs)")
+        self._in = inputs[0]
+        self._out = outputs[0]
+        shape = [int(s) for s in self._in["shape"]]
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise ModelFileError(
+                f"{self.path} is not an mtl image classifier (input shape {shape})"
+            )
+        self.image_size = shape[1]
+        self.num_classes = int(self._out["shape"][-1])
+        signature = self._in.get("shape_signature")
+        self._dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
+        self._batch = shape[0]
+
+    @property
+    def input_dtype(self) -> str:
+        return np.dtype(self._in["dtype"]).name
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            size = self.image_size
+            self._interp.resize_tensor_input(self._in["index"], [n, size, size, 3], strict=True)
+            self._interp.allocate_tensors()
+            self._in = self._interp.get_input_details()[0]
+            self._out = self._interp.get_output_details()[0]
+            self._batch = n
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self._in["dtype"])
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(x.astype(np.float32) / scale + zero)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if y.dtype == np.float32:
+            return y
+        scale, zero = self._out["quantization"]
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self._resize(len(x))
+        self._interp.set_tensor(self._in["index"], self._quantize(x))
+        self._interp.invoke()
+        return np.array(self._dequantize(self._interp.get_tensor(self._out["index"])))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) RGB 0-255 to (n, classes) probabilities."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        if self._dynamic_batch:
+            return self._run(pixels)
+        return np.concatenate([self._run(pixels[i : i + 1]) for i in range(len(pixels))])

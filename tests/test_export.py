@@ -1,0 +1,174 @@
+"""`mtl export`: TFLite float/dynamic/int8 and SavedModel, parity with Keras on real photos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl.cli import app
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def exported(trained_model, tmp_path_factory) -> dict[str, Path]:
+    """model.keras exported as float and int8 TFLite (int8 calibrated on the training half)."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    folder = tmp_path_factory.mktemp("export")
+    out = {"float": folder / "model.tflite", "int8": folder / "model.int8.tflite"}
+    result = runner.invoke(
+        app, ["export", str(trained_model.path), "--out", str(out["float"]), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [Path(f["file"]).name for f in data["files"]] == ["model.tflite", "model.labels.txt"]
+    args = ["export", str(trained_model.path), "-q", "int8", "-o", str(out["int8"])]
+    result = runner.invoke(app, [*args, "--representative", str(trained_model.train_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert "TFLite int8" in result.stdout and "MiB" in result.stdout  # sizes printed
+    return out
+
+
+@pytest.fixture(scope="module")
+def val_pixels(trained_model) -> np.ndarray:
+    from mtl.images import load_image
+
+    return np.stack([load_image(f, 224) for f in trained_model.val_files])
+
+
+def test_float_tflite_matches_keras_within_1e4(exported, trained_model, val_pixels):
+    from mtl.modelio import load_model
+    from mtl.tflite import TFLiteModel, labels_path_for, read_labels
+
+    lite = TFLiteModel(exported["float"])
+    assert lite.input_dtype == "float32" and lite.image_size == 224
+    assert read_labels(labels_path_for(exported["float"])) == trained_model.class_names
+    probs = lite(val_pixels)
+    np.testing.assert_allclose(probs, trained_model.val_probabilities, atol=1e-4)
+    keras_model = load_model(trained_model.path).model
+    direct = np.asarray(keras_model.predict_on_batch(val_pixels[:8].astype("float32")))
+    np.testing.assert_allclose(probs[:8], direct, atol=1e-4)
+    # one at a time gives the same as in a batch
+    np.testing.assert_allclose(lite(val_pixels[3:4]), probs[3:4], atol=1e-6)
+
+
+def test_int8_tflite_agrees_on_top1(exported, trained_model, val_pixels):
+    from mtl.tflite import TFLiteModel
+
+    lite = TFLiteModel(exported["int8"])
+    assert lite.input_dtype == "float32"  # raw RGB in, quantized inside
+    probs = lite(val_pixels)
+    agree = np.mean(probs.argmax(1) == trained_model.val_probabilities.argmax(1))
+    assert agree >= 0.95, agree
+    assert exported["int8"].stat().st_size < 0.4 * exported["float"].stat().st_size
+
+
+def test_predict_and_evaluate_accept_tflite(cli, exported, trained_model):
+    files = [str(f) for f in trained_model.val_files[:3]]
+    result = cli.invoke(app, ["predict", str(exported["float"]), "--json", "-k", "2", *files])
+    assert result.exit_code == 0, result.stderr
+    for d, row in zip(json.loads(result.stdout), trained_model.val_probabilities, strict=False):
+        for p in d["predictions"]:
+            assert abs(p["probability"] - row[trained_model.class_names.index(p["label"])]) < 1e-4
+    result = cli.invoke(
+        app, ["evaluate", str(exported["int8"]), str(trained_model.val_dir), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    keras_acc = np.mean(trained_model.val_probabilities.argmax(1) == trained_model.val_labels)
+    assert abs(json.loads(result.stdout)["accuracy"] - keras_acc) <= 0.05
+
+
+def test_tflite_predict_never_imports_tensorflow(exported, trained_model):
+    code = (
+        "import sys, json, time\n"
+        "t = time.perf_counter()\n"
+        "from mtl.cli import app\n"
+        "try:\n"
+        f"    app(['predict', {str(exported['int8'])!r}, {str(trained_model.val_files[0])!r},"
+        " '--json'])\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules)\n"
+        "print('RESULT', json.dumps({'code': code, 'heavy': heavy,"
+        " 'seconds': time.perf_counter() - t}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["code"] == 0, done.stderr
+    assert result["heavy"] == [], result
+    assert '"label"' in done.stdout
+
+
+def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
+    from mtl.tflite import TFLiteModel
+
+    target = tmp_path / "phone" / "ants_bees.tflite"
+    result = cli.invoke(
+        app, ["export", str(trained_model.path), "-q", "dynamic", "-o", str(target)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "phone" / "ants_bees.labels.txt").read_text() == "ants\nbees\n"
+    probs = TFLiteModel(target)(val_pixels[:40])
+    agree = np.mean(probs.argmax(1) == trained_model.val_probabilities[:40].argmax(1))
+    assert agree >= 0.95
+
+    folder = tmp_path / "served"
+    result = cli.invoke(
+        app, ["export", str(trained_model.path), "-f", "saved_model", "-o", str(folder)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "saved_model.pb").is_file()
+    assert (folder / "labels.txt").read_text() == "ants\nbees\n"
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(folder))
+    out = served.serve(tf.constant(val_pixels[:4].astype("float32")))
+    np.testing.assert_allclose(np.asarray(out), trained_model.val_probabilities[:4], atol=1e-4)
+    assert not [p for p in tmp_path.rglob(".*")]  # no temp files or folders left
+
+
+def test_export_errors(cli, trained_model, exported, tmp_path):
+    model = str(trained_model.path)
+    cases = [
+        (["-q", "int8"], "--representative"),
+        (["-f", "onnx"], "Received format='onnx'"),
+        (["-q", "tiny"], "Received quantize='tiny'"),
+        (["-f", "saved_model", "-q", "int8"], "tflite only"),
+        (["-o", str(exported["float"])], "--force"),
+        (["-q", "int8", "--representative", str(tmp_path / "none")], "no representative"),
+    ]
+    before = exported["float"].read_bytes()
+    for args, expected in cases:
+        result = cli.invoke(app, ["export", model, *args])
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert exported["float"].read_bytes() == before
+
+
+def test_tflite_labels_missing_or_wrong(cli, exported, trained_model, tmp_path):
+    lonely = tmp_path / "lonely.tflite"
+    lonely.write_bytes(exported["float"].read_bytes())
+    photo = str(trained_model.val_files[0])
+    result = cli.invoke(app, ["predict", str(lonely), photo])
+    assert result.exit_code == 2 and "lonely.labels.txt" in result.stderr
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    result = cli.invoke(
+        app, ["predict", str(lonely), photo, "--labels", str(tmp_path / "three.txt")]
+    )
+    assert result.exit_code == 2 and "3 labels" in result.stderr and "2 classes" in result.stderr
+    (tmp_path / "two.txt").write_text("left\nright\n")
+    result = cli.invoke(
+        app, ["predict", str(lonely), photo, "--labels", str(tmp_path / "two.txt"), "--json"]
+    )
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)[0]["predictions"][0]["label"] in ("left", "right")
