@@ -68,3 +68,33 @@ def test_fetch_keeps_none_of_the_bad_files(cli, corpus, tmp_path):
     assert kept == ["000001.gif"]  # animated.gif, first good file in URL order
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [m["file"] for m in manifest] == ["corpus/000001.gif"]
+
+
+def test_predict_survives_the_corpus(cli, corpus, trained_model):
+    folder = corpus["empty.jpg"].path.parent
+    result = cli.invoke(app, ["predict", str(trained_model.path), "--json", str(folder)])
+    check_per_image_results(result, corpus)
+
+
+def test_evaluate_counts_bad_files_apart(cli, corpus, trained_model, tmp_path):
+    """The corpus as a third of a test set: its bad files are neither right nor wrong."""
+    import shutil
+
+    data = tmp_path / "test"
+    for label in ("ants", "bees"):
+        (data / label).mkdir(parents=True)
+    good = sorted(trained_model.val_dir.glob("ants/*"))[:5]
+    for p in good:
+        shutil.copy(p, data / "ants" / p.name)
+    for name, entry in corpus.items():
+        if entry.path.is_file():
+            shutil.copy(entry.path, data / "ants" / name)
+    result = cli.invoke(app, ["evaluate", str(trained_model.path), str(data), "--json"])
+    assert result.exit_code == 0, result.stderr  # a score was computed; bad files are listed
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    bad = {n for n, e in corpus.items() if not e.good and e.path.is_file()}
+    good_corpus = {n for n, e in corpus.items() if e.good}
+    assert {Path(b["file"]).name for b in report["bad_files"]} == bad
+    assert report["images"] == len(good) + len(good_corpus)
+    assert sum(map(sum, report["confusion_matrix"]["matrix"])) == report["images"]
