@@ -97,9 +97,12 @@ class FeatureCache:
 class Extractor:
     """Runs the frozen part of the network (raw RGB 0-255 in) and counts what it computes."""
 
-    def __init__(self, net: Any, spec: str) -> None:
+    def __init__(self, net: Any, spec: str, *, direct: bool = False) -> None:
         self.net = net
         self.spec = spec
+        # Under a tf.distribute strategy, predict_on_batch splits the batch over replicas
+        # (and mis-sizes the result); a plain call runs it once on the local device.
+        self.direct = direct
         self.calls = 0  # forward passes of the frozen part
         self.images = 0
 
@@ -108,7 +111,8 @@ class Extractor:
 
         self.calls += 1
         self.images += len(pixels)
-        out = self.net.predict_on_batch(pixels.astype("float32"))
+        x = pixels.astype("float32")
+        out = self.net(x, training=False) if self.direct else self.net.predict_on_batch(x)
         return np.asarray(as_numpy(out), dtype=np.float32)
 
 

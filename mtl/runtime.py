@@ -199,3 +199,59 @@ def set_seed(seed: int) -> None:
 
         with contextlib.suppress(Exception):
             tf.config.experimental.enable_op_determinism()
+
+
+def prepare_fit(model: Any, devices: TrainingDevices) -> None:
+    """Work around Keras 3 under ``MultiWorkerMirroredStrategy``: its first ``fit`` step
+    averages a data batch with an eager cross-worker ``strategy.reduce``, which fails
+    ("Attempt to convert a value (PerReplica...)"). Only the batch's shapes are needed,
+    so take this worker's local part instead."""
+    if devices.strategy is None:
+        return
+    import types
+
+    import tensorflow as tf
+
+    strategy = devices.strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def local(value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(build, model)
+    _patch_multiworker_reduce()
+
+
+@cache
+def _patch_multiworker_reduce() -> None:
+    """Keras 3 averages each step's logs across workers with ``reduce("MEAN", v, axis=0)``,
+    which fails on scalar logs (loss, accuracy); average scalars with ``axis=None``."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str = "auto") -> Any:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or reduction not in (
+            "auto",
+            "mean",
+        ):
+            return original(values, strategy, reduction)
+
+        def mean(v: Any) -> Any:
+            return strategy.reduce("MEAN", v, axis=None)
+
+        return tf.nest.map_structure(mean, values)
+
+    trainer.reduce_per_replica = reduce_per_replica

@@ -176,11 +176,14 @@ class _Data:
         return CachedBatches()
 
 
-def _predict(top: Any, cache: features.FeatureCache, keys: Sequence[str], batch: int) -> np.ndarray:
+def _predict(
+    top: Any, cache: features.FeatureCache, keys: Sequence[str], batch: int, direct: bool
+) -> np.ndarray:
     out = []
     for start in range(0, len(keys), batch):
         x = features.stack(cache, keys[start : start + batch]).astype("float32")
-        out.append(np.asarray(runtime.as_numpy(top.predict_on_batch(x)), dtype=np.float64))
+        y = top(x, training=False) if direct else top.predict_on_batch(x)
+        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64))
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -323,10 +326,15 @@ def _train(
         )
     seconds["build"] = time.perf_counter() - t0
     n_base = len(parts.backbone.layers)
+    direct = devices.strategy is not None
     extractors: list[features.Extractor] = []
 
     def fill(p: Parts, stage: str) -> features.Features:
-        ex = features.Extractor(p.extractor, p.spec) if p.extractor is not None else None
+        ex = (
+            features.Extractor(p.extractor, p.spec, direct=direct)
+            if p.extractor is not None
+            else None
+        )
         if ex is not None:
             extractors.append(ex)
         progress = (lambda d, t: on_progress(stage, d, t)) if on_progress else None
@@ -393,6 +401,7 @@ def _train(
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
+        runtime.prepare_fit(p.top, devices)
         callbacks = _callbacks(p.model, phase, total_epochs, cfg.patience, state, history, on_epoch)
         p.top.fit(
             **tr.fit_args(),
@@ -441,8 +450,8 @@ def _train(
 
     keys_t = [key_of[it.path] for it in train_items]
     keys_v = [key_of[it.path] for it in val_items]
-    train_metrics = _summary(_predict(parts.top, cache, keys_t, 64), y_train, ds.classes)
-    val_metrics = _summary(_predict(parts.top, cache, keys_v, 64), y_val, ds.classes)
+    train_metrics = _summary(_predict(parts.top, cache, keys_t, 64, direct), y_train, ds.classes)
+    val_metrics = _summary(_predict(parts.top, cache, keys_v, 64, direct), y_val, ds.classes)
     base_images = sum(e.images for e in extractors)
     cache_stats = {
         **cache.stats.to_json(),

@@ -143,9 +143,9 @@ def test_editing_a_file_invalidates_only_its_entry(tmp_path):
     from PIL import Image
 
     from mtl import features
+    from mtl.backbones import weights_file
     from mtl.classifier import build_parts
     from mtl.weights import resolve as resolve_weights
-    from mtl.backbones import weights_file
 
     data = subset(tmp_path / "data", 3)
     paths = sorted(data.rglob("*.jpg"))
