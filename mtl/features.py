@@ -97,8 +97,9 @@ class FeatureCache:
 class Extractor:
     """Runs the frozen part of the network (raw RGB 0-255 in) and counts what it computes."""
 
-    def __init__(self, net: Any, spec: str, *, direct: bool = False) -> None:
+    def __init__(self, net: Any, spec: str, *, direct: bool = False, batch: int = 0) -> None:
         self.net = net
+        self.batch = batch
         self.spec = spec
         # Under a tf.distribute strategy, predict_on_batch splits the batch over replicas
         # (and mis-sizes the result); a plain call runs it once on the local device.
@@ -111,9 +112,13 @@ class Extractor:
 
         self.calls += 1
         self.images += len(pixels)
+        n = len(pixels)
         x = pixels.astype("float32")
+        if self.batch and 0 < n < self.batch:
+            # Pad a short last batch: one input shape means one traced graph, not two.
+            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), dtype=x.dtype)])
         out = self.net(x, training=False) if self.direct else self.net.predict_on_batch(x)
-        return np.asarray(as_numpy(out), dtype=np.float32)
+        return np.asarray(as_numpy(out), dtype=np.float32)[:n]
 
 
 @dataclass
@@ -163,6 +168,8 @@ def compute(
     done = len(paths) - len(todo)
     if on_progress:
         on_progress(done, len(paths))
+    if extractor is not None and not extractor.batch:
+        extractor.batch = batch_size
     for batch in iter_batches(todo, size, batch_size):
         for p, reason in batch.failures:
             failures[p] = reason

@@ -87,7 +87,7 @@ def test_run_folder_contents(trained):
     assert (run / "labels.txt").read_text() == "ants\nbees\n"
     assert (run / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     cfg = json.loads((run / "config.json").read_text())["config"]
-    assert cfg["alpha"] == ALPHA and cfg["freeze"] == "all" and cfg["head"] == [256]
+    assert cfg["alpha"] == ALPHA and cfg["freeze"] == "all" and cfg["head"] == [512]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["val"]["per_class"]) == {"ants", "bees"}
     assert np.array(metrics["val"]["confusion_matrix"]).sum() == metrics["val"]["count"]

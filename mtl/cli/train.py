@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         ),
         optimizer: str | None = _opt("adam", "--optimizer", help="adam, adamw, sgd or rmsprop."),
         head: str | None = _opt(
-            "256", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
+            "512", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
         ),
         dropout: float | None = _opt("0.5", "--dropout", help="Dropout before the softmax."),
         freeze: str | None = _opt(
