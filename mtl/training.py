@@ -239,7 +239,8 @@ def _callbacks(
             history.append(log)
             if on_epoch:
                 on_epoch(log)
-            if patience and state["wait"] >= patience:
+            last = int((self.params or {}).get("epochs") or 0)
+            if patience and state["wait"] >= patience and epoch + 1 < last:
                 state["stopped_early"] = True
                 self.model.stop_training = True
 
