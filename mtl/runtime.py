@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -60,12 +61,24 @@ def keras() -> ModuleType:
             import tensorflow as tf
 
             tf.get_logger().setLevel("ERROR")
+            _split_cpu(tf)
             gpus = tf.config.list_physical_devices("GPU")
             for gpu in gpus:
                 # Share the GPU politely instead of grabbing all its memory up front.
                 with contextlib.suppress(RuntimeError, ValueError):
                     tf.config.experimental.set_memory_growth(gpu, True)
     return k
+
+
+def _split_cpu(tf: Any) -> None:
+    """``MTL_CPU_DEVICES=N``: show the CPU as N logical devices (tests of the multi-device path)."""
+    n = int(os.environ.get("MTL_CPU_DEVICES", "1") or 1)
+    if n > 1:
+        cpus = tf.config.list_physical_devices("CPU")
+        with contextlib.suppress(RuntimeError):  # already initialised: keep what is there
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+            )
 
 
 def accelerators() -> list[str]:
@@ -100,3 +113,145 @@ def as_numpy(x: Any) -> Any:
     import numpy as np
 
     return np.asarray(keras().ops.convert_to_numpy(x))
+
+
+@dataclass
+class TrainingDevices:
+    """Where and how training runs: the distribution strategy (TensorFlow) and the precision."""
+
+    description: str
+    strategy: Any | None  # a tf.distribute.Strategy, or None for the backend's default device
+    replicas: int
+    mixed_precision: bool
+    is_chief: bool = True
+
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+
+def _tf_compute_capability(tf: Any) -> float:
+    best = 0.0
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(Exception):
+            cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+            if cc:
+                best = max(best, cc[0] + cc[1] / 10)
+    return best
+
+
+def _tf_strategy(tf: Any) -> tuple[Any | None, str, bool]:
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored over several GPUs (or logical CPUs)."""
+    if os.environ.get("TF_CONFIG"):
+        import json
+
+        spec = json.loads(os.environ["TF_CONFIG"])
+        task = spec.get("task", {})
+        workers = len(spec.get("cluster", {}).get("worker", []))
+        chief = task.get("type") == "chief" or (
+            task.get("type") == "worker"
+            and int(task.get("index", 0)) == 0
+            and "chief" not in spec.get("cluster", {})
+        )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, f"MultiWorkerMirroredStrategy, {workers} workers", chief
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(), f"MirroredStrategy over {len(gpus)} GPUs", True
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        devices = [d.name for d in cpus]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        return strategy, f"MirroredStrategy over {len(cpus)} logical CPUs", True
+    return None, "", True
+
+
+def setup_training(precision: str = "auto") -> TrainingDevices:
+    """Pick the strategy and precision; call before building any model."""
+    k = keras()
+    backend = k.backend.backend()
+    strategy: Any | None = None
+    how = ""
+    chief = True
+    benefit = False
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy, how, chief = _tf_strategy(tf)
+        benefit = _tf_compute_capability(tf) >= 7.0
+    elif backend == "jax":
+        benefit = bool(accelerators())
+    mixed = precision == "mixed" or (precision == "auto" and benefit)
+    k.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
+    parts = [describe_device()]
+    if how:
+        parts.append(how)
+    parts.append("mixed float16" if mixed else "float32")
+    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the backend; on a CPU-only TensorFlow also make ops deterministic."""
+    k = keras()
+    k.utils.set_random_seed(int(seed))
+    if k.backend.backend() == "tensorflow" and not accelerators():
+        import tensorflow as tf
+
+        with contextlib.suppress(Exception):
+            tf.config.experimental.enable_op_determinism()
+
+
+def prepare_fit(model: Any, devices: TrainingDevices) -> None:
+    """Work around Keras 3 under ``MultiWorkerMirroredStrategy``: its first ``fit`` step
+    averages a data batch with an eager cross-worker ``strategy.reduce``, which fails
+    ("Attempt to convert a value (PerReplica...)"). Only the batch's shapes are needed,
+    so take this worker's local part instead."""
+    if devices.strategy is None:
+        return
+    import types
+
+    import tensorflow as tf
+
+    strategy = devices.strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def local(value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(build, model)
+    _patch_multiworker_reduce()
+
+
+@cache
+def _patch_multiworker_reduce() -> None:
+    """Keras 3 averages each step's logs across workers with ``reduce("MEAN", v, axis=0)``,
+    which fails on scalar logs (loss, accuracy); average scalars with ``axis=None``."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str = "auto") -> Any:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or reduction not in (
+            "auto",
+            "mean",
+        ):
+            return original(values, strategy, reduction)
+
+        def mean(v: Any) -> Any:
+            return strategy.reduce("MEAN", v, axis=None)
+
+        return tf.nest.map_structure(mean, values)
+
+    trainer.reduce_per_replica = reduce_per_replica

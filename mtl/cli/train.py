@@ -1,17 +1,264 @@
-"""`mtl train` (not implemented yet)."""
+"""`mtl train`: a folder of class folders in, a trained classifier and a run folder out."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from mtl.cli._common import fail
+from mtl.cli._common import call, download_progress, err, info, out, print_json, warn
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  mtl train data/ --epochs 10
+
+  mtl train data/ --config configs/blog.toml --out runs/blog
+
+  mtl train data/ --freeze 60 --fine-tune-epochs 5 --augment --class-weight auto
+
+  mtl train data/ --json | jq .val.accuracy
+
+The data folder holds one sub-folder per class (or train/ and val/, each with
+class folders). The run folder gets model.keras, labels.txt, config.json,
+split.csv, history.csv, metrics.json and PNG plots.
+"""
+
+
+def _opt(default_note: str, *names: str, help: str) -> Any:
+    return typer.Option(None, *names, help=f"{help} [default: {default_note}]", show_default=False)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "train",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    @app.command("train", epilog=EXAMPLES)
+    def train(
+        data: Path = typer.Argument(
+            ..., help="Dataset folder: one sub-folder of images per class."
+        ),
+        out_dir: Path | None = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Run folder [default: runs/train, runs/train2, ...]",
+            show_default=False,
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite a run folder's model."),
+        config_file: Path | None = typer.Option(
+            None, "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
+        ),
+        epochs: int | None = _opt("10", "--epochs", "-e", help="Epochs of the first phase."),
+        batch_size: int | None = _opt("32", "--batch-size", "-b", help="Images per step."),
+        learning_rate: float | None = _opt(
+            "0.001", "--lr", "--learning-rate", help="Learning rate."
+        ),
+        optimizer: str | None = _opt("adam", "--optimizer", help="adam, adamw, sgd or rmsprop."),
+        head: str | None = _opt(
+            "512", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
+        ),
+        dropout: float | None = _opt("0.5", "--dropout", help="Dropout before the softmax."),
+        freeze: str | None = _opt(
+            "all",
+            "--freeze",
+            help="'all' (whole base frozen) or N: freeze the first N base layers.",
+        ),
+        fine_tune_epochs: int | None = _opt(
+            "0", "--fine-tune-epochs", help="Second phase: unfreeze the top of the base."
+        ),
+        fine_tune_lr: float | None = _opt("1e-5", "--fine-tune-lr", help="Its learning rate."),
+        fine_tune_layers: int | None = _opt(
+            "30", "--fine-tune-layers", help="How many top base layers it unfreezes."
+        ),
+        augment: bool | None = typer.Option(
+            None,
+            "--augment/--no-augment",
+            help="Random flips, rotations, zoom (training only).",
+            show_default=False,
+        ),
+        val_split: float | None = _opt("0.2", "--val-split", help="Fraction held out (stable)."),
+        seed: int | None = _opt("42", "--seed", help="Seed for the split and training."),
+        class_weight: str | None = _opt(
+            "none", "--class-weight", help="'auto': weight classes by inverse frequency."
+        ),
+        patience: int | None = _opt(
+            "5", "--patience", help="Early stopping on val loss (keeps the best epoch); 0: off."
+        ),
+        model: str | None = _opt(
+            "mobilenet",
+            "--model",
+            "-m",
+            help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
+        ),
+        alpha: float | None = _opt(
+            "1.0", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
+        ),
+        image_size: int | None = _opt("224", "--image-size", help="Input size in pixels."),
+        precision: str | None = _opt(
+            "auto", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
+        ),
+        weights_dir: Path | None = typer.Option(
+            None,
+            "--weights-dir",
+            envvar="MTL_WEIGHTS_DIR",
+            help="Folder holding Keras weight files; else the Keras cache, else a download.",
+        ),
+        cache_dir: Path | None = typer.Option(
+            None,
+            "--cache-dir",
+            help="Keep base features here and reuse them in later runs [default: in memory].",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ) -> None:
+        """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
+        from mtl.config import resolve
+        from mtl.training import train as run
+
+        overrides = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "optimizer": optimizer,
+            "head": head,
+            "dropout": dropout,
+            "freeze": freeze,
+            "fine_tune_epochs": fine_tune_epochs,
+            "fine_tune_lr": fine_tune_lr,
+            "fine_tune_layers": fine_tune_layers,
+            "augment": augment,
+            "val_split": val_split,
+            "seed": seed,
+            "class_weight": class_weight,
+            "patience": patience,
+            "model": model,
+            "alpha": alpha,
+            "image_size": image_size,
+            "precision": precision,
+        }
+        cfg = call(resolve, config_file, overrides)
+        with download_progress() as on_download, _Display() as display:
+            result = call(
+                run,
+                data,
+                cfg,
+                out=out_dir,
+                force=force,
+                weights_dir=weights_dir,
+                cache_dir=cache_dir,
+                on_download=on_download,
+                on_progress=display.progress,
+                on_start=display.start,
+                on_epoch=display.epoch,
+            )
+        for message in result.warnings[len(display.warned) :]:
+            warn(message)
+        if as_json:
+            print_json(result.to_json())
+        else:
+            _summary_table(result)
+
+
+class _Display:
+    """Progress on stderr: the file check / feature pass, then one line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.task: Any = None
+        self.warned: list[str] = []
+
+    def __enter__(self) -> _Display:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+            disable=not err.is_terminal,
+        )
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if self.task is None or self.bar.tasks[self.task].description != stage:
+            self.task = self.bar.add_task(stage, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def start(self, s: Any) -> None:
+        info(f"training on {s.device}")
+        counts = ", ".join(
+            f"{c} {t}+{v}" for c, t, v in zip(s.classes, s.train_counts, s.val_counts, strict=True)
+        )
+        how = "given train/ and val/" if s.layout == "train/val" else "stable hash split"
+        info(f"{len(s.classes)} classes (train+val, {how}): {counts}")
+        info(f"cache: {s.cached}")
+        info(f"run folder: {s.run_dir}")
+        if s.skipped:
+            warn(f"skipped {len(s.skipped)} unreadable file(s):")
+            for f, reason in s.skipped:
+                err.print(f"  {f}: {reason}", highlight=False, markup=False)
+        for message in s.warnings:
+            warn(message)
+        self.warned = list(s.warnings)
+        self.task = self.bar.add_task("training", total=None)
+
+    def epoch(self, e: Any) -> None:
+        self.bar.update(
+            self.task, completed=e.epoch, total=e.epochs, description=f"epoch {e.epoch}/{e.epochs}"
+        )
+        mark = " *" if e.best else ""
+        phase = " fine-tune" if e.phase == "fine_tune" else ""
+        line = (
+            f"epoch {e.epoch:>3}/{e.epochs}{phase}  loss {e.loss:.4f}  acc {e.accuracy:.4f}  "
+            f"val_loss {e.val_loss:.4f}  val_acc {e.val_accuracy:.4f}  {e.seconds:.2f}s{mark}"
+        )
+        if err.is_terminal:
+            self.bar.console.print(line, highlight=False, markup=False)
+        else:
+            err.print(line, highlight=False, markup=False)
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _summary_table(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"mtl train: {result.run_dir}", title_justify="left")
+    table.add_column("class")
+    table.add_column("train", justify="right")
+    table.add_column("val", justify="right")
+    table.add_column("val precision", justify="right")
+    table.add_column("val recall", justify="right")
+    per = result.val_metrics["per_class"]
+    for c, t, v in zip(result.classes, result.train_counts, result.val_counts, strict=True):
+        table.add_row(c, str(t), str(v), _fmt(per[c]["precision"]), _fmt(per[c]["recall"]))
+    table.add_section()
+    table.add_row(
+        "accuracy",
+        _fmt(result.train_metrics["accuracy"]),
+        _fmt(result.val_metrics["accuracy"]),
+        "",
+        "",
     )
-    def train(ctx: typer.Context) -> None:
-        """Not implemented yet."""
-        raise fail("mtl train is not implemented yet", 2)
+    table.add_row("loss", _fmt(result.train_metrics["loss"]), _fmt(result.val_metrics["loss"]))
+    out.print(table)
+    stop = " (early stop)" if result.stopped_early else ""
+    out.print(
+        f"best epoch {result.best_epoch} of {len(result.history)}{stop}; "
+        f"{len(result.skipped)} file(s) skipped; {result.seconds['total']:.1f}s",
+        highlight=False,
+    )
+    out.print(f"model: {result.model_path}", highlight=False)

@@ -1,0 +1,141 @@
+"""`mtl train` vs the naive Keras recipe: wall time, validation accuracy, peak RSS.
+
+The naive arm is what a tutorial does: ``image_dataset_from_directory`` +
+``preprocess_input`` + a frozen MobileNet base + the blog's head (Dense 1024,
+1024, 512) + ``model.fit`` for 10 epochs, so every epoch decodes every JPEG and
+runs the whole base again. The mtl arm is ``mtl train`` from the command line.
+
+Both arms train on the same files and are scored on the same held-out files
+(mtl's stable split, materialised as symlinked train/ and val/ folders for the
+naive arm), each in its own subprocess so its peak RSS can be read with
+``os.wait4``. Wall time includes each process's start-up (importing TensorFlow).
+
+    python bench/train_vs_naive.py --data ../shared/data/hymenoptera/train --alpha 0.75
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAIVE = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+import keras
+import tensorflow as tf
+from mtl import backbones, weights
+train_dir, val_dir = sys.argv[1], sys.argv[2]
+alpha, epochs, seed = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+keras.utils.set_random_seed(seed)
+size = 224
+wfile = weights.resolve(backbones.weights_file("mobilenet", alpha, include_top=False, size=size))
+pre = keras.applications.mobilenet.preprocess_input
+def load(d, shuffle):
+    ds = keras.utils.image_dataset_from_directory(
+        d, image_size=(size, size), batch_size=32, label_mode="categorical",
+        shuffle=shuffle, seed=seed)
+    return ds.map(lambda x, y: (pre(x), y))
+train_ds, val_ds = load(train_dir, True), load(val_dir, False)
+base = keras.applications.MobileNet(
+    input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None)
+base.load_weights(str(wfile))
+base.trainable = False
+x = keras.layers.GlobalAveragePooling2D()(base.output)
+x = keras.layers.Dense(1024, activation="relu")(x)
+x = keras.layers.Dense(1024, activation="relu")(x)
+x = keras.layers.Dense(512, activation="relu")(x)
+out = keras.layers.Dense(2, activation="softmax")(x)
+model = keras.Model(base.input, out)
+model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+t1 = time.perf_counter()
+model.fit(train_ds, epochs=epochs, verbose=0)
+t2 = time.perf_counter()
+loss, acc = model.evaluate(val_ds, verbose=0)
+print("RESULT " + json.dumps({"val_accuracy": float(acc), "val_loss": float(loss),
+                              "train_seconds": t2 - t1, "startup_seconds": t1 - t0}))
+"""
+
+
+def run_arm(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes) and stdout of one subprocess."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[:4]} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss * 1024, stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = Path(__file__).resolve().parents[2] / "shared/data/hymenoptera/train"
+    ap.add_argument("--data", default=str(default))
+    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+
+    from mtl import dataset
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="3")
+    ds = dataset.scan(args.data, seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        split = Path(tmp) / "split"
+        for it in ds.items:
+            link = split / it.subset / ds.classes[it.label] / it.path.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(it.path.resolve())
+
+        arms = {}
+        for name, extra in (("mtl", []), ("mtl0", ["--patience", "0"])):
+            cmd = [sys.executable, "-m", "mtl", "train", args.data, "--alpha", str(args.alpha),
+                   "--epochs", str(args.epochs), "--seed", str(args.seed),
+                   "--out", str(Path(tmp) / name), "--json", *extra]  # fmt: skip
+            wall, rss, out = run_arm(cmd, env)
+            arms[name] = (wall, rss, json.loads(out))
+        naive_cmd = [sys.executable, "-c", NAIVE, str(split / "train"), str(split / "val"),
+                     str(args.alpha), str(args.epochs), str(args.seed)]  # fmt: skip
+        naive_wall, naive_rss, out = run_arm(naive_cmd, env)
+        naive = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+
+    n_train, n_val = len(ds.subset("train")), len(ds.subset("val"))
+    print(f"data: {args.data} ({n_train} train / {n_val} val photos, same split for both arms)")
+    print(f"MobileNet alpha {args.alpha}, {args.epochs} epochs, CPU: {os.cpu_count()} cores\n")
+    (w1, r1, m1), (w0, r0, m0) = arms["mtl"], arms["mtl0"]
+    print("| | naive Keras recipe | mtl train (defaults: early stopping, best epoch) "
+          "| mtl train --patience 0 (last epoch) | ratio naive / mtl |")  # fmt: skip
+    print("|---|---|---|---|---|")
+
+    def fit_s(m: dict) -> float:
+        return float(m["seconds"]["features"] + m["seconds"]["fit"])
+
+    print(f"| wall time, whole process (s) | {naive_wall:.1f} | {w1:.1f} | {w0:.1f} "
+          f"| {naive_wall / w1:.1f}x / {naive_wall / w0:.1f}x |")  # fmt: skip
+    nf = naive["train_seconds"]
+    print(f"| features + fit (s) | {nf:.1f} | {fit_s(m1):.1f} | {fit_s(m0):.1f} "
+          f"| {nf / fit_s(m1):.1f}x / {nf / fit_s(m0):.1f}x |")  # fmt: skip
+    print(f"| epochs run | {args.epochs} | best {m1['best_epoch']} "
+          f"| {args.epochs} | |")  # fmt: skip
+    print(f"| val accuracy | {naive['val_accuracy']:.3f} | {m1['val']['accuracy']:.3f} "
+          f"| {m0['val']['accuracy']:.3f} | |")  # fmt: skip
+    print(f"| val loss | {naive['val_loss']:.3f} | {m1['val']['loss']:.3f} "
+          f"| {m0['val']['loss']:.3f} | |")  # fmt: skip
+    print(f"| peak RSS (MiB) | {naive_rss / 2**20:.0f} | {r1 / 2**20:.0f} | {r0 / 2**20:.0f} "
+          f"| {naive_rss / r1:.2f}x / {naive_rss / r0:.2f}x |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

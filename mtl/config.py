@@ -1,0 +1,243 @@
+"""Training settings: defaults, TOML presets (``configs/*.toml``) and command-line overrides.
+
+Precedence: built-in defaults < ``--config FILE`` < options given on the command line.
+Unknown keys are refused with a "did you mean" hint, so a typo never silently
+trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl import backbones
+from mtl.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+PRECISIONS = ("auto", "float32", "mixed")
+CLASS_WEIGHTS = ("none", "auto")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what ``mtl train`` does; saved as ``config.json`` in the run."""
+
+    model: str = backbones.DEFAULT_MODEL
+    alpha: float = backbones.DEFAULT_ALPHA
+    image_size: int = backbones.DEFAULT_SIZE
+    # One hidden layer of 512 with dropout 0.5: lowest val loss in bench/head_choice.py.
+    head: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.5
+    freeze: str | int = "all"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 32
+    patience: int = 5
+    fine_tune_epochs: int = 0
+    fine_tune_lr: float = 1e-5
+    fine_tune_layers: int = 30
+    augment: bool = False
+    val_split: float = 0.2
+    seed: int = 42
+    class_weight: str = "none"
+    precision: str = "auto"
+    cache_memory_mb: int = 2048
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def freeze_all(self) -> bool:
+        return self.freeze == "all"
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
+
+
+def parse_head(value: Any) -> list[int]:
+    """``"1024,1024,512"``, ``[1024, 512]``, ``""`` / ``"none"`` / ``[]`` (no hidden layer)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "none", "linear", "0"):
+            return []
+        parts = [p.strip() for p in text.split(",")]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise UsageError(
+            f"head must be a list of layer sizes like 1024,512. Received head={value!r}"
+        )
+    units: list[int] = []
+    for p in parts:
+        try:
+            n = int(p)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"head must be comma-separated positive integers like 1024,512. "
+                f"Received head={value!r}"
+            ) from None
+        if n < 1:
+            raise UsageError(f"head layer sizes must be positive. Received head={value!r}")
+        units.append(n)
+    return units
+
+
+def parse_freeze(value: Any) -> str | int:
+    if isinstance(value, bool):
+        raise UsageError(f"freeze must be 'all' or a layer count. Received freeze={value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        text = str(value).strip().lower()
+        if text == "all":
+            return "all"
+        try:
+            n = int(text)
+        except ValueError:
+            raise UsageError(
+                f"freeze must be 'all' or a number of base layers. Received freeze={value!r}"
+            ) from None
+    if n < 0:
+        raise UsageError(f"freeze must be 'all' or a number >= 0. Received freeze={value!r}")
+    return n
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key == "head":
+        return parse_head(value)
+    if key == "freeze":
+        return parse_freeze(value)
+    default = getattr(TrainConfig(), key)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value.strip().lower() if key != "model" else value.strip()
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    kind = type(default).__name__
+    raise UsageError(f"config key {key!r} must be a {kind}. Received {key}={value!r}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    backbones.check(cfg.model, cfg.alpha, cfg.image_size)
+
+    def need(ok: bool, what: str, value: Any, name: str) -> None:
+        if not ok:
+            raise UsageError(f"{what}. Received {name}={value!r}")
+
+    need(cfg.epochs >= 1, "--epochs must be at least 1", cfg.epochs, "epochs")
+    need(cfg.batch_size >= 1, "--batch-size must be at least 1", cfg.batch_size, "batch_size")
+    need(cfg.learning_rate > 0, "--lr must be positive", cfg.learning_rate, "learning_rate")
+    need(cfg.fine_tune_lr > 0, "--fine-tune-lr must be positive", cfg.fine_tune_lr, "fine_tune_lr")
+    need(
+        cfg.fine_tune_epochs >= 0,
+        "--fine-tune-epochs must be >= 0",
+        cfg.fine_tune_epochs,
+        "fine_tune_epochs",
+    )
+    need(
+        cfg.fine_tune_layers >= 1,
+        "--fine-tune-layers must be >= 1",
+        cfg.fine_tune_layers,
+        "fine_tune_layers",
+    )
+    need(
+        cfg.patience >= 0,
+        "--patience must be >= 0 (0 turns early stopping off)",
+        cfg.patience,
+        "patience",
+    )
+    need(0.0 <= cfg.dropout < 1.0, "--dropout must be in [0, 1)", cfg.dropout, "dropout")
+    need(
+        0.0 < cfg.val_split < 1.0, "--val-split must be between 0 and 1", cfg.val_split, "val_split"
+    )
+    need(
+        cfg.optimizer in OPTIMIZERS,
+        f"--optimizer must be one of {', '.join(OPTIMIZERS)}",
+        cfg.optimizer,
+        "optimizer",
+    )
+    need(
+        cfg.precision in PRECISIONS,
+        f"--precision must be one of {', '.join(PRECISIONS)}",
+        cfg.precision,
+        "precision",
+    )
+    need(
+        cfg.class_weight in CLASS_WEIGHTS,
+        "--class-weight must be 'none' or 'auto'",
+        cfg.class_weight,
+        "class_weight",
+    )
+    need(
+        cfg.cache_memory_mb >= 0,
+        "cache_memory_mb must be >= 0",
+        cfg.cache_memory_mb,
+        "cache_memory_mb",
+    )
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"no config file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    # A [train] table is accepted as well as top-level keys.
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    return data
+
+
+def resolve(
+    config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the TOML file, then ``overrides`` (None values mean "not given")."""
+    values: dict[str, Any] = {}
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if config_file is not None:
+        sources.append((str(config_file), load_toml(config_file)))
+    sources.append(("options", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for where, data in sources:
+        for key, value in data.items():
+            if key not in KEYS:
+                raise UsageError(f"unknown key {key!r} in {where}{_did_you_mean(key)}")
+            values[key] = _coerce(key, value)
+    return validate(TrainConfig(**values))

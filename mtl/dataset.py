@@ -1,0 +1,216 @@
+"""A folder-per-class dataset: scanning, a stable stratified split, class weights, warnings.
+
+Nothing here imports Keras. Decoding (the per-file check) happens once, in
+:mod:`mtl.features`, and its failures come back here as skipped files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtl.errors import DataError
+from mtl.images import IMAGE_EXTENSIONS, is_image_name, list_images
+
+MANIFEST = "manifest.jsonl"
+MIN_PER_CLASS = 10
+MAX_IMBALANCE = 5.0
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int
+    subset: str  # "train" or "val"
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    items: list[Item]
+    layout: str  # "split" (hash split of class folders) or "train/val" (given)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    warnings: list[str] = field(default_factory=list)
+
+    def subset(self, name: str) -> list[Item]:
+        return [it for it in self.items if it.subset == name]
+
+    def counts(self, name: str) -> list[int]:
+        counts = [0] * len(self.classes)
+        for it in self.subset(name):
+            counts[it.label] += 1
+        return counts
+
+    def drop(self, failures: Sequence[tuple[Path, str]]) -> None:
+        """Remove files that failed the decode check and record why."""
+        bad = {Path(p): reason for p, reason in failures}
+        if not bad:
+            return
+        self.items = [it for it in self.items if it.path not in bad]
+        self.skipped.extend((str(p), r) for p, r in sorted(bad.items()))
+
+
+def split_fraction(relative: str, seed: int) -> float:
+    """Where a file falls in [0, 1): a hash of its path inside its class folder and the seed.
+
+    As TensorFlow's retrain.py did, the side of the split depends on the file's
+    own name only, so adding or removing other files never moves it.
+    """
+    digest = hashlib.sha1(f"{seed}\0{relative}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def stable_split(
+    files: Sequence[Path], folder: Path, val_split: float, seed: int
+) -> list[tuple[Path, str]]:
+    """Each file of one class to "train" or "val" by hash; a class of 2+ files gets a val file."""
+    keyed = sorted((split_fraction(p.relative_to(folder).as_posix(), seed), p) for p in files)
+    sides = [(p, "val" if f < val_split else "train") for f, p in keyed]
+    if len(files) >= 2 and not any(s == "val" for _, s in sides):
+        sides[0] = (sides[0][0], "val")  # the file with the smallest hash: still stable
+    if len(files) >= 2 and not any(s == "train" for _, s in sides):
+        sides[-1] = (sides[-1][0], "train")
+    return sorted(sides)
+
+
+def class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
+    """Files per class listed in ``manifest.jsonl`` (from ``mtl fetch``), if there is one.
+
+    Each line is a JSON object with the image's path (``path`` or ``file``,
+    relative to the dataset folder) and optionally its class (``label`` or
+    ``class``, else the first folder of the path). Lines with ``"skip": true`` or
+    a ``status`` other than ``"ok"`` are left out.
+    """
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    listed: dict[str, set[Path]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            rel = entry.get("path") or entry.get("file")
+            if not isinstance(rel, str):
+                raise ValueError("no path")
+        except (ValueError, AttributeError):
+            raise DataError(f"{path} line {n} is not a JSON object with a path") from None
+        if entry.get("skip") or entry.get("status", "ok") != "ok":
+            continue
+        file = (root / rel).resolve()
+        label = entry.get("label") or entry.get("class") or Path(rel).parts[0]
+        listed.setdefault(str(label), set()).add(file)
+    return listed
+
+
+def _scan_classes(folder: Path, manifest: dict[str, set[Path]] | None) -> dict[str, list[Path]]:
+    dirs = class_folders(folder)
+    loose = [p for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+    if not dirs:
+        hint = " (images must be in one sub-folder per class)" if loose else ""
+        raise DataError(f"no class folders in {folder}{hint}")
+    found: dict[str, list[Path]] = {}
+    for d in dirs:
+        files = list_images(d)
+        if manifest is not None:
+            keep = manifest.get(d.name, set())
+            files = [f for f in files if f.resolve() in keep]
+        found[d.name] = files
+    return found
+
+
+def _check_classes(found: dict[str, list[Path]], where: Path) -> None:
+    total = sum(len(v) for v in found.values())
+    if total == 0:
+        raise DataError(
+            f"no images in {where} (looked for {', '.join(IMAGE_EXTENSIONS)} in its class folders)"
+        )
+    empty = [c for c, files in found.items() if not files]
+    if empty:
+        raise DataError(f"class folder {where / empty[0]} holds no images; add some or remove it")
+    if len(found) < 2:
+        only = next(iter(found))
+        raise DataError(f"only one class ({only!r}) in {where}; need at least 2 class folders")
+
+
+def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset:
+    """Find classes and images under ``root`` and split them; no image is decoded here.
+
+    ``root/train`` + ``root/val`` (both with class folders) are used as given;
+    otherwise the class folders of ``root`` are split by :func:`stable_split`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"no such folder: {root}")
+    manifest = _read_manifest(root)
+    train_dir, val_dir = root / "train", root / "val"
+    items: list[Item] = []
+    if train_dir.is_dir() and val_dir.is_dir():
+        train = _scan_classes(train_dir, None)
+        val = _scan_classes(val_dir, None)
+        _check_classes(train, train_dir)
+        classes = sorted(train)
+        extra = sorted(set(val) - set(train))
+        if extra:
+            raise DataError(f"class {extra[0]!r} is in {val_dir} but not in {train_dir}")
+        if not any(val.values()):
+            raise DataError(f"no images in {val_dir}")
+        for subset, found in (("train", train), ("val", val)):
+            for c in classes:
+                items += [Item(p, classes.index(c), subset) for p in found.get(c, [])]
+        layout = "train/val"
+    else:
+        found = _scan_classes(root, manifest)
+        _check_classes(found, root)
+        classes = sorted(found)
+        for label, c in enumerate(classes):
+            for p, side in stable_split(found[c], root / c, val_split, seed):
+                items.append(Item(p, label, side))
+        layout = "split"
+    ds = Dataset(root=root, classes=classes, items=items, layout=layout)
+    return ds
+
+
+def check_usable(ds: Dataset) -> None:
+    """After unreadable files are dropped: errors for unusable data, warnings for weak data."""
+    totals = [0] * len(ds.classes)
+    for it in ds.items:
+        totals[it.label] += 1
+    for c, n in zip(ds.classes, totals, strict=True):
+        if n == 0:
+            raise DataError(f"class {c!r} has no readable images (see the skipped files)")
+    if not ds.subset("train"):
+        raise DataError("no training images left after the split")
+    if not ds.subset("val"):
+        raise DataError("no validation images; add images or raise --val-split")
+    ds.warnings.extend(quality_warnings(ds.classes, totals))
+
+
+def quality_warnings(classes: Sequence[str], totals: Sequence[int]) -> list[str]:
+    out = []
+    for c, n in zip(classes, totals, strict=True):
+        if n < MIN_PER_CLASS:
+            out.append(f"class {c!r} has only {n} images; {MIN_PER_CLASS}+ per class train better")
+    lo, hi = min(totals), max(totals)
+    if lo and hi / lo >= MAX_IMBALANCE:
+        big = classes[totals.index(hi)]
+        small = classes[totals.index(lo)]
+        out.append(
+            f"classes are imbalanced {hi / lo:.1f}:1 ({big!r} {hi}, {small!r} {lo}); "
+            "consider --class-weight auto"
+        )
+    return out
+
+
+def class_weights(counts: Sequence[int]) -> list[float]:
+    """Inverse frequency, scaled so a balanced dataset gets 1.0 for every class."""
+    total, k = sum(counts), len(counts)
+    return [total / (k * n) if n else 0.0 for n in counts]

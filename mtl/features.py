@@ -1,0 +1,196 @@
+"""The feature cache: the frozen part of the network runs once per image, not once per epoch.
+
+An entry is keyed by the file's content (SHA-256 of its bytes) and a *spec*
+naming everything else the features depend on (model, alpha, input size,
+freeze point, precision). Editing a file changes its key, so only its entry
+is recomputed; changing a setting changes every key.
+
+Entries live in memory up to a budget, then spill to ``.npy`` files in a
+folder (the run folder's ``cache/``, or a shared ``--cache-dir``, which is
+also read, so later runs reuse it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.images import iter_batches
+
+FORMAT = 1
+ProgressFn = Callable[[int, int], None]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    computed: int = 0
+    spilled: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"hits": self.hits, "computed": self.computed, "spilled": self.spilled}
+
+
+@dataclass
+class FeatureCache:
+    """Features by key, in memory up to ``memory_bytes``, the rest as files in ``folder``."""
+
+    folder: Path | None = None
+    memory_bytes: int = 2048 << 20
+    persistent: bool = False  # also write every entry to ``folder`` (a shared cache dir)
+    stats: CacheStats = field(default_factory=CacheStats)
+    _memory: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _used: int = 0
+
+    @staticmethod
+    def key(digest: str, spec: str) -> str:
+        return hashlib.sha256(f"{FORMAT}\0{spec}\0{digest}".encode()).hexdigest()[:40]
+
+    def _file(self, key: str) -> Path | None:
+        return self.folder / key[:2] / f"{key}.npy" if self.folder is not None else None
+
+    def get(self, key: str) -> np.ndarray | None:
+        if key in self._memory:
+            return self._memory[key]
+        path = self._file(key)
+        if path is not None and path.is_file():
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # a broken entry is just a miss
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        path = self._file(key)
+        return key in self._memory or (path is not None and path.is_file())
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value)
+        path = self._file(key)
+        fits = self._used + value.nbytes <= self.memory_bytes
+        if path is not None and (self.persistent or not fits):
+            from mtl.rundir import write_atomic
+
+            write_atomic(path, lambda fh: np.save(fh, value))
+            if not fits:
+                self.stats.spilled += 1
+                return
+        if fits or path is None:
+            self._memory[key] = value
+            self._used += value.nbytes
+
+
+class Extractor:
+    """Runs the frozen part of the network (raw RGB 0-255 in) and counts what it computes."""
+
+    def __init__(self, net: Any, spec: str, *, direct: bool = False, batch: int = 0) -> None:
+        self.net = net
+        self.batch = batch
+        self.spec = spec
+        # Under a tf.distribute strategy, predict_on_batch splits the batch over replicas
+        # (and mis-sizes the result); a plain call runs it once on the local device.
+        self.direct = direct
+        self.calls = 0  # forward passes of the frozen part
+        self.images = 0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        from mtl.runtime import as_numpy
+
+        self.calls += 1
+        self.images += len(pixels)
+        n = len(pixels)
+        x = pixels.astype("float32")
+        if self.batch and 0 < n < self.batch:
+            # Pad a short last batch: one input shape means one traced graph, not two.
+            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), dtype=x.dtype)])
+        out = self.net(x, training=False) if self.direct else self.net.predict_on_batch(x)
+        return np.asarray(as_numpy(out), dtype=np.float32)[:n]
+
+
+@dataclass
+class Features:
+    """Features for the files that could be used, in the order asked, and the ones that failed."""
+
+    paths: list[Path]
+    keys: list[str]
+    failures: list[tuple[Path, str]]
+
+
+def compute(
+    paths: Sequence[Path],
+    extractor: Extractor | None,
+    cache: FeatureCache,
+    size: int,
+    *,
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+) -> Features:
+    """Fill ``cache`` for ``paths``: decode (the one check per file) and run only the misses.
+
+    ``extractor`` None stores the decoded uint8 pixels themselves (used when
+    nothing can be cached: augmentation or an unfrozen base).
+    """
+    spec = extractor.spec if extractor is not None else f"pixels:{size}"
+    keys: dict[Path, str] = {}
+    failures: dict[Path, str] = {}
+    todo: list[Path] = []
+    for p in paths:
+        try:
+            key = cache.key(file_digest(p), spec)
+        except FileNotFoundError:
+            failures[p] = "no such file"
+            continue
+        except PermissionError:
+            failures[p] = "permission denied"
+            continue
+        except OSError as exc:
+            failures[p] = f"cannot read: {exc.strerror or exc}"
+            continue
+        keys[p] = key
+        if key in cache:
+            cache.stats.hits += 1
+        else:
+            todo.append(p)
+    done = len(paths) - len(todo)
+    if on_progress:
+        on_progress(done, len(paths))
+    if extractor is not None and not extractor.batch:
+        extractor.batch = batch_size
+    for batch in iter_batches(todo, size, batch_size):
+        for p, reason in batch.failures:
+            failures[p] = reason
+            keys.pop(p, None)
+        if len(batch.paths):
+            values = extractor(batch.pixels) if extractor is not None else batch.pixels
+            for p, v in zip(batch.paths, values, strict=True):
+                cache.put(keys[p], v)
+                cache.stats.computed += 1
+        done += len(batch.paths) + len(batch.failures)
+        if on_progress:
+            on_progress(done, len(paths))
+    ok = [p for p in paths if p in keys]
+    return Features(ok, [keys[p] for p in ok], sorted(failures.items()))
+
+
+def stack(cache: FeatureCache, keys: Sequence[str]) -> np.ndarray:
+    arrays = []
+    for k in keys:
+        value = cache.get(k)
+        if value is None:  # pragma: no cover - entries are never evicted within a run
+            raise KeyError(k)
+        arrays.append(np.asarray(value))
+    return np.stack(arrays)

@@ -1,0 +1,587 @@
+"""``mtl train``: a folder-per-class dataset in, a trained classifier and its run folder out.
+
+The frozen part of the network runs once per image (:mod:`mtl.features`);
+each epoch trains only the rest (:func:`mtl.classifier.build_parts`), whose
+layers are shared with the saved model, so what is evaluated and saved is
+exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl import __version__, backbones, dataset, features, rundir, runtime, weights
+from mtl.config import TrainConfig, validate
+from mtl.errors import UsageError
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class EpochLog:
+    phase: str  # "train" (head / unfrozen top) or "fine_tune"
+    epoch: int  # 1-based, counted across both phases
+    epochs: int  # planned in all
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+    best: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainStart:
+    """What is known once every file has been checked, before the first epoch."""
+
+    run_dir: Path
+    device: str
+    classes: list[str]
+    train_counts: list[int]
+    val_counts: list[int]
+    layout: str
+    cached: str  # what the feature cache holds
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    classes: list[str]
+    train_counts: list[int]
+    val_counts: list[int]
+    history: list[EpochLog]
+    best_epoch: int
+    stopped_early: bool
+    train_metrics: dict[str, Any]
+    val_metrics: dict[str, Any]
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+    device: str
+    cache: dict[str, int]
+    seconds: dict[str, float]
+    config: TrainConfig
+    files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "model": str(self.model_path),
+            "classes": self.classes,
+            "train_count": dict(zip(self.classes, self.train_counts, strict=True)),
+            "val_count": dict(zip(self.classes, self.val_counts, strict=True)),
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "train": _brief(self.train_metrics),
+            "val": _brief(self.val_metrics),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "warnings": self.warnings,
+            "device": self.device,
+            "cache": self.cache,
+            "seconds": self.seconds,
+            "files": self.files,
+        }
+
+
+def _brief(m: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": m["accuracy"], "loss": m["loss"], "count": m["count"]}
+
+
+def _check_out(out: str | Path | None, force: bool) -> None:
+    if out is not None and (Path(out) / rundir.MODEL_FILE).exists() and not force:
+        raise UsageError(
+            f"{out} already holds a trained model; choose another --out or pass --force"
+        )
+
+
+class _Data:
+    """Training inputs from the cache: NumPy arrays if they fit in memory, else a PyDataset."""
+
+    def __init__(
+        self,
+        cache: features.FeatureCache,
+        keys: Sequence[str],
+        labels: np.ndarray,
+        sample_weights: np.ndarray | None,
+        batch_size: int,
+        seed: int,
+        in_memory: bool,
+        shuffle: bool,
+    ) -> None:
+        self.cache, self.keys, self.labels = cache, list(keys), labels
+        self.sample_weights, self.batch_size = sample_weights, batch_size
+        self.seed, self.in_memory, self.shuffle = seed, in_memory, shuffle
+
+    def fit_args(self) -> dict[str, Any]:
+        if self.in_memory:
+            args: dict[str, Any] = {
+                "x": features.stack(self.cache, self.keys).astype("float32"),
+                "y": self.labels,
+                "batch_size": self.batch_size,
+                "shuffle": self.shuffle,
+            }
+            if self.sample_weights is not None:
+                args["sample_weight"] = self.sample_weights
+            return args
+        return {"x": self.sequence()}
+
+    def validation(self) -> Any:
+        if self.in_memory:
+            return (features.stack(self.cache, self.keys).astype("float32"), self.labels)
+        return self.sequence()
+
+    def sequence(self) -> Any:
+        keras = runtime.keras()
+        data = self
+
+        class CachedBatches(keras.utils.PyDataset):  # type: ignore[name-defined]
+            def __init__(self) -> None:
+                super().__init__()
+                self.order = np.arange(len(data.keys))
+                self.rng = np.random.default_rng(data.seed)
+                if data.shuffle:
+                    self.rng.shuffle(self.order)
+
+            def __len__(self) -> int:
+                return math.ceil(len(data.keys) / data.batch_size)
+
+            def __getitem__(self, i: int) -> Any:
+                idx = self.order[i * data.batch_size : (i + 1) * data.batch_size]
+                x = features.stack(data.cache, [data.keys[j] for j in idx]).astype("float32")
+                y = data.labels[idx]
+                if data.sample_weights is not None:
+                    return x, y, data.sample_weights[idx]
+                return x, y
+
+            def on_epoch_end(self) -> None:
+                if data.shuffle:
+                    self.rng.shuffle(self.order)
+
+        return CachedBatches()
+
+
+def _predict(
+    top: Any, cache: features.FeatureCache, keys: Sequence[str], batch: int, direct: bool
+) -> np.ndarray:
+    out = []
+    for start in range(0, len(keys), batch):
+        x = features.stack(cache, keys[start : start + batch]).astype("float32")
+        y = top(x, training=False) if direct else top.predict_on_batch(x)
+        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def _optimizer(name: str, lr: float) -> Any:
+    keras = runtime.keras()
+    return {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop,
+    }[name](learning_rate=lr)
+
+
+def _callbacks(
+    model: Any,
+    phase: str,
+    total_epochs: int,
+    patience: int,
+    state: dict[str, Any],
+    history: list[EpochLog],
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> list[Any]:
+    """Per-epoch logging and early stopping on val_loss that keeps the best weights."""
+    keras = runtime.keras()
+
+    class Track(keras.callbacks.Callback):  # type: ignore[name-defined]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            val_loss = float(logs.get("val_loss", float("nan")))
+            improved = not math.isnan(val_loss) and val_loss < state["best_loss"]
+            if improved:
+                state.update(best_loss=val_loss, best_epoch=epoch + 1, wait=0)
+                if patience:
+                    state["best_weights"] = model.get_weights()
+            else:
+                state["wait"] += 1
+            lr = self.model.optimizer.learning_rate
+            log = EpochLog(
+                phase=phase,
+                epoch=epoch + 1,
+                epochs=total_epochs,
+                loss=float(logs.get("loss", float("nan"))),
+                accuracy=float(logs.get("accuracy", float("nan"))),
+                val_loss=val_loss,
+                val_accuracy=float(logs.get("val_accuracy", float("nan"))),
+                learning_rate=float(runtime.as_numpy(lr)),
+                seconds=time.perf_counter() - self.t0,
+                best=improved,
+            )
+            history.append(log)
+            if on_epoch:
+                on_epoch(log)
+            last = int((self.params or {}).get("epochs") or 0)
+            if patience and state["wait"] >= patience and epoch + 1 < last:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+
+    return [Track()]
+
+
+def train(
+    data: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    weights_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_download: weights.DownloadProgress | None = None,
+    on_progress: ProgressFn | None = None,
+    on_start: Callable[[TrainStart], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> TrainResult:
+    """Train a classifier on the class folders of ``data`` and write a run folder.
+
+    ``out``: the run folder (default: the next free ``runs/train``, ``runs/train2``...).
+    ``cache_dir``: a feature cache shared between runs (default: memory, spilling
+    into the run folder). Raises :class:`~mtl.errors.DataError` or
+    :class:`~mtl.errors.UsageError` (exit 2) for unusable data or options.
+    """
+    t_start = time.perf_counter()
+    cfg = validate(config or TrainConfig())
+    _check_out(Path(out) if out is not None else None, force)
+    ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
+    wfile = weights.resolve(
+        backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
+        weights_dir,
+        progress=on_download,
+    )
+    devices = runtime.setup_training(cfg.precision)
+    runtime.set_seed(cfg.seed)
+    run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
+    own_cache = cache_dir is None
+    cache = features.FeatureCache(
+        folder=Path(cache_dir) if cache_dir is not None else run_dir / "cache",
+        memory_bytes=cfg.cache_memory_mb << 20,
+        persistent=not own_cache,
+    )
+    try:
+        return _train(
+            cfg, ds, wfile, devices, run_dir, cache, t_start, on_progress, on_start, on_epoch
+        )
+    finally:
+        if own_cache:
+            shutil.rmtree(run_dir / "cache", ignore_errors=True)
+
+
+def _train(
+    cfg: TrainConfig,
+    ds: dataset.Dataset,
+    wfile: Path,
+    devices: runtime.TrainingDevices,
+    run_dir: Path,
+    cache: features.FeatureCache,
+    t_start: float,
+    on_progress: ProgressFn | None,
+    on_start: Callable[[TrainStart], None] | None,
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> TrainResult:
+    from mtl.classifier import Parts, build_parts
+
+    seconds: dict[str, float] = {}
+    info = {"model": cfg.model, "alpha": cfg.alpha, "image_size": cfg.image_size}
+    freeze_layers = None if cfg.freeze_all else int(cfg.freeze)
+    t0 = time.perf_counter()
+    with devices.scope():
+        parts = build_parts(
+            ds.classes,
+            model=cfg.model,
+            alpha=cfg.alpha,
+            weights=wfile,
+            size=cfg.image_size,
+            head_units=cfg.head,
+            dropout=cfg.dropout,
+            freeze_layers=freeze_layers,
+            augment=cfg.augment,
+            info=info,
+        )
+    seconds["build"] = time.perf_counter() - t0
+    n_base = len(parts.backbone.layers)
+    direct = devices.strategy is not None
+    extractors: list[features.Extractor] = []
+
+    def fill(p: Parts, stage: str) -> features.Features:
+        ex = (
+            features.Extractor(p.extractor, p.spec, direct=direct)
+            if p.extractor is not None
+            else None
+        )
+        if ex is not None:
+            extractors.append(ex)
+        progress = (lambda d, t: on_progress(stage, d, t)) if on_progress else None
+        all_paths = [it.path for it in ds.items]
+        return features.compute(
+            all_paths,
+            ex,
+            cache,
+            cfg.image_size,
+            batch_size=max(cfg.batch_size, 32),
+            on_progress=progress,
+        )
+
+    t0 = time.perf_counter()
+    feats = fill(parts, "checking images + computing features")
+    seconds["features"] = time.perf_counter() - t0
+    ds.drop(feats.failures)
+    dataset.check_usable(ds)
+    train_counts, val_counts = ds.counts("train"), ds.counts("val")
+    if on_start:
+        on_start(
+            TrainStart(
+                run_dir,
+                devices.description,
+                ds.classes,
+                train_counts,
+                val_counts,
+                ds.layout,
+                _describe_cache(parts, n_base),
+                list(ds.skipped),
+                list(ds.warnings),
+            )
+        )
+
+    key_of = dict(zip(feats.paths, feats.keys, strict=True))
+    train_items, val_items = ds.subset("train"), ds.subset("val")
+    y_train = np.array([it.label for it in train_items], dtype=np.int64)
+    y_val = np.array([it.label for it in val_items], dtype=np.int64)
+    sw = None
+    if cfg.class_weight == "auto":
+        cw = dataset.class_weights(train_counts)
+        sw = np.array([cw[y] for y in y_train], dtype=np.float32)
+
+    history: list[EpochLog] = []
+    state: dict[str, Any] = {
+        "best_loss": math.inf,
+        "best_epoch": 0,
+        "wait": 0,
+        "stopped_early": False,
+        "best_weights": None,
+    }
+    total_epochs = cfg.epochs + cfg.fine_tune_epochs
+
+    def run_phase(p: Parts, phase: str, lr: float, first: int, last: int) -> None:
+        keys_t = [key_of[it.path] for it in train_items]
+        keys_v = [key_of[it.path] for it in val_items]
+        per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
+        in_memory = p.extractor is not None and per_entry * len(key_of) <= cfg.cache_memory_mb << 20
+        tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, cfg.seed, in_memory, True)
+        va = _Data(cache, keys_v, y_val, None, cfg.batch_size, cfg.seed, in_memory, False)
+        with devices.scope():
+            p.top.compile(
+                optimizer=_optimizer(cfg.optimizer, lr),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        runtime.prepare_fit(p.top, devices)
+        callbacks = _callbacks(p.model, phase, total_epochs, cfg.patience, state, history, on_epoch)
+        p.top.fit(
+            **tr.fit_args(),
+            validation_data=va.validation(),
+            epochs=last,
+            initial_epoch=first,
+            callbacks=callbacks,
+            verbose=0,
+        )
+
+    t0 = time.perf_counter()
+    run_phase(parts, "train", cfg.learning_rate, 0, cfg.epochs)
+    seconds["fit"] = time.perf_counter() - t0
+    if cfg.fine_tune_epochs and not state["stopped_early"]:
+        if state["best_weights"] is not None:
+            parts.model.set_weights(state["best_weights"])  # start from the best head
+        current = n_base if freeze_layers is None else min(freeze_layers, n_base)
+        n = min(current, max(0, n_base - cfg.fine_tune_layers))
+        t0 = time.perf_counter()
+        with devices.scope():
+            parts = build_parts(
+                ds.classes,
+                model=cfg.model,
+                alpha=cfg.alpha,
+                weights=None,
+                size=cfg.image_size,
+                head_units=cfg.head,
+                dropout=cfg.dropout,
+                freeze_layers=n,
+                augment=cfg.augment,
+                info=info,
+                backbone=parts.backbone,
+                head=parts.head,
+                fine_tune=True,
+            )
+        feats2 = fill(parts, "computing fine-tuning features")
+        key_of = dict(zip(feats2.paths, feats2.keys, strict=True))
+        seconds["fine_tune_features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        done = len(history)
+        run_phase(parts, "fine_tune", cfg.fine_tune_lr, done, done + cfg.fine_tune_epochs)
+        seconds["fine_tune_fit"] = time.perf_counter() - t0
+    if cfg.patience and state["best_weights"] is not None:
+        parts.model.set_weights(state["best_weights"])
+    best_epoch = state["best_epoch"] if cfg.patience else len(history)
+
+    keys_t = [key_of[it.path] for it in train_items]
+    keys_v = [key_of[it.path] for it in val_items]
+    train_metrics = _summary(_predict(parts.top, cache, keys_t, 64, direct), y_train, ds.classes)
+    val_metrics = _summary(_predict(parts.top, cache, keys_v, 64, direct), y_val, ds.classes)
+    base_images = sum(e.images for e in extractors)
+    cache_stats = {
+        **cache.stats.to_json(),
+        "base_forward_images": base_images,
+        "base_forward_calls": sum(e.calls for e in extractors),
+    }
+
+    t0 = time.perf_counter()
+    result = TrainResult(
+        run_dir=run_dir,
+        model_path=run_dir / rundir.MODEL_FILE,
+        classes=ds.classes,
+        train_counts=train_counts,
+        val_counts=val_counts,
+        history=history,
+        best_epoch=best_epoch,
+        stopped_early=bool(state["stopped_early"]),
+        train_metrics=train_metrics,
+        val_metrics=val_metrics,
+        skipped=list(ds.skipped),
+        warnings=list(ds.warnings),
+        device=devices.description,
+        cache=cache_stats,
+        seconds=seconds,
+        config=cfg,
+    )
+    _write_run(result, parts.model, ds)
+    seconds["write"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+    result.seconds = {k: round(v, 3) for k, v in seconds.items()}
+    return result
+
+
+def _summary(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    from mtl.metrics import summary
+
+    return summary(probs, labels, classes)
+
+
+def _describe_cache(parts: Any, n_base: int) -> str:
+    if parts.extractor is None:
+        return "decoded images (augmentation or an unfrozen base: the base runs every epoch)"
+    if parts.cut < 0:
+        return f"pooled base features (all {n_base} base layers frozen, computed once)"
+    return f"base layers [:{parts.cut}] computed once; layers [{parts.cut}:] train each epoch"
+
+
+def _write_run(result: TrainResult, model: Any, ds: dataset.Dataset) -> None:
+    from mtl.modelio import save_model
+
+    d = result.run_dir
+    files = [
+        rundir.MODEL_FILE,
+        "labels.txt",
+        "config.json",
+        "split.csv",
+        "history.csv",
+        "metrics.json",
+    ]
+    save_model(model, d / rundir.MODEL_FILE)
+    rundir.write_text(d / "labels.txt", "".join(c + "\n" for c in result.classes))
+    rundir.write_json(
+        d / "config.json",
+        {
+            "config": result.config.to_dict(),
+            "data": str(ds.root),
+            "layout": ds.layout,
+            "backend": runtime.backend_name(),
+            "device": result.device,
+            "mtl_version": __version__,
+        },
+    )
+    rundir.write_csv(
+        d / "split.csv",
+        ["file", "class", "subset"],
+        [[str(it.path), ds.classes[it.label], it.subset] for it in ds.items],
+    )
+    rundir.write_csv(
+        d / "history.csv",
+        [
+            "epoch",
+            "phase",
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "learning_rate",
+            "seconds",
+        ],
+        [
+            [
+                h.epoch,
+                h.phase,
+                f"{h.loss:.6f}",
+                f"{h.accuracy:.6f}",
+                f"{h.val_loss:.6f}",
+                f"{h.val_accuracy:.6f}",
+                f"{h.learning_rate:.3g}",
+                f"{h.seconds:.3f}",
+            ]
+            for h in result.history
+        ],
+    )
+    rundir.write_json(
+        d / "metrics.json",
+        {
+            "train": result.train_metrics,
+            "val": result.val_metrics,
+            "classes": result.classes,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "epochs_run": len(result.history),
+            "skipped": [{"file": f, "reason": r} for f, r in result.skipped],
+            "warnings": result.warnings,
+            "cache": result.cache,
+        },
+    )
+    try:
+        from mtl import plots
+
+        plots.learning_curves([h.to_json() for h in result.history], d / "learning_curves.png")
+        plots.confusion_matrix(
+            result.val_metrics["confusion_matrix"], result.classes, d / "confusion_matrix.png"
+        )
+        files += ["learning_curves.png", "confusion_matrix.png"]
+    except ImportError:
+        result.warnings.append("matplotlib is not installed: no plots were written")
+    result.files = files
+
+
+def dumps(result: TrainResult) -> str:
+    return json.dumps(result.to_json(), indent=2)

@@ -1,0 +1,204 @@
+"""`mtl train` data handling that needs no model: scan, stable split, errors, config presets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mtl import config, dataset
+from mtl.cli import app
+from mtl.errors import DataError, UsageError
+from tests.conftest import HYMENOPTERA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_tree(root: Path, counts: dict[str, int], start: int = 0) -> None:
+    """Files named like photos (the scan never decodes them)."""
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + n):
+            (root / cls / f"img_{i:04d}.jpg").write_bytes(b"x")
+
+
+def sides(ds: dataset.Dataset) -> dict[str, str]:
+    return {it.path.name + "@" + ds.classes[it.label]: it.subset for it in ds.items}
+
+
+def test_classes_sorted_images_recursive(tmp_path):
+    make_tree(tmp_path, {"zebra": 3, "ant": 3})
+    (tmp_path / "ant" / "deeper").mkdir()
+    (tmp_path / "ant" / "deeper" / "more.png").write_bytes(b"x")
+    (tmp_path / "ant" / "notes.txt").write_text("not an image")
+    ds = dataset.scan(tmp_path)
+    assert ds.classes == ["ant", "zebra"]
+    assert sum(1 for it in ds.items if it.label == 0) == 4
+    assert any(it.path.name == "more.png" for it in ds.items)
+
+
+def test_split_is_deterministic_and_seeded(tmp_path):
+    make_tree(tmp_path, {"a": 60, "b": 60})
+    first = sides(dataset.scan(tmp_path, seed=1))
+    assert sides(dataset.scan(tmp_path, seed=1)) == first
+    assert sides(dataset.scan(tmp_path, seed=2)) != first
+
+
+def test_adding_files_never_moves_existing_ones(tmp_path):
+    make_tree(tmp_path, {"a": 50, "b": 30})
+    before = sides(dataset.scan(tmp_path, val_split=0.2, seed=7))
+    make_tree(tmp_path, {"a": 40, "b": 70, "c": 20}, start=1000)
+    after = sides(dataset.scan(tmp_path, val_split=0.2, seed=7))
+    assert {k: after[k] for k in before} == before
+
+
+def test_split_is_stratified(tmp_path):
+    make_tree(tmp_path, {"big": 400, "small": 40, "tiny": 2})
+    ds = dataset.scan(tmp_path, val_split=0.2, seed=42)
+    val, train = ds.counts("val"), ds.counts("train")
+    for i in range(2):  # each class separately holds out about 20%
+        assert 0.12 <= val[i] / (val[i] + train[i]) <= 0.28
+    assert val[2] == 1 and train[2] == 1  # a class of 2 still gets one each side
+
+
+def test_real_split_proportions():
+    ds = dataset.scan(HYMENOPTERA, val_split=0.2, seed=42)
+    assert ds.classes == ["ants", "bees"]
+    assert 30 <= len(ds.subset("val")) <= 70
+    assert all(v >= 1 for v in ds.counts("val"))
+
+
+def test_train_val_layout_used_as_given(tmp_path):
+    make_tree(tmp_path / "train", {"a": 5, "b": 5})
+    make_tree(tmp_path / "val", {"a": 2, "b": 3})
+    ds = dataset.scan(tmp_path)
+    assert ds.layout == "train/val"
+    assert ds.counts("train") == [5, 5] and ds.counts("val") == [2, 3]
+    assert all(("/val/" in str(it.path)) == (it.subset == "val") for it in ds.items)
+
+
+def test_manifest_is_honoured(tmp_path):
+    make_tree(tmp_path, {"a": 4, "b": 4})
+    lines = [{"path": f"a/img_{i:04d}.jpg", "label": "a"} for i in range(3)]
+    lines += [{"path": "b/img_0000.jpg"}, {"path": "b/img_0001.jpg", "status": "duplicate"}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    ds = dataset.scan(tmp_path)
+    assert sorted(it.path.name for it in ds.items if it.label == 0) == [
+        "img_0000.jpg",
+        "img_0001.jpg",
+        "img_0002.jpg",
+    ]
+    assert [it.path.name for it in ds.items if it.label == 1] == ["img_0000.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "needle"),
+    [
+        ({"only": 5}, "only one class"),
+        ({"a": 5, "empty": 0}, "holds no images"),
+        ({"a": 0, "b": 0}, "no images"),
+        ({}, "no class folders"),
+    ],
+)
+def test_bad_datasets_exit_2_with_one_line(cli, tmp_path, counts, needle):
+    make_tree(tmp_path, counts)
+    with pytest.raises(DataError, match=needle):
+        dataset.scan(tmp_path)
+    result = cli.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_folder_exit_2(cli, tmp_path):
+    result = cli.invoke(app, ["train", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such folder" in result.stderr
+
+
+def test_warnings_for_small_or_imbalanced_classes():
+    msgs = dataset.quality_warnings(["a", "b"], [50, 9])
+    assert any("'b' has only 9 images" in m for m in msgs)
+    assert any("imbalanced 5.6:1" in m for m in msgs)
+    assert dataset.quality_warnings(["a", "b"], [40, 10]) == []
+
+
+def test_class_weights_inverse_frequency():
+    assert dataset.class_weights([30, 10]) == pytest.approx([40 / 60, 40 / 20])
+    assert dataset.class_weights([10, 10]) == [1.0, 1.0]
+
+
+def test_existing_model_refused_unless_force(cli, tmp_path):
+    make_tree(tmp_path / "data", {"a": 3, "b": 3})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"old")
+    result = cli.invoke(app, ["train", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--force" in result.stderr
+    assert (tmp_path / "run" / "model.keras").read_bytes() == b"old"
+
+
+def test_next_run_dir_numbering(tmp_path):
+    from mtl.rundir import next_run_dir
+
+    assert next_run_dir(tmp_path) == tmp_path / "train"
+    (tmp_path / "train").mkdir()
+    assert next_run_dir(tmp_path) == tmp_path / "train2"
+    (tmp_path / "train2").mkdir()
+    (tmp_path / "train7").mkdir()
+    assert next_run_dir(tmp_path) == tmp_path / "train3"
+
+
+def test_presets_and_overrides():
+    blog = config.resolve(ROOT / "configs" / "blog.toml")
+    assert blog.head == [1024, 1024, 512] and blog.freeze == 20 and blog.optimizer == "adam"
+    assert blog.epochs == 10 and blog.dropout == 0.0
+    default = config.resolve(ROOT / "configs" / "default.toml")
+    assert default == config.TrainConfig()
+    mixed = config.resolve(ROOT / "configs" / "blog.toml", {"epochs": 3, "head": "none"})
+    assert mixed.epochs == 3 and mixed.head == [] and mixed.freeze == 20
+
+
+def test_unknown_key_did_you_mean(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochz = 3\n")
+    with pytest.raises(UsageError, match="did you mean 'epochs'"):
+        config.resolve(bad)
+    make_tree(tmp_path / "data", {"a": 3, "b": 3})
+    result = cli.invoke(app, ["train", str(tmp_path / "data"), "--config", str(bad)])
+    assert result.exit_code == 2 and "did you mean 'epochs'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--freeze", "some"], "freeze must be"),
+        (["--head", "10,x"], "head must be"),
+        (["--val-split", "1.5"], "--val-split"),
+        (["--alpha", "0.3"], "alpha"),
+    ],
+)
+def test_bad_options_exit_2(cli, tmp_path, args, needle):
+    make_tree(tmp_path, {"a": 3, "b": 3})
+    result = cli.invoke(app, ["train", str(tmp_path), *args])
+    assert result.exit_code == 2 and needle in result.stderr, result.stderr
+
+
+def test_help_has_examples(cli):
+    result = cli.invoke(app, ["train", "--help"])
+    assert (
+        result.exit_code == 0
+        and "Examples" in result.stdout
+        and "--fine-tune-epochs" in result.stdout
+    )
+
+
+def test_copy_of_real_photo_keeps_its_side(tmp_path):
+    """Moving the dataset elsewhere does not change the split (paths relative to the class)."""
+    for cls in ("ants", "bees"):
+        shutil.copytree(HYMENOPTERA / cls, tmp_path / cls)
+    a = {(it.path.name, it.subset) for it in dataset.scan(HYMENOPTERA).items}
+    b = {(it.path.name, it.subset) for it in dataset.scan(tmp_path).items}
+    assert a == b
