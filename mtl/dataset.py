@@ -176,6 +176,13 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset
                 items.append(Item(p, label, side))
         layout = "split"
     ds = Dataset(root=root, classes=classes, items=items, layout=layout)
+    if manifest is not None and layout == "split":
+        unlisted = sum(len(list_images(root / c)) for c in classes) - len(items)
+        if unlisted:
+            ds.warnings.append(
+                f"{unlisted} image file(s) not listed in {root / MANIFEST} are left out "
+                "(run mtl fetch again to check and add them, or delete the manifest)"
+            )
     return ds
 
 

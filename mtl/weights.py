@@ -61,7 +61,11 @@ def resolve(
             return path
     target = keras_cache_dir() / remote.name
     url = _url_for(remote)
-    where = f"{folder} (--weights-dir / MTL_WEIGHTS_DIR) or {target.parent}"
+    where = (
+        f"{folder} (--weights-dir / MTL_WEIGHTS_DIR) or {target.parent}"
+        if folder
+        else (f"{target.parent} (or a folder named by --weights-dir / MTL_WEIGHTS_DIR)")
+    )
     if not download:
         raise WeightsUnavailable(f"missing {remote.name}; download {url} and put it in {where}")
     try:
