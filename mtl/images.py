@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,10 +200,17 @@ def iter_batches(
     paths = list(paths)
     h, w = (size, size) if isinstance(size, int) else size
     workers = workers or min(8, (os.cpu_count() or 2))
+    chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            decoded = list(pool.map(lambda p: _load_or_error(p, size), chunk))
+
+        def submit(chunk: list[Path]) -> list[Future[np.ndarray | str]]:
+            return [pool.submit(_load_or_error, p, size) for p in chunk]
+
+        # Decode the next batch while the caller runs the model on this one.
+        pending = submit(chunks[0]) if chunks else []
+        for i, chunk in enumerate(chunks):
+            decoded = [f.result() for f in pending]
+            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []
             ok = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, np.ndarray)]
             bad = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, str)]
             pixels = np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
