@@ -79,11 +79,24 @@ def run_arm(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def replicate(data: Path, dest: Path, k: int) -> Path:
+    """K distinct variants of every photo (mirrored and/or cropped, re-encoded).
+
+    Distinct bytes matter: mtl's feature cache is keyed by file content, and
+    identical copies would be computed once, flattering mtl.
+    """
+    from PIL import Image, ImageOps
+
     for photo in sorted(data.glob("*/*")):
+        with Image.open(photo) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
         for i in range(k):
-            link = dest / photo.parent.name / f"copy{i}_{photo.name}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(photo.resolve())
+            variant = ImageOps.mirror(img) if i % 2 else img
+            shrink = 1.0 - 0.04 * (i // 2)
+            w, h = variant.size
+            variant = variant.crop((0, 0, max(1, int(w * shrink)), max(1, int(h * shrink))))
+            out = dest / photo.parent.name / f"v{i}_{photo.stem}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            variant.save(out, quality=90)
     return dest
 
 
