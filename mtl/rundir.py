@@ -34,22 +34,30 @@ def next_run_dir(base: str | Path = "runs", name: str = "train") -> Path:
 
 
 def prepare(out: str | Path | None, *, force: bool = False) -> Path:
-    """Create the run folder; refuse one that already holds a model unless ``force``."""
+    """Create the run folder; refuse an existing, non-empty one unless ``force``."""
     if out is None:
         path = next_run_dir()
     else:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise UsageError(f"--out {path} exists and is not a folder")
-        if (path / MODEL_FILE).exists() and not force:
-            raise UsageError(
-                f"{path} already holds a trained model; choose another --out or pass --force"
-            )
+        refuse_existing(path, force)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
     return path
+
+
+def refuse_existing(path: Path, force: bool) -> None:
+    """A run folder that exists with files in it is someone's work: never overwrite it silently."""
+    if force or not path.is_dir() or not any(path.iterdir()):
+        return
+    if (path / MODEL_FILE).exists():
+        what = "already holds a trained model"
+    else:
+        what = "exists and is not empty (an interrupted run? continue it with --resume)"
+    raise UsageError(f"{path} {what}; choose another --out or pass --force")
 
 
 def write_atomic(path: str | Path, writer: Callable[[BinaryIO], None]) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl import __version__, backbones, dataset, features, rundir, runtime, weights
+from mtl import __version__, backbones, checkpoint, dataset, features, rundir, runtime, weights
 from mtl.config import TrainConfig, validate
 from mtl.errors import UsageError
 
@@ -104,10 +104,8 @@ def _brief(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_out(out: str | Path | None, force: bool) -> None:
-    if out is not None and (Path(out) / rundir.MODEL_FILE).exists() and not force:
-        raise UsageError(
-            f"{out} already holds a trained model; choose another --out or pass --force"
-        )
+    if out is not None:
+        rundir.refuse_existing(Path(out), force)
 
 
 class _Data:
@@ -130,14 +128,19 @@ class _Data:
 
     def fit_args(self) -> dict[str, Any]:
         if self.in_memory:
+            # Our own order from (seed, epoch), not Keras' shuffle: an interrupted
+            # and resumed run then sees exactly the batches an uninterrupted one does.
+            order = np.arange(len(self.keys))
+            if self.shuffle:
+                np.random.default_rng(self.seed).shuffle(order)
             args: dict[str, Any] = {
-                "x": features.stack(self.cache, self.keys).astype("float32"),
-                "y": self.labels,
+                "x": features.stack(self.cache, [self.keys[i] for i in order]).astype("float32"),
+                "y": self.labels[order],
                 "batch_size": self.batch_size,
-                "shuffle": self.shuffle,
+                "shuffle": False,
             }
             if self.sample_weights is not None:
-                args["sample_weight"] = self.sample_weights
+                args["sample_weight"] = self.sample_weights[order]
             return args
         return {"x": self.sequence()}
 
@@ -248,11 +251,12 @@ def _callbacks(
 
 
 def train(
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None,
     config: TrainConfig | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     force: bool = False,
+    resume: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     on_download: weights.DownloadProgress | None = None,
@@ -264,12 +268,33 @@ def train(
 
     ``out``: the run folder (default: the next free ``runs/train``, ``runs/train2``...).
     ``cache_dir``: a feature cache shared between runs (default: memory, spilling
-    into the run folder). Raises :class:`~mtl.errors.DataError` or
+    into the run folder). ``resume``: an interrupted run folder, continued from
+    its last complete epoch with its own config and split (``data`` and
+    ``config`` must then be None). Raises :class:`~mtl.errors.DataError` or
     :class:`~mtl.errors.UsageError` (exit 2) for unusable data or options.
     """
     t_start = time.perf_counter()
+    ckpt = None
+    if resume is not None:
+        if config is not None or force or out is not None:
+            raise UsageError("--resume continues a run with its own settings; give it alone")
+        out = Path(resume)
+        if (out / rundir.MODEL_FILE).exists():
+            raise UsageError(
+                f"{out} already finished (it holds {rundir.MODEL_FILE}); nothing to resume"
+            )
+        saved, saved_data = checkpoint.read_run(out)
+        if data is not None and Path(data).resolve() != saved_data:
+            raise UsageError(f"{out} was trained on {saved_data}, not {data}")
+        data = saved_data
+        config = TrainConfig(**saved)
+        ckpt = checkpoint.load(out)
+        checkpoint.clean_temp_files(out)
+    if data is None:
+        raise UsageError("no data folder given")
     cfg = validate(config or TrainConfig())
-    _check_out(Path(out) if out is not None else None, force)
+    if resume is None:
+        _check_out(Path(out) if out is not None else None, force)
     ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
     wfile = weights.resolve(
         backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
@@ -278,7 +303,11 @@ def train(
     )
     devices = runtime.setup_training(cfg.precision)
     runtime.set_seed(cfg.seed)
-    run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
+    if resume is None:
+        run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
+        checkpoint.write_run(run_dir, cfg.to_dict(), Path(data))
+    else:
+        run_dir = Path(resume)
     own_cache = cache_dir is None
     cache = features.FeatureCache(
         folder=Path(cache_dir) if cache_dir is not None else run_dir / "cache",
@@ -286,9 +315,12 @@ def train(
         persistent=not own_cache,
     )
     try:
-        return _train(
-            cfg, ds, wfile, devices, run_dir, cache, t_start, on_progress, on_start, on_epoch
+        result = _train(
+            cfg, ds, wfile, devices, run_dir, cache, t_start, on_progress, on_start, on_epoch, ckpt
         )
+        # The run is complete (model.keras written): its checkpoint is no longer needed.
+        shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
+        return result
     finally:
         if own_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
@@ -305,6 +337,7 @@ def _train(
     on_progress: ProgressFn | None,
     on_start: Callable[[TrainStart], None] | None,
     on_epoch: Callable[[EpochLog], None] | None,
+    ckpt: checkpoint.Checkpoint | None = None,
 ) -> TrainResult:
     from mtl.classifier import Parts, build_parts
 
@@ -387,14 +420,49 @@ def _train(
         "stopped_early": False,
         "best_weights": None,
     }
+    if ckpt is not None:
+        history = [EpochLog(**h) for h in ckpt.history]
+        state.update(ckpt.early, best_weights=ckpt.best_weights)
     total_epochs = cfg.epochs + cfg.fine_tune_epochs
+    epoch_delay = float(os.environ.get("MTL_TEST_EPOCH_DELAY", "0"))  # tests kill a run mid-way
+
+    def restore(p: Parts) -> dict[str, np.ndarray] | None:
+        """Put the checkpoint's variables into ``p``; its optimizer state is returned."""
+        if ckpt is None or ckpt.phase != phase_of(p):
+            return None
+        variables = p.model.variables
+        if [tuple(v.shape) for v in variables] != [a.shape for a in ckpt.variables]:
+            raise UsageError(f"the checkpoint in {run_dir} does not fit this model; retrain")
+        for v, a in zip(variables, ckpt.variables, strict=True):
+            v.assign(a)
+        return ckpt.optimizer
+
+    def phase_of(p: Parts) -> str:
+        return "fine_tune" if p is not parts_train else "train"
+
+    def save_checkpoint(p: Parts, phase: str) -> None:
+        store: dict[str, Any] = {}
+        p.top.optimizer.save_own_variables(store)
+        checkpoint.save(
+            run_dir,
+            checkpoint.Checkpoint(
+                epochs_done=len(history),
+                phase=phase,
+                history=[h.to_json() for h in history],
+                early={k: v for k, v in state.items() if k != "best_weights"},
+                variables=[np.asarray(runtime.as_numpy(v)) for v in p.model.variables],
+                optimizer={k: np.asarray(runtime.as_numpy(v)) for k, v in store.items()},
+                best_weights=state["best_weights"],
+            ),
+        )
+        if epoch_delay:
+            time.sleep(epoch_delay)
 
     def run_phase(p: Parts, phase: str, lr: float, first: int, last: int) -> None:
         keys_t = [key_of[it.path] for it in train_items]
         keys_v = [key_of[it.path] for it in val_items]
         per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
         in_memory = p.extractor is not None and per_entry * len(key_of) <= cfg.cache_memory_mb << 20
-        tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, cfg.seed, in_memory, True)
         va = _Data(cache, keys_v, y_val, None, cfg.batch_size, cfg.seed, in_memory, False)
         with devices.scope():
             p.top.compile(
@@ -402,22 +470,41 @@ def _train(
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
+            saved_optimizer = restore(p)
+            if saved_optimizer is not None and first > 0:
+                p.top.optimizer.build(p.top.trainable_variables)
+                p.top.optimizer.load_own_variables(saved_optimizer)
         runtime.prepare_fit(p.top, devices)
         callbacks = _callbacks(p.model, phase, total_epochs, cfg.patience, state, history, on_epoch)
-        p.top.fit(
-            **tr.fit_args(),
-            validation_data=va.validation(),
-            epochs=last,
-            initial_epoch=first,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        validation = va.validation()
+        # One fit call per epoch, each with its own seeded order and a checkpoint after it.
+        for epoch in range(first, last):
+            if state["stopped_early"]:
+                break
+            seed = cfg.seed * 100_003 + epoch
+            tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, seed, in_memory, True)
+            p.top.fit(
+                **tr.fit_args(),
+                validation_data=validation,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            save_checkpoint(p, phase)
 
+    parts_train = parts
+    in_fine_tune = ckpt is not None and ckpt.phase == "fine_tune"
     t0 = time.perf_counter()
-    run_phase(parts, "train", cfg.learning_rate, 0, cfg.epochs)
+    if not in_fine_tune:
+        start = ckpt.epochs_done if ckpt is not None else 0
+        if start < cfg.epochs:
+            run_phase(parts, "train", cfg.learning_rate, start, cfg.epochs)
+        else:
+            restore(parts)
     seconds["fit"] = time.perf_counter() - t0
-    if cfg.fine_tune_epochs and not state["stopped_early"]:
-        if state["best_weights"] is not None:
+    if cfg.fine_tune_epochs and not (state["stopped_early"] and not in_fine_tune):
+        if state["best_weights"] is not None and not in_fine_tune:
             parts.model.set_weights(state["best_weights"])  # start from the best head
         current = n_base if freeze_layers is None else min(freeze_layers, n_base)
         n = min(current, max(0, n_base - cfg.fine_tune_layers))
@@ -442,8 +529,7 @@ def _train(
         key_of = dict(zip(feats2.paths, feats2.keys, strict=True))
         seconds["fine_tune_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        done = len(history)
-        run_phase(parts, "fine_tune", cfg.fine_tune_lr, done, done + cfg.fine_tune_epochs)
+        run_phase(parts, "fine_tune", cfg.fine_tune_lr, len(history), total_epochs)
         seconds["fine_tune_fit"] = time.perf_counter() - t0
     if cfg.patience and state["best_weights"] is not None:
         parts.model.set_weights(state["best_weights"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from mtl.cli._common import call, download_progress, err, info, out, print_json, warn
+from mtl.cli._common import call, download_progress, err, fail, info, out, print_json, warn
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -20,6 +20,8 @@ EXAMPLES = """
   mtl train data/ --freeze 60 --fine-tune-epochs 5 --augment --class-weight auto
 
   mtl train data/ --json | jq .val.accuracy
+
+  mtl train --resume runs/train3     (continue an interrupted run)
 
 The data folder holds one sub-folder per class (or train/ and val/, each with
 class folders). The run folder gets model.keras, labels.txt, config.json,
@@ -34,8 +36,8 @@ def _opt(default_note: str, *names: str, help: str) -> Any:
 def register(app: typer.Typer) -> None:
     @app.command("train", epilog=EXAMPLES)
     def train(
-        data: Path = typer.Argument(
-            ..., help="Dataset folder: one sub-folder of images per class."
+        data: Path | None = typer.Argument(
+            None, help="Dataset folder: one sub-folder of images per class."
         ),
         out_dir: Path | None = typer.Option(
             None,
@@ -44,7 +46,15 @@ def register(app: typer.Typer) -> None:
             help="Run folder [default: runs/train, runs/train2, ...]",
             show_default=False,
         ),
-        force: bool = typer.Option(False, "--force", help="Overwrite a run folder's model."),
+        force: bool = typer.Option(
+            False, "--force", help="Train into an existing, non-empty run folder."
+        ),
+        resume: Path | None = typer.Option(
+            None,
+            "--resume",
+            help="Continue an interrupted run folder from its last complete epoch, "
+            "with its own settings and split.",
+        ),
         config_file: Path | None = typer.Option(
             None, "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
         ),
@@ -135,7 +145,16 @@ def register(app: typer.Typer) -> None:
             "image_size": image_size,
             "precision": precision,
         }
-        cfg = call(resolve, config_file, overrides)
+        if resume is not None:
+            given = sorted(k for k, v in overrides.items() if v is not None)
+            if given or config_file or out_dir or force:
+                extra = ", ".join(given) or "--config/--out/--force"
+                raise fail(f"--resume uses the run's own settings; drop {extra}", 2)
+            cfg = None
+        else:
+            if data is None:
+                raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
+            cfg = call(resolve, config_file, overrides)
         with download_progress() as on_download, _Display() as display:
             result = call(
                 run,
@@ -143,6 +162,7 @@ def register(app: typer.Typer) -> None:
                 cfg,
                 out=out_dir,
                 force=force,
+                resume=resume,
                 weights_dir=weights_dir,
                 cache_dir=cache_dir,
                 on_download=on_download,

@@ -1,0 +1,129 @@
+"""Per-epoch checkpoints in a run folder, so an interrupted ``mtl train`` can resume.
+
+Layout, under ``RUN/checkpoint/``:
+
+- ``run.json``: the resolved config and data folder, written before the first epoch;
+- ``epoch-NNNN.npz``: every model variable (weights, BatchNorm statistics and the
+  dropout/augmentation RNG states), the optimizer's variables, and the best
+  weights so far;
+- ``state.json``: the last complete epoch, the history and the early-stopping
+  state. It is written last, atomically, and names its ``.npz``: a crash at any
+  moment leaves the previous complete checkpoint in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.errors import UsageError
+from mtl.rundir import write_json
+
+FOLDER = "checkpoint"
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class Checkpoint:
+    epochs_done: int
+    phase: str
+    history: list[dict[str, Any]]
+    early: dict[str, Any]  # best_loss, best_epoch, wait, stopped_early
+    variables: list[np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    best_weights: list[np.ndarray] | None
+
+
+def folder(run_dir: Path) -> Path:
+    return run_dir / FOLDER
+
+
+def write_run(run_dir: Path, config: dict[str, Any], data: Path) -> None:
+    write_json(folder(run_dir) / RUN_FILE, {"config": config, "data": str(data.resolve())})
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], Path]:
+    path = folder(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no checkpoint to resume from (no {path.name})")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return dict(raw["config"]), Path(raw["data"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+
+
+def save(run_dir: Path, ckpt: Checkpoint) -> None:
+    """Write the epoch's arrays, then commit them by replacing state.json."""
+    where = folder(run_dir)
+    where.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{ckpt.epochs_done:04d}.npz"
+    arrays: dict[str, np.ndarray] = {}
+    arrays.update({f"var/{i}": v for i, v in enumerate(ckpt.variables)})
+    arrays.update({f"opt/{k}": v for k, v in ckpt.optimizer.items()})
+    if ckpt.best_weights is not None:
+        arrays.update({f"best/{i}": w for i, w in enumerate(ckpt.best_weights)})
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, where / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    state = {
+        "epochs_done": ckpt.epochs_done,
+        "phase": ckpt.phase,
+        "arrays": name,
+        "history": ckpt.history,
+        "early": ckpt.early,
+    }
+    write_json(where / STATE_FILE, state)
+    for old in where.glob("epoch-*.npz"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def load(run_dir: Path) -> Checkpoint | None:
+    """The last complete checkpoint, or None when no epoch finished yet."""
+    path = folder(run_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        with np.load(folder(run_dir) / state["arrays"]) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read the checkpoint in {folder(run_dir)}: {exc}") from None
+
+    def numbered(prefix: str) -> list[np.ndarray]:
+        keys = sorted(
+            (k for k in arrays if k.startswith(prefix)), key=lambda k: int(k[len(prefix) :])
+        )
+        return [arrays[k] for k in keys]
+
+    best = numbered("best/")
+    return Checkpoint(
+        epochs_done=int(state["epochs_done"]),
+        phase=str(state["phase"]),
+        history=list(state["history"]),
+        early=dict(state["early"]),
+        variables=numbered("var/"),
+        optimizer={k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
+        best_weights=best or None,
+    )
+
+
+def clean_temp_files(run_dir: Path) -> None:
+    """Leftovers of a write that a crash interrupted."""
+    for part in run_dir.glob("**/.*.part"):
+        part.unlink(missing_ok=True)

@@ -1,0 +1,108 @@
+"""Interrupted training: a real process killed with SIGKILL mid-run, then `mtl train --resume`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mtl.cli import app
+from tests.conftest import ALPHA, HYMENOPTERA, ROOT
+
+# 3 epochs on the head, then 2 fine-tuning the top of the base: a kill can land in either.
+ARGS = ["--alpha", str(ALPHA), "--epochs", "3", "--fine-tune-epochs", "2", "--patience", "0"]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small")
+    for label in ("ants", "bees"):
+        (root / label).mkdir()
+        for p in sorted((HYMENOPTERA / label).glob("*.jpg"))[:16]:
+            shutil.copy(p, root / label / p.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_data, tmp_path_factory) -> dict:
+    from typer.testing import CliRunner
+
+    run = tmp_path_factory.mktemp("runs") / "whole"
+    result = CliRunner().invoke(app, ["train", str(small_data), *ARGS, "--out", str(run)])
+    assert result.exit_code == 0, result.stderr
+    assert not (run / "checkpoint").exists()  # a finished run keeps no checkpoint
+    return json.loads((run / "metrics.json").read_text())
+
+
+def state(run: Path) -> dict:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.mark.parametrize("kill_after", [1, 4], ids=["in-head-phase", "in-fine-tune-phase"])
+def test_killed_run_resumes_to_the_same_result(
+    cli, small_data, uninterrupted, tmp_path, kill_after
+):
+    run = tmp_path / "run"
+    env = dict(os.environ, MTL_TEST_EPOCH_DELAY="3")  # time to land the kill between epochs
+    cmd = [sys.executable, "-m", "mtl", "train", str(small_data), *ARGS, "--out", str(run)]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while state(run).get("epochs_done", 0) < kill_after:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the run never reached its checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert state(run)["epochs_done"] == kill_after
+    assert not (run / "model.keras").exists()  # never a model from an unfinished run
+
+    result = cli.invoke(app, ["train", "--resume", str(run), "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["epochs_run"] == uninterrupted["epochs_run"] == 5
+    for side in ("train", "val"):
+        assert abs(resumed[side]["loss"] - uninterrupted[side]["loss"]) < 1e-4, side
+        assert resumed[side]["accuracy"] == uninterrupted[side]["accuracy"], side
+    assert summary["val"]["accuracy"] == uninterrupted["val"]["accuracy"]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 5
+    assert not list(run.glob("**/.*.part"))
+    assert not (run / "checkpoint").exists()
+
+
+def test_existing_run_folder_is_refused_without_resume_or_force(cli, small_data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    result = cli.invoke(app, ["train", str(small_data), "--alpha", str(ALPHA), "--out", str(run)])
+    assert result.exit_code == 2
+    assert "--resume" in result.stderr and "--force" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_errors(cli, small_data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli.invoke(app, ["train", "--resume", str(empty)])
+    assert result.exit_code == 2 and "no checkpoint" in result.stderr
+    result = cli.invoke(app, ["train", "--resume", str(empty), "--epochs", "3"])
+    assert result.exit_code == 2 and "epochs" in result.stderr
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "model.keras").write_bytes(b"x")
+    result = cli.invoke(app, ["train", "--resume", str(done)])
+    assert result.exit_code == 2 and "already finished" in result.stderr
