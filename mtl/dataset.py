@@ -106,6 +106,8 @@ def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
         if entry.get("skip") or entry.get("status", "ok") != "ok":
             continue
         file = (root / rel).resolve()
+        if not file.is_relative_to(root.resolve()):
+            raise DataError(f"{path} line {n} names a file outside {root}: {rel}")
         label = entry.get("label") or entry.get("class") or Path(rel).parts[0]
         listed.setdefault(str(label), set()).add(file)
     return listed

@@ -98,3 +98,64 @@ def test_evaluate_counts_bad_files_apart(cli, corpus, trained_model, tmp_path):
     assert {Path(b["file"]).name for b in report["bad_files"]} == bad
     assert report["images"] == len(good) + len(good_corpus)
     assert sum(map(sum, report["confusion_matrix"]["matrix"])) == report["images"]
+
+
+def test_a_manifest_cannot_point_fetch_outside_out(cli, tmp_path):
+    """A hostile manifest entry (../victim.jpg) is refused before anything is touched."""
+    victim = tmp_path / "victim.jpg"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "data"
+    (out / "crow").mkdir(parents=True)
+    entry = {"class": "crow", "file": "../victim.jpg", "sha256": "0" * 64, "phash": "0" * 16}
+    entry |= {"width": 500, "height": 400, "url": "http://127.0.0.1:9/x.jpg", "engine": "bing"}
+    (out / "manifest.jsonl").write_text(json.dumps(entry) + "\n")
+    urls = tmp_path / "urls.txt"
+    urls.write_text("crow\thttp://127.0.0.1:9/y.jpg\n")
+    result = cli.invoke(app, ["fetch", "--urls", str(urls), "--out", str(out), "--timeout", "1"])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "manifest" in result.stderr and "Traceback" not in result.stderr
+    assert victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in out.iterdir()) == ["crow", "manifest.jsonl"]
+
+
+def test_a_manifest_cannot_make_train_read_outside_the_data_folder(tmp_path):
+    from mtl import dataset
+    from mtl.errors import DataError
+
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+    line = json.dumps({"class": "a", "file": "../../etc/passwd"})
+    (tmp_path / "data" / "manifest.jsonl").write_text(line + "\n")
+    with pytest.raises(DataError, match="outside"):
+        dataset.scan(tmp_path / "data")
+
+
+def test_train_skips_bad_files_and_uses_the_convertible_ones(cli, corpus, tmp_path):
+    import shutil
+
+    from tests.conftest import HYMENOPTERA
+
+    data = tmp_path / "data"
+    for label in ("ants", "bees"):
+        (data / label).mkdir(parents=True)
+        for p in sorted((HYMENOPTERA / label).glob("*.jpg"))[:12]:
+            shutil.copy(p, data / label / p.name)
+    for name, entry in corpus.items():
+        if entry.path.is_file():
+            shutil.copy(entry.path, data / "ants" / name)
+    run = tmp_path / "run"
+    args = ["train", str(data), "--alpha", str(ALPHA), "--epochs", "2", "--out", str(run)]
+    result = cli.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)
+    bad = {n: e for n, e in corpus.items() if not e.good and e.path.is_file()}
+    skipped = {Path(s["file"]).name: s["reason"] for s in summary["skipped"]}
+    assert set(skipped) == set(bad)
+    for name, entry in bad.items():
+        assert entry.reason in skipped[name], (name, skipped[name])
+    good = sum(e.good for e in corpus.values())
+    assert sum(summary["train_count"].values()) + sum(summary["val_count"].values()) == 24 + good
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {Path(s["file"]).name for s in metrics["skipped"]} == set(bad)
+    assert (run / "model.keras").is_file()

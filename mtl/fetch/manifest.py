@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mtl.errors import DataError
 
@@ -38,9 +38,16 @@ class ManifestEntry:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> ManifestEntry:
+        file = str(data["file"])
+        class_ = str(data["class"])
+        parts = PurePosixPath(file).parts
+        # A manifest is data from disk: an entry must name CLASS/FILE inside --out, or a
+        # later clean-up (an ambiguous image) could delete a file elsewhere.
+        if len(parts) != 2 or parts[0] != class_ or ".." in parts or "\\" in file:
+            raise ValueError(f"file {file!r} is not CLASS/NAME inside the output folder")
         return cls(
-            class_=str(data["class"]),
-            file=str(data["file"]),
+            class_=class_,
+            file=file,
             url=None if data.get("url") is None else str(data["url"]),
             engine=str(data.get("engine", "")),
             sha256=str(data["sha256"]),
