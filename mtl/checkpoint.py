@@ -3,9 +3,9 @@
 Layout, under ``RUN/checkpoint/``:
 
 - ``run.json``: the resolved config and data folder, written before the first epoch;
-- ``epoch-NNNN.npz``: every model variable (weights, BatchNorm statistics and the
-  dropout/augmentation RNG states), the optimizer's variables, and the best
-  weights so far;
+- ``epoch-NNNN.npz``: every variable of the trained part (weights, BatchNorm
+  statistics, dropout/augmentation RNG states) and the optimizer's variables;
+- ``best-NNNN.npz``: the best weights so far (early stopping), written when they change;
 - ``state.json``: the last complete epoch, the history and the early-stopping
   state. It is written last, atomically, and names its ``.npz``: a crash at any
   moment leaves the previous complete checkpoint in force.
@@ -68,29 +68,36 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"var/{i}": v for i, v in enumerate(ckpt.variables)})
     arrays.update({f"opt/{k}": v for k, v in ckpt.optimizer.items()})
+    _write_npz(where / name, arrays)
+    best = None
     if ckpt.best_weights is not None:
-        arrays.update({f"best/{i}": w for i, w in enumerate(ckpt.best_weights)})
-    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, where / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        # The full best weights are large; write them only when early stopping found new ones.
+        best = f"best-{int(ckpt.early.get('best_epoch', 0)):04d}.npz"
+        if not (where / best).is_file():
+            _write_npz(where / best, {f"best/{i}": w for i, w in enumerate(ckpt.best_weights)})
     state = {
         "epochs_done": ckpt.epochs_done,
         "phase": ckpt.phase,
         "arrays": name,
+        "best": best,
         "history": ckpt.history,
         "early": ckpt.early,
     }
     write_json(where / STATE_FILE, state)
-    for old in where.glob("epoch-*.npz"):
-        if old.name != name:
+    for old in where.glob("*.npz"):
+        if old.name not in (name, best):
             old.unlink(missing_ok=True)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load(run_dir: Path) -> Checkpoint | None:
@@ -100,8 +107,11 @@ def load(run_dir: Path) -> Checkpoint | None:
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        with np.load(folder(run_dir) / state["arrays"]) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        arrays: dict[str, np.ndarray] = {}
+        for name in (state["arrays"], state.get("best")):
+            if name:
+                with np.load(folder(run_dir) / name) as npz:
+                    arrays.update({k: npz[k] for k in npz.files})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"cannot read the checkpoint in {folder(run_dir)}: {exc}") from None
 

@@ -126,55 +126,50 @@ class _Data:
         self.sample_weights, self.batch_size = sample_weights, batch_size
         self.seed, self.in_memory, self.shuffle = seed, in_memory, shuffle
 
-    def fit_args(self) -> dict[str, Any]:
-        if self.in_memory:
-            # Our own order from (seed, epoch), not Keras' shuffle: an interrupted
-            # and resumed run then sees exactly the batches an uninterrupted one does.
-            order = np.arange(len(self.keys))
-            if self.shuffle:
-                np.random.default_rng(self.seed).shuffle(order)
-            args: dict[str, Any] = {
-                "x": features.stack(self.cache, [self.keys[i] for i in order]).astype("float32"),
-                "y": self.labels[order],
-                "batch_size": self.batch_size,
-                "shuffle": False,
-            }
-            if self.sample_weights is not None:
-                args["sample_weight"] = self.sample_weights[order]
-            return args
-        return {"x": self.sequence()}
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """This epoch's sample order, drawn from (seed, epoch) alone, not from Keras' shuffle:
+        a run resumed at epoch k then sees exactly the batches an uninterrupted one does."""
+        order = np.arange(len(self.keys))
+        if self.shuffle:
+            np.random.default_rng([self.seed, epoch]).shuffle(order)
+        return order
 
     def validation(self) -> Any:
         if self.in_memory:
             return (features.stack(self.cache, self.keys).astype("float32"), self.labels)
-        return self.sequence()
+        return self.batches(0)
 
-    def sequence(self) -> Any:
+    def batches(self, first_epoch: int) -> Any:
+        """Training batches for ``fit(initial_epoch=first_epoch)``, in :meth:`epoch_order`."""
         keras = runtime.keras()
         data = self
+        stacked = (
+            features.stack(self.cache, self.keys).astype("float32") if self.in_memory else None
+        )
 
         class CachedBatches(keras.utils.PyDataset):  # type: ignore[name-defined]
             def __init__(self) -> None:
                 super().__init__()
-                self.order = np.arange(len(data.keys))
-                self.rng = np.random.default_rng(data.seed)
-                if data.shuffle:
-                    self.rng.shuffle(self.order)
+                self.epoch = first_epoch
+                self.order = data.epoch_order(self.epoch)
 
             def __len__(self) -> int:
                 return math.ceil(len(data.keys) / data.batch_size)
 
             def __getitem__(self, i: int) -> Any:
                 idx = self.order[i * data.batch_size : (i + 1) * data.batch_size]
-                x = features.stack(data.cache, [data.keys[j] for j in idx]).astype("float32")
+                if stacked is not None:
+                    x = stacked[idx]
+                else:
+                    x = features.stack(data.cache, [data.keys[j] for j in idx]).astype("float32")
                 y = data.labels[idx]
                 if data.sample_weights is not None:
                     return x, y, data.sample_weights[idx]
                 return x, y
 
             def on_epoch_end(self) -> None:
-                if data.shuffle:
-                    self.rng.shuffle(self.order)
+                self.epoch += 1
+                self.order = data.epoch_order(self.epoch)
 
         return CachedBatches()
 
@@ -430,7 +425,7 @@ def _train(
         """Put the checkpoint's variables into ``p``; its optimizer state is returned."""
         if ckpt is None or ckpt.phase != phase_of(p):
             return None
-        variables = p.model.variables
+        variables = p.top.variables  # what training changes; the frozen rest is rebuilt as is
         if [tuple(v.shape) for v in variables] != [a.shape for a in ckpt.variables]:
             raise UsageError(f"the checkpoint in {run_dir} does not fit this model; retrain")
         for v, a in zip(variables, ckpt.variables, strict=True):
@@ -450,7 +445,7 @@ def _train(
                 phase=phase,
                 history=[h.to_json() for h in history],
                 early={k: v for k, v in state.items() if k != "best_weights"},
-                variables=[np.asarray(runtime.as_numpy(v)) for v in p.model.variables],
+                variables=[np.asarray(runtime.as_numpy(v)) for v in p.top.variables],
                 optimizer={k: np.asarray(runtime.as_numpy(v)) for k, v in store.items()},
                 best_weights=state["best_weights"],
             ),
@@ -459,6 +454,8 @@ def _train(
             time.sleep(epoch_delay)
 
     def run_phase(p: Parts, phase: str, lr: float, first: int, last: int) -> None:
+        if state["stopped_early"]:  # a resumed run that had already stopped
+            return
         keys_t = [key_of[it.path] for it in train_items]
         keys_v = [key_of[it.path] for it in val_items]
         per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
@@ -476,22 +473,19 @@ def _train(
                 p.top.optimizer.load_own_variables(saved_optimizer)
         runtime.prepare_fit(p.top, devices)
         callbacks = _callbacks(p.model, phase, total_epochs, cfg.patience, state, history, on_epoch)
-        validation = va.validation()
-        # One fit call per epoch, each with its own seeded order and a checkpoint after it.
-        for epoch in range(first, last):
-            if state["stopped_early"]:
-                break
-            seed = cfg.seed * 100_003 + epoch
-            tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, seed, in_memory, True)
-            p.top.fit(
-                **tr.fit_args(),
-                validation_data=validation,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                callbacks=callbacks,
-                verbose=0,
-            )
-            save_checkpoint(p, phase)
+        keras = runtime.keras()
+        callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: save_checkpoint(p, phase))
+        )
+        tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, cfg.seed, in_memory, True)
+        p.top.fit(
+            tr.batches(first),
+            validation_data=va.validation(),
+            epochs=last,
+            initial_epoch=first,
+            callbacks=callbacks,
+            verbose=0,
+        )
 
     parts_train = parts
     in_fine_tune = ckpt is not None and ckpt.phase == "fine_tune"
