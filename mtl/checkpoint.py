@@ -14,14 +14,13 @@ Layout, under ``RUN/checkpoint/``:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mtl import files
 from mtl.errors import UsageError
 from mtl.rundir import write_json
 
@@ -90,14 +89,11 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.savez would append .npz to a name
             np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    files.write_with(path, write, force=True)
 
 
 def load(run_dir: Path) -> Checkpoint | None:
@@ -135,5 +131,6 @@ def load(run_dir: Path) -> Checkpoint | None:
 
 def clean_temp_files(run_dir: Path) -> None:
     """Leftovers of a write that a crash interrupted."""
-    for part in run_dir.glob("**/.*.part"):
-        part.unlink(missing_ok=True)
+    for pattern in ("**/.*.tmp", "**/.*.part"):
+        for part in run_dir.glob(pattern):
+            part.unlink(missing_ok=True)

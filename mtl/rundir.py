@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mtl import files
 from mtl.errors import UsageError
 
 MODEL_FILE = "model.keras"
@@ -62,17 +61,12 @@ def refuse_existing(path: Path, force: bool) -> None:
 
 def write_atomic(path: str | Path, writer: Callable[[BinaryIO], None]) -> Path:
     """Write via a temporary file in the same folder, then rename: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return files.write_with(path, write, force=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -79,7 +79,7 @@ def test_killed_run_resumes_to_the_same_result(
     assert summary["val"]["accuracy"] == uninterrupted["val"]["accuracy"]
     history = (run / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 5
-    assert not list(run.glob("**/.*.part"))
+    assert not list(run.glob("**/.*.part")) and not list(run.glob("**/.*.tmp"))
     assert not (run / "checkpoint").exists()
 
 

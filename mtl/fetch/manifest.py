@@ -7,11 +7,10 @@ version and never half a line.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from mtl import files
 from mtl.errors import DataError
 
 MANIFEST = "manifest.jsonl"
@@ -74,16 +73,7 @@ class AmbiguousImage:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=".mtl-tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_text(path, text, force=True)
 
 
 def _read_lines(path: Path) -> list[dict[str, object]]:
