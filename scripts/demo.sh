@@ -19,6 +19,7 @@ echo "== 1/3 ImageNet classification with a pretrained MobileNet (alpha $ALPHA)"
 echo "== 2/3 transfer learning on $DATA"
 "$MTL" train "$DATA" --alpha "$ALPHA" --epochs 10 --out "$OUT/run" --force
 
-echo "== 3/3 predicting with the trained model"
-"$MTL" predict "$OUT/run/model.keras" "$ant" "$bee"
+echo "== 3/3 predicting held-out photos (the run's validation split) with the trained model"
+mapfile -t held_out < <(awk -F, '$3 == "val" {print $1}' "$OUT/run/split.csv" | sort | awk 'NR % 8 == 1')
+"$MTL" predict "$OUT/run/model.keras" "${held_out[@]}"
 echo "demo: done; the run folder is $OUT/run"
