@@ -300,6 +300,8 @@ def train(
     runtime.set_seed(cfg.seed)
     if resume is None:
         run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
+        # A forced rerun must never resume into an older run's checkpoint.
+        shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
         checkpoint.write_run(run_dir, cfg.to_dict(), Path(data))
     else:
         run_dir = Path(resume)
