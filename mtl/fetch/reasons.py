@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Reason = Literal[
     "not_image",
@@ -15,17 +15,8 @@ Reason = Literal[
     "ambiguous",
 ]
 
-# Display order in the table and key order in JSON.
-REASONS: tuple[Reason, ...] = (
-    "not_image",
-    "truncated",
-    "too_small",
-    "too_large",
-    "http_error",
-    "timeout",
-    "duplicate",
-    "ambiguous",
-)
+# Display order in the table and key order in JSON: the order of the Literal above.
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 class Rejected(Exception):
