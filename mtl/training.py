@@ -245,6 +245,11 @@ def _callbacks(
     return [Track()]
 
 
+def is_finished(run: str | os.PathLike[str]) -> bool:
+    """True for a run folder whose training completed (it holds its model)."""
+    return (Path(run) / rundir.MODEL_FILE).is_file()
+
+
 def train(
     data: str | os.PathLike[str] | None,
     config: TrainConfig | None = None,

@@ -105,4 +105,5 @@ def test_resume_errors(cli, small_data, tmp_path):
     done.mkdir()
     (done / "model.keras").write_bytes(b"x")
     result = cli.invoke(app, ["train", "--resume", str(done)])
-    assert result.exit_code == 2 and "already finished" in result.stderr
+    assert result.exit_code == 0 and "already finished" in result.stderr
+    assert (done / "model.keras").read_bytes() == b"x"  # untouched

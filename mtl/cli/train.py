@@ -151,6 +151,13 @@ def register(app: typer.Typer) -> None:
                 extra = ", ".join(given) or "--config/--out/--force"
                 raise fail(f"--resume uses the run's own settings; drop {extra}", 2)
             cfg = None
+            from mtl.training import is_finished
+
+            if is_finished(resume):  # idempotent for scripts: nothing left to do is success
+                if as_json:
+                    print_json({"run_dir": str(resume), "finished": True, "resumed": False})
+                info(f"{resume} already finished; nothing to resume")
+                raise typer.Exit(0)
         else:
             if data is None:
                 raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
