@@ -346,20 +346,24 @@ def _train(
     seconds: dict[str, float] = {}
     info = {"model": cfg.model, "alpha": cfg.alpha, "image_size": cfg.image_size}
     freeze_layers = None if cfg.freeze_all else int(cfg.freeze)
+
+    def build(freeze: int | None, **reuse: Any) -> Parts:
+        with devices.scope():
+            return build_parts(
+                ds.classes,
+                model=cfg.model,
+                alpha=cfg.alpha,
+                size=cfg.image_size,
+                head_units=cfg.head,
+                dropout=cfg.dropout,
+                freeze_layers=freeze,
+                augment=cfg.augment,
+                info=info,
+                **reuse,
+            )
+
     t0 = time.perf_counter()
-    with devices.scope():
-        parts = build_parts(
-            ds.classes,
-            model=cfg.model,
-            alpha=cfg.alpha,
-            weights=wfile,
-            size=cfg.image_size,
-            head_units=cfg.head,
-            dropout=cfg.dropout,
-            freeze_layers=freeze_layers,
-            augment=cfg.augment,
-            info=info,
-        )
+    parts = build(freeze_layers, weights=wfile)
     seconds["build"] = time.perf_counter() - t0
     n_base = len(parts.backbone.layers)
     direct = devices.strategy is not None
@@ -510,22 +514,7 @@ def _train(
         current = n_base if freeze_layers is None else min(freeze_layers, n_base)
         n = min(current, max(0, n_base - cfg.fine_tune_layers))
         t0 = time.perf_counter()
-        with devices.scope():
-            parts = build_parts(
-                ds.classes,
-                model=cfg.model,
-                alpha=cfg.alpha,
-                weights=None,
-                size=cfg.image_size,
-                head_units=cfg.head,
-                dropout=cfg.dropout,
-                freeze_layers=n,
-                augment=cfg.augment,
-                info=info,
-                backbone=parts.backbone,
-                head=parts.head,
-                fine_tune=True,
-            )
+        parts = build(n, weights=None, backbone=parts.backbone, head=parts.head, fine_tune=True)
         feats2 = fill(parts, "computing fine-tuning features")
         key_of = dict(zip(feats2.paths, feats2.keys, strict=True))
         seconds["fine_tune_features"] = time.perf_counter() - t0

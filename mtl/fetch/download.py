@@ -128,11 +128,8 @@ def download(
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh, _get(session, url, end) as resp:
-            _check_status(resp, max_bytes)
-            for chunk in _chunks(resp, end):
+            for chunk in _capped_chunks(resp, end, max_bytes):
                 size += len(chunk)
-                if size > max_bytes:
-                    raise Rejected("too_large", f"more than {max_bytes} bytes")
                 digest.update(chunk)
                 fh.write(chunk)
     except BaseException:
@@ -143,13 +140,16 @@ def download(
 
 def fetch_bytes(session: requests.Session, url: str, *, end: float, max_bytes: int) -> bytes:
     """A whole (search result) page in memory, under the same deadline and cap."""
-    parts: list[bytes] = []
-    size = 0
     with _get(session, url, end) as resp:
-        _check_status(resp, max_bytes)
-        for chunk in _chunks(resp, end):
-            size += len(chunk)
-            if size > max_bytes:
-                raise Rejected("too_large", f"more than {max_bytes} bytes")
-            parts.append(chunk)
-    return b"".join(parts)
+        return b"".join(_capped_chunks(resp, end, max_bytes))
+
+
+def _capped_chunks(resp: requests.Response, end: float, max_bytes: int) -> Iterator[bytes]:
+    """The body's chunks after a status check, refused once it passes ``max_bytes``."""
+    _check_status(resp, max_bytes)
+    size = 0
+    for chunk in _chunks(resp, end):
+        size += len(chunk)
+        if size > max_bytes:
+            raise Rejected("too_large", f"more than {max_bytes} bytes")
+        yield chunk
