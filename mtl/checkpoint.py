@@ -5,7 +5,8 @@ Layout, under ``RUN/checkpoint/``:
 - ``run.json``: the resolved config and data folder, written before the first epoch;
 - ``epoch-NNNN.npz``: every variable of the trained part (weights, BatchNorm
   statistics, dropout/augmentation RNG states) and the optimizer's variables;
-- ``best-NNNN.npz``: the best weights so far (early stopping), written when they change;
+- ``best-PHASE-NNNN.npz``: the trained part's best weights so far (early stopping),
+  written when they change;
 - ``state.json``: the last complete epoch, the history and the early-stopping
   state. It is written last, atomically, and names its ``.npz``: a crash at any
   moment leaves the previous complete checkpoint in force.
@@ -70,8 +71,10 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
     _write_npz(where / name, arrays)
     best = None
     if ckpt.best_weights is not None:
-        # The full best weights are large; write them only when early stopping found new ones.
-        best = f"best-{int(ckpt.early.get('best_epoch', 0)):04d}.npz"
+        # Written only when early stopping found new ones.
+        # Named by phase too: the fine-tuning phase trains more layers, so its trained
+        # part (and the layout of its best weights) differs from the first phase's.
+        best = f"best-{ckpt.phase}-{int(ckpt.early.get('best_epoch', 0)):04d}.npz"
         if not (where / best).is_file():
             _write_npz(where / best, {f"best/{i}": w for i, w in enumerate(ckpt.best_weights)})
     state = {

@@ -26,6 +26,7 @@ else:  # pragma: no cover
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed")
 CLASS_WEIGHTS = ("none", "auto")
+BASE_ENGINES = ("auto", "litert", "keras")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
     seed: int = 42
     class_weight: str = "none"
     precision: str = "auto"
+    # What runs the frozen base's one pass: "auto" is LiteRT on a CPU-only TensorFlow, else Keras.
+    base_engine: str = "auto"
     cache_memory_mb: int = 2048
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,6 +202,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "--class-weight must be 'none' or 'auto'",
         cfg.class_weight,
         "class_weight",
+    )
+    need(
+        cfg.base_engine in BASE_ENGINES,
+        f"--base-engine must be one of {', '.join(BASE_ENGINES)}",
+        cfg.base_engine,
+        "base_engine",
     )
     need(
         cfg.cache_memory_mb >= 0,

@@ -12,12 +12,15 @@ also read, so later runs reuse it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -94,6 +97,15 @@ class FeatureCache:
             self._used += value.nbytes
 
 
+class FeatureExtractor(Protocol):
+    spec: str
+    batch: int
+    calls: int
+    images: int
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
 class Extractor:
     """Runs the frozen part of the network (raw RGB 0-255 in) and counts what it computes."""
 
@@ -132,12 +144,13 @@ class Features:
 
 def compute(
     paths: Sequence[Path],
-    extractor: Extractor | None,
+    extractor: FeatureExtractor | None,
     cache: FeatureCache,
     size: int,
     *,
     batch_size: int = 32,
     on_progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
 ) -> Features:
     """Fill ``cache`` for ``paths``: decode (the one check per file) and run only the misses.
 
@@ -171,6 +184,8 @@ def compute(
     if extractor is not None and not extractor.batch:
         extractor.batch = batch_size
     for batch in iter_batches(todo, size, batch_size):
+        if stop is not None and stop.is_set():
+            raise Cancelled
         for p, reason in batch.failures:
             failures[p] = reason
             keys.pop(p, None)
@@ -184,6 +199,52 @@ def compute(
             on_progress(done, len(paths))
     ok = [p for p in paths if p in keys]
     return Features(ok, [keys[p] for p in ok], sorted(failures.items()))
+
+
+class Cancelled(Exception):
+    """A background pass that was stopped (its results are not wanted)."""
+
+
+@dataclass
+class Background:
+    """:func:`compute` running in a thread; ``result()`` waits for it, ``cancel()`` stops it."""
+
+    future: Future[Features]
+    stop: threading.Event
+
+    def result(self) -> Features:
+        return self.future.result()
+
+    def cancel(self) -> None:
+        self.stop.set()
+        with contextlib.suppress(Exception):  # a stopped or failed pass is simply not used
+            self.future.result()
+
+
+def start(
+    paths: Sequence[Path],
+    extractor: FeatureExtractor,
+    cache: FeatureCache,
+    size: int,
+    *,
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+) -> Background:
+    """Run :func:`compute` in a thread, e.g. while the main thread imports TensorFlow."""
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl-features")
+    future = pool.submit(
+        compute,
+        paths,
+        extractor,
+        cache,
+        size,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        stop=stop,
+    )
+    pool.shutdown(wait=False)
+    return Background(future, stop)
 
 
 def stack(cache: FeatureCache, keys: Sequence[str]) -> np.ndarray:

@@ -124,6 +124,7 @@ class TrainingDevices:
     replicas: int
     mixed_precision: bool
     is_chief: bool = True
+    accelerated: bool = False  # a GPU (or other accelerator) is in use
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -184,10 +185,11 @@ def setup_training(precision: str = "auto") -> TrainingDevices:
     k.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
     parts = [describe_device()]
+    accelerated = bool(accelerators())
     if how:
         parts.append(how)
     parts.append("mixed float16" if mixed else "float32")
-    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief)
+    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief, accelerated)
 
 
 def set_seed(seed: int) -> None:
@@ -255,3 +257,24 @@ def _patch_multiworker_reduce() -> None:
         return tf.nest.map_structure(mean, values)
 
     trainer.reduce_per_replica = reduce_per_replica
+
+
+def tflite_flatbuffer(model: Any, input_shape: tuple[int, ...]) -> bytes:
+    """Convert a float32 Keras model (TensorFlow backend) to a LiteRT flatbuffer.
+
+    The variables are folded into constants first: converting the traced
+    function directly keeps them as resources, and LiteRT then reads them
+    uninitialised. Going through a SavedModel would work too but takes about
+    three times as long.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = tf.TensorSpec([None, *input_shape], tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    with _quiet_native_stderr():
+        frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        return bytes(converter.convert())

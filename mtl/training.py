@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from mtl import __version__, backbones, checkpoint, dataset, features, rundir, runtime, weights
+from mtl.basepass import BasePass
 from mtl.config import TrainConfig, validate
 from mtl.errors import UsageError
 
 ProgressFn = Callable[[str, int, int], None]
+FIRST_PASS = "checking images + computing features"
 
 
 @dataclass
@@ -74,7 +76,7 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     warnings: list[str]
     device: str
-    cache: dict[str, int]
+    cache: dict[str, Any]
     seconds: dict[str, float]
     config: TrainConfig
     files: list[str] = field(default_factory=list)
@@ -134,11 +136,6 @@ class _Data:
             np.random.default_rng([self.seed, epoch]).shuffle(order)
         return order
 
-    def validation(self) -> Any:
-        if self.in_memory:
-            return (features.stack(self.cache, self.keys).astype("float32"), self.labels)
-        return self.batches(0)
-
     def batches(self, first_epoch: int) -> Any:
         """Training batches for ``fit(initial_epoch=first_epoch)``, in :meth:`epoch_order`."""
         keras = runtime.keras()
@@ -180,8 +177,11 @@ def _predict(
     out = []
     for start in range(0, len(keys), batch):
         x = features.stack(cache, keys[start : start + batch]).astype("float32")
+        n = len(x)
+        if n < batch:  # one input shape, so one traced function for every call
+            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), dtype=x.dtype)])
         y = top(x, training=False) if direct else top.predict_on_batch(x)
-        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64))
+        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64)[:n])
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -195,6 +195,15 @@ def _optimizer(name: str, lr: float) -> Any:
     }[name](learning_rate=lr)
 
 
+def _val_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Loss and accuracy as Keras' sparse categorical cross-entropy and accuracy give them."""
+    if not len(labels):
+        return float("nan"), float("nan")
+    p = probs / probs.sum(axis=1, keepdims=True)
+    p = np.clip(p[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    return float(-np.log(p).mean()), float((probs.argmax(axis=1) == labels).mean())
+
+
 def _callbacks(
     model: Any,
     phase: str,
@@ -203,8 +212,13 @@ def _callbacks(
     state: dict[str, Any],
     history: list[EpochLog],
     on_epoch: Callable[[EpochLog], None] | None,
+    validate: Callable[[], tuple[float, float]],
 ) -> list[Any]:
-    """Per-epoch logging and early stopping on val_loss that keeps the best weights."""
+    """Per-epoch logging and early stopping on val_loss that keeps the best weights.
+
+    ``model`` is the part being trained: nothing else changes, so its weights are
+    all that the best epoch needs (the whole model's are ~100x more to copy).
+    """
     keras = runtime.keras()
 
     class Track(keras.callbacks.Callback):  # type: ignore[name-defined]
@@ -212,8 +226,11 @@ def _callbacks(
             self.t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = logs or {}
-            val_loss = float(logs.get("val_loss", float("nan")))
+            logs = logs if logs is not None else {}
+            # Validation here, with the predict function the final metrics use too: Keras'
+            # own (validation_data) builds a tf.data iterator every epoch, 0.1 s on 2 cores.
+            logs["val_loss"], logs["val_accuracy"] = validate()
+            val_loss = float(logs["val_loss"])
             improved = not math.isnan(val_loss) and val_loss < state["best_loss"]
             if improved:
                 state.update(best_loss=val_loss, best_epoch=epoch + 1, wait=0)
@@ -301,8 +318,6 @@ def train(
         weights_dir,
         progress=on_download,
     )
-    devices = runtime.setup_training(cfg.precision)
-    runtime.set_seed(cfg.seed)
     if resume is None:
         run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
         # A forced rerun must never resume into an older run's checkpoint.
@@ -316,14 +331,39 @@ def train(
         memory_bytes=cfg.cache_memory_mb << 20,
         persistent=not own_cache,
     )
+    base = BasePass(cfg, wfile)
+    # With a converted base on disk, the one pass over every image needs no TensorFlow:
+    # run it while TensorFlow imports (seconds on any machine).
+    base.start_early(
+        [it.path for it in ds.items],
+        cache,
+        (lambda d, t: on_progress(FIRST_PASS, d, t)) if on_progress else None,
+    )
     try:
+        t0 = time.perf_counter()
+        devices = runtime.setup_training(cfg.precision)
+        runtime.set_seed(cfg.seed)
+        setup_seconds = time.perf_counter() - t0
         result = _train(
-            cfg, ds, wfile, devices, run_dir, cache, t_start, on_progress, on_start, on_epoch, ckpt
+            cfg,
+            ds,
+            wfile,
+            devices,
+            run_dir,
+            cache,
+            base,
+            t_start,
+            on_progress,
+            on_start,
+            on_epoch,
+            ckpt,
         )
+        result.seconds = {"setup": round(setup_seconds, 3), **result.seconds}
         # The run is complete (model.keras written): its checkpoint is no longer needed.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
         return result
     finally:
+        base.stop_early()
         if own_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
 
@@ -335,6 +375,7 @@ def _train(
     devices: runtime.TrainingDevices,
     run_dir: Path,
     cache: features.FeatureCache,
+    base: BasePass,
     t_start: float,
     on_progress: ProgressFn | None,
     on_start: Callable[[TrainStart], None] | None,
@@ -362,37 +403,31 @@ def _train(
                 **reuse,
             )
 
+    base.choose(devices)
     t0 = time.perf_counter()
     parts = build(freeze_layers, weights=wfile)
     seconds["build"] = time.perf_counter() - t0
     n_base = len(parts.backbone.layers)
     direct = devices.strategy is not None
-    extractors: list[features.Extractor] = []
 
-    def fill(p: Parts, stage: str) -> features.Features:
-        ex = (
-            features.Extractor(p.extractor, p.spec, direct=direct)
-            if p.extractor is not None
-            else None
-        )
-        if ex is not None:
-            extractors.append(ex)
+    def fill(p: Parts, freeze: str, stage: str) -> features.Features:
         progress = (lambda d, t: on_progress(stage, d, t)) if on_progress else None
-        all_paths = [it.path for it in ds.items]
-        return features.compute(
-            all_paths,
-            ex,
+        return base.fill(
+            p,
+            freeze,
+            [it.path for it in ds.items],
             cache,
-            cfg.image_size,
+            direct=direct,
             batch_size=max(cfg.batch_size, 32),
             on_progress=progress,
         )
 
     t0 = time.perf_counter()
-    feats = fill(parts, "checking images + computing features")
+    feats = fill(parts, str(cfg.freeze), FIRST_PASS)
     seconds["features"] = time.perf_counter() - t0
     ds.drop(feats.failures)
     dataset.check_usable(ds)
+    warnings = [*ds.warnings, *base.warnings]
     train_counts, val_counts = ds.counts("train"), ds.counts("val")
     if on_start:
         on_start(
@@ -403,9 +438,9 @@ def _train(
                 train_counts,
                 val_counts,
                 ds.layout,
-                _describe_cache(parts, n_base),
+                _describe_cache(parts, n_base, base.engine),
                 list(ds.skipped),
-                list(ds.warnings),
+                warnings,
             )
         )
 
@@ -471,7 +506,6 @@ def _train(
         keys_v = [key_of[it.path] for it in val_items]
         per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
         in_memory = p.extractor is not None and per_entry * len(key_of) <= cfg.cache_memory_mb << 20
-        va = _Data(cache, keys_v, y_val, None, cfg.batch_size, cfg.seed, in_memory, False)
         with devices.scope():
             p.top.compile(
                 optimizer=_optimizer(cfg.optimizer, lr),
@@ -483,7 +517,16 @@ def _train(
                 p.top.optimizer.build(p.top.trainable_variables)
                 p.top.optimizer.load_own_variables(saved_optimizer)
         runtime.prepare_fit(p.top, devices)
-        callbacks = _callbacks(p.model, phase, total_epochs, cfg.patience, state, history, on_epoch)
+        callbacks = _callbacks(
+            p.top,
+            phase,
+            total_epochs,
+            cfg.patience,
+            state,
+            history,
+            on_epoch,
+            lambda: _val_scores(_predict(p.top, cache, keys_v, 64, direct), y_val),
+        )
         keras = runtime.keras()
         callbacks.append(
             keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: save_checkpoint(p, phase))
@@ -491,7 +534,6 @@ def _train(
         tr = _Data(cache, keys_t, y_train, sw, cfg.batch_size, cfg.seed, in_memory, True)
         p.top.fit(
             tr.batches(first),
-            validation_data=va.validation(),
             epochs=last,
             initial_epoch=first,
             callbacks=callbacks,
@@ -510,30 +552,35 @@ def _train(
     seconds["fit"] = time.perf_counter() - t0
     if cfg.fine_tune_epochs and not (state["stopped_early"] and not in_fine_tune):
         if state["best_weights"] is not None and not in_fine_tune:
-            parts.model.set_weights(state["best_weights"])  # start from the best head
+            parts.top.set_weights(state["best_weights"])  # start from the best head
         current = n_base if freeze_layers is None else min(freeze_layers, n_base)
         n = min(current, max(0, n_base - cfg.fine_tune_layers))
         t0 = time.perf_counter()
         parts = build(n, weights=None, backbone=parts.backbone, head=parts.head, fine_tune=True)
-        feats2 = fill(parts, "computing fine-tuning features")
+        if state["best_weights"] is not None and not in_fine_tune:
+            # The best so far, in the layout of the larger part that fine-tuning trains.
+            state["best_weights"] = parts.top.get_weights()
+        feats2 = fill(parts, str(n), "computing fine-tuning features")
         key_of = dict(zip(feats2.paths, feats2.keys, strict=True))
         seconds["fine_tune_features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         run_phase(parts, "fine_tune", cfg.fine_tune_lr, len(history), total_epochs)
         seconds["fine_tune_fit"] = time.perf_counter() - t0
     if cfg.patience and state["best_weights"] is not None:
-        parts.model.set_weights(state["best_weights"])
+        parts.top.set_weights(state["best_weights"])
     best_epoch = state["best_epoch"] if cfg.patience else len(history)
 
     keys_t = [key_of[it.path] for it in train_items]
     keys_v = [key_of[it.path] for it in val_items]
     train_metrics = _summary(_predict(parts.top, cache, keys_t, 64, direct), y_train, ds.classes)
     val_metrics = _summary(_predict(parts.top, cache, keys_v, 64, direct), y_val, ds.classes)
-    base_images = sum(e.images for e in extractors)
     cache_stats = {
         **cache.stats.to_json(),
-        "base_forward_images": base_images,
-        "base_forward_calls": sum(e.calls for e in extractors),
+        "base_forward_images": sum(e.images for e in base.extractors),
+        "base_forward_calls": sum(e.calls for e in base.extractors),
+        "base_engine": base.engine if base.extractors else "none",
+        "base_converted": base.converted,
+        "base_started_early": base.started_early and base.engine == "litert",
     }
 
     t0 = time.perf_counter()
@@ -549,7 +596,7 @@ def _train(
         train_metrics=train_metrics,
         val_metrics=val_metrics,
         skipped=list(ds.skipped),
-        warnings=list(ds.warnings),
+        warnings=[*ds.warnings, *base.warnings],
         device=devices.description,
         cache=cache_stats,
         seconds=seconds,
@@ -568,12 +615,15 @@ def _summary(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[
     return summary(probs, labels, classes)
 
 
-def _describe_cache(parts: Any, n_base: int) -> str:
+def _describe_cache(parts: Any, n_base: int, engine: str) -> str:
     if parts.extractor is None:
         return "decoded images (augmentation or an unfrozen base: the base runs every epoch)"
+    by = "LiteRT" if engine == "litert" else "Keras"
     if parts.cut < 0:
-        return f"pooled base features (all {n_base} base layers frozen, computed once)"
-    return f"base layers [:{parts.cut}] computed once; layers [{parts.cut}:] train each epoch"
+        return f"pooled base features (all {n_base} base layers frozen, computed once by {by})"
+    return (
+        f"base layers [:{parts.cut}] computed once by {by}; layers [{parts.cut}:] train each epoch"
+    )
 
 
 def _write_run(result: TrainResult, model: Any, ds: dataset.Dataset) -> None:

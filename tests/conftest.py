@@ -38,6 +38,8 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
         if f.suffix in (".h5", ".json"):
             shutil.copy(f, home / "models" / f.name)
     os.environ["KERAS_HOME"] = str(home)
+    # Bases converted for LiteRT are kept per session, never in the user's ~/.cache.
+    os.environ["MTL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtl_cache"))
     os.environ["MTL_WEIGHTS_URL"] = f"http://127.0.0.1:{closed_port()}/"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

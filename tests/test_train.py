@@ -106,18 +106,23 @@ def test_run_folder_contents(trained):
 @pytest.mark.parametrize("freeze", ["all", "20"])
 def test_base_runs_once_then_only_the_trainable_part(tmp_path, monkeypatch, freeze):
     """Every base forward pass happens before epoch 1; epochs 2+ run none (freeze all and N)."""
-    from mtl import features
+    from mtl import features, litebase
     from mtl.config import resolve
     from mtl.training import train
 
     events: list[str] = []
-    original = features.Extractor.__call__
 
-    def counted(self, pixels):
-        events.append(f"base:{len(pixels)}")
-        return original(self, pixels)
+    def counting(cls):
+        original = cls.__call__
 
-    monkeypatch.setattr(features.Extractor, "__call__", counted)
+        def counted(self, pixels):
+            events.append(f"base:{len(pixels)}")
+            return original(self, pixels)
+
+        monkeypatch.setattr(cls, "__call__", counted)
+
+    counting(features.Extractor)  # either engine may run the pass
+    counting(litebase.LiteExtractor)
     data = subset(tmp_path / "data", 6)
     # freeze 20 also exercises the spill to disk (no memory budget) and the PyDataset path.
     memory = 0 if freeze == "20" else 2048

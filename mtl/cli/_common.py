@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -92,6 +93,10 @@ def run_app(app: typer.Typer) -> None:
     """Run the app; no traceback reaches the user unless MTL_DEBUG is set."""
     try:
         app(standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            _leave(exc.code or 0)
+        raise
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
         sys.exit(130)
@@ -107,6 +112,19 @@ def run_app(app: typer.Typer) -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit with ``code``. A process that imported TensorFlow spends over a second
+    tearing it down (1.4 s on the 2-core dev machine) for nothing: every output
+    file is written atomically and closed by now, so only the streams need flushing."""
+    if "tensorflow" in sys.modules and not os.environ.get("MTL_DEBUG"):
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):
+                stream.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
 @contextmanager

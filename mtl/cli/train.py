@@ -107,6 +107,12 @@ def register(app: typer.Typer) -> None:
         precision: str | None = _opt(
             "auto", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
         ),
+        base_engine: str | None = _opt(
+            "auto",
+            "--base-engine",
+            help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
+            "Keras on accelerators), litert or keras.",
+        ),
         weights_dir: Path | None = typer.Option(
             None,
             "--weights-dir",
@@ -144,6 +150,7 @@ def register(app: typer.Typer) -> None:
             "alpha": alpha,
             "image_size": image_size,
             "precision": precision,
+            "base_engine": base_engine,
         }
         if resume is not None:
             given = sorted(k for k, v in overrides.items() if v is not None)

@@ -1,0 +1,180 @@
+"""The frozen base's one pass over every image: which engine runs it, and starting it early.
+
+``auto`` runs the pass with LiteRT (:mod:`mtl.litebase`) when training is on a
+CPU with the TensorFlow backend, in float32 on one device, and with Keras
+everywhere else (a GPU is far faster than any CPU engine). The choice is
+made from the settings and devices alone, never from what happens to be
+cached, so a run's features do not depend on the machine's history.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mtl import features, litebase, runtime
+from mtl.config import TrainConfig
+from mtl.errors import UsageError
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _needs_strategy() -> bool:
+    """Whether :func:`mtl.runtime.setup_training` will pick a multi-device strategy."""
+    return bool(os.environ.get("TF_CONFIG")) or int(os.environ.get("MTL_CPU_DEVICES") or 1) > 1
+
+
+class BasePass:
+    """Runs the frozen part once per image for one training run, on the chosen engine."""
+
+    def __init__(self, cfg: TrainConfig, weights_file: Path) -> None:
+        self.cfg = cfg
+        self.weights_file = weights_file
+        self.engine = ""  # "litert" or "keras", once :meth:`choose` has seen the devices
+        self.converted = 0  # bases converted for LiteRT by this run
+        self.started_early = False
+        self.extractors: list[features.FeatureExtractor] = []
+        self.warnings: list[str] = []
+        self._digest = ""
+        self._early: features.Background | None = None
+        self._early_extractor: litebase.LiteExtractor | None = None
+        self._early_spec = ""
+
+    def spec(self, freeze: str) -> litebase.BaseSpec:
+        if not self._digest:
+            self._digest = features.file_digest(self.weights_file)
+        c = self.cfg
+        return litebase.BaseSpec(
+            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version()
+        )
+
+    def start_early(
+        self, paths: Sequence[Path], cache: features.FeatureCache, on_progress: ProgressFn | None
+    ) -> None:
+        """Start the pass in a thread now if a converted base is on disk and LiteRT may run it."""
+        c = self.cfg
+        if (
+            c.base_engine == "keras"
+            or c.augment
+            or c.precision == "mixed"
+            or c.freeze == 0
+            or runtime.backend_name() != "tensorflow"
+            or _needs_strategy()
+        ):
+            return
+        spec = self.spec("all" if c.freeze_all else str(c.freeze))
+        path = spec.path()
+        if not path.is_file():
+            return
+        # The import keeps one core busy; the pass gets the others.
+        threads = max(1, (os.cpu_count() or 2) - 1)
+        try:
+            extractor = litebase.LiteExtractor(path, spec.text(), threads=threads)
+        except (ValueError, RuntimeError, OSError):
+            path.unlink(missing_ok=True)  # unreadable: converted again once Keras is up
+            return
+        self._early = features.start(
+            paths,
+            extractor,
+            cache,
+            c.image_size,
+            batch_size=max(c.batch_size, 32),
+            on_progress=on_progress,
+        )
+        self._early_extractor = extractor
+        self._early_spec = spec.text()
+        self.started_early = True
+
+    def stop_early(self) -> None:
+        if self._early is not None:
+            self._early.cancel()
+            self._early = None
+
+    def choose(self, devices: runtime.TrainingDevices) -> str:
+        """Decide the engine once the devices are known (an early pass not wanted is stopped)."""
+        c = self.cfg
+        want = c.base_engine
+        engine = "litert"
+        if want == "keras" or c.augment:
+            engine = "keras"
+        elif runtime.backend_name() != "tensorflow":
+            if want == "litert":
+                raise UsageError(
+                    "--base-engine litert converts the base with TensorFlow; it needs "
+                    f"KERAS_BACKEND=tensorflow. Received KERAS_BACKEND={runtime.backend_name()}"
+                )
+            engine = "keras"
+        elif devices.strategy is not None or devices.mixed_precision:
+            if want == "litert":
+                raise UsageError(
+                    "--base-engine litert runs the base in float32 on one device; use "
+                    f"--base-engine keras here. Received devices: {devices.description}"
+                )
+            engine = "keras"
+        elif devices.accelerated and want == "auto":
+            engine = "keras"
+        self.engine = engine
+        if engine != "litert":
+            self.stop_early()
+        return engine
+
+    def fill(
+        self,
+        parts: Any,
+        freeze: str,
+        paths: Sequence[Path],
+        cache: features.FeatureCache,
+        *,
+        direct: bool,
+        batch_size: int,
+        on_progress: ProgressFn | None,
+    ) -> features.Features:
+        """Features (or decoded pixels, when nothing is frozen) for ``paths`` in ``cache``."""
+        extractor: features.FeatureExtractor | None = None
+        if parts.extractor is not None and self.engine == "litert":
+            spec = self.spec(freeze)
+            if self._early is not None and self._early_spec == spec.text():
+                early, self._early = self._early, None
+                try:
+                    result = early.result()
+                except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below
+                    pass
+                else:
+                    assert self._early_extractor is not None
+                    self.extractors.append(self._early_extractor)
+                    return result
+            extractor = self._lite(parts, spec)
+        if parts.extractor is not None and extractor is None:
+            extractor = features.Extractor(parts.extractor, parts.spec, direct=direct)
+        if extractor is not None:
+            self.extractors.append(extractor)
+        return features.compute(
+            paths,
+            extractor,
+            cache,
+            self.cfg.image_size,
+            batch_size=batch_size,
+            on_progress=on_progress,
+        )
+
+    def _lite(self, parts: Any, spec: litebase.BaseSpec) -> litebase.LiteExtractor | None:
+        """The converted base (from disk, or converted now); None: Keras runs it after all."""
+        path = spec.path()
+        if path.is_file():
+            try:
+                return litebase.LiteExtractor(path, spec.text())
+            except (ValueError, RuntimeError, OSError):
+                path.unlink(missing_ok=True)  # a damaged file is converted again
+        size = self.cfg.image_size
+        try:
+            flatbuffer = runtime.tflite_flatbuffer(parts.extractor, (size, size, 3))
+            self.converted += 1
+            stored = litebase.store(spec, flatbuffer)
+            return litebase.LiteExtractor(stored or flatbuffer, spec.text())
+        except Exception as exc:  # noqa: BLE001 - LiteRT is an optimisation: fall back to Keras
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.warnings.append(f"could not run the base with LiteRT ({first}); Keras runs it")
+            self.engine = "keras"
+            return None

@@ -1,0 +1,131 @@
+"""The frozen base on LiteRT: the CPU engine for training's one pass over every image.
+
+On a CPU, LiteRT's XNNPACK kernels run MobileNet's frozen base about twice as
+fast as TensorFlow's (``bench/base_engines.py``), with features within 1e-4.
+The base is converted once per machine and setting (TensorFlow's converter,
+a few seconds) and kept in mtl's cache folder. A cached base needs neither
+TensorFlow nor Keras, so training runs it in a thread while TensorFlow is
+still importing: on two cores the slowest part of a small run hides in the
+import.
+
+Nothing here imports TensorFlow or Keras; the conversion is
+:func:`mtl.runtime.tflite_flatbuffer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl import files
+
+FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
+
+
+def cache_root() -> Path:
+    """``$MTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtl``, else ``~/.cache/mtl``."""
+    if os.environ.get("MTL_CACHE_DIR"):
+        return Path(os.environ["MTL_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mtl"
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Everything the frozen part's output depends on; known before Keras is imported."""
+
+    model: str
+    alpha: float
+    size: int
+    freeze: str  # "all" (pooled features) or a layer count (the cut)
+    weights_digest: str  # SHA-256 of the ImageNet no-top weights file
+    keras_version: str  # the architecture comes from keras.applications
+
+    def text(self) -> str:
+        """Names the cached features too: a LiteRT feature is never mixed with a Keras one."""
+        return (
+            f"litert{FORMAT}|{self.model}|alpha={float(self.alpha)}|size={self.size}|"
+            f"freeze={self.freeze}|float32|weights={self.weights_digest[:16]}|"
+            f"keras={self.keras_version}"
+        )
+
+    def path(self) -> Path:
+        key = hashlib.sha256(self.text().encode()).hexdigest()[:32]
+        return cache_root() / "bases" / f"{self.model}-{key}.tflite"
+
+
+def keras_version() -> str:
+    """The installed Keras version, read without importing Keras (that takes seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras")
+    except PackageNotFoundError:  # pragma: no cover - keras is a dependency
+        return "unknown"
+
+
+def store(spec: BaseSpec, flatbuffer: bytes) -> Path | None:
+    """Keep a converted base for later runs; None when the cache folder is not writable."""
+    try:
+        return files.write_bytes(spec.path(), flatbuffer, force=True)
+    except OSError:
+        return None
+
+
+class LiteExtractor:
+    """The converted frozen part under LiteRT: raw RGB 0-255 in, features out.
+
+    The same interface as :class:`mtl.features.Extractor` (``spec``, ``batch``,
+    ``calls``, ``images``). XNNPACK's results do not depend on the thread count
+    or the batch size (checked in tests), so a run that starts the pass during
+    the import (one thread) and one that does not (all cores) get the same bits.
+    """
+
+    def __init__(
+        self, source: Path | bytes, spec: str, *, threads: int | None = None, batch: int = 0
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
+
+        threads = threads or os.cpu_count() or 1
+        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            if isinstance(source, bytes):
+                self._interp: Any = Interpreter(model_content=source, num_threads=threads)
+            else:
+                self._interp = Interpreter(model_path=str(source), num_threads=threads)
+        inputs = self._interp.get_input_details()
+        if len(inputs) != 1 or len(self._interp.get_output_details()) != 1:
+            raise ValueError("a converted base has one input and one output")
+        self._in = int(inputs[0]["index"])
+        self._shape = [int(s) for s in inputs[0]["shape"][1:]]
+        self._allocated = -1
+        self.spec = spec
+        self.batch = batch
+        self.calls = 0
+        self.images = 0
+
+    def _allocate(self, n: int) -> None:
+        if n != self._allocated:
+            self._interp.resize_tensor_input(self._in, [n, *self._shape], strict=False)
+            self._interp.allocate_tensors()
+            self._out = int(self._interp.get_output_details()[0]["index"])
+            self._allocated = n
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.images += len(pixels)
+        n = len(pixels)
+        x = pixels.astype(np.float32)
+        if self.batch and 0 < n < self.batch:
+            # One tensor shape for every batch: no re-allocation for a short last batch.
+            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), dtype=x.dtype)])
+        self._allocate(len(x))
+        self._interp.set_tensor(self._in, x)
+        self._interp.invoke()
+        return np.array(self._interp.get_tensor(self._out), dtype=np.float32)[:n]
