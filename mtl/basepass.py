@@ -50,9 +50,7 @@ class BasePass:
             c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version()
         )
 
-    def start_early(
-        self, paths: Sequence[Path], cache: features.FeatureCache, on_progress: ProgressFn | None
-    ) -> None:
+    def start_early(self, paths: Sequence[Path], cache: features.FeatureCache) -> None:
         """Start the pass in a thread now if a converted base is on disk and LiteRT may run it."""
         c = self.cfg
         if (
@@ -81,7 +79,6 @@ class BasePass:
             cache,
             c.image_size,
             batch_size=max(c.batch_size, 32),
-            on_progress=on_progress,
         )
         self._early_extractor = extractor
         self._early_spec = spec.text()
@@ -118,6 +115,8 @@ class BasePass:
         self.engine = engine
         if engine != "litert":
             self.stop_early()
+        elif self._early_extractor is not None:
+            self._early_extractor.threads = os.cpu_count() or 1  # the import is over
         return engine
 
     def fill(
@@ -138,7 +137,7 @@ class BasePass:
             if self._early is not None and self._early_spec == spec.text():
                 early, self._early = self._early, None
                 try:
-                    result = early.result()
+                    result = early.result(on_progress)
                 except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below
                     pass
                 else:

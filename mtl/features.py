@@ -17,7 +17,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -207,12 +207,25 @@ class Cancelled(Exception):
 
 @dataclass
 class Background:
-    """:func:`compute` running in a thread; ``result()`` waits for it, ``cancel()`` stops it."""
+    """:func:`compute` running in a thread; ``result()`` waits for it, ``cancel()`` stops it.
+
+    Its progress is only recorded: the thread that waits reports it (so nothing is
+    drawn on the terminal while the main thread has stderr redirected, e.g. during
+    TensorFlow's import).
+    """
 
     future: Future[Features]
     stop: threading.Event
+    progress: tuple[int, int] = (0, 0)
 
-    def result(self) -> Features:
+    def result(self, on_progress: ProgressFn | None = None) -> Features:
+        while on_progress is not None:
+            if self.progress[1]:
+                on_progress(*self.progress)
+            try:
+                return self.future.result(timeout=0.1)
+            except TimeoutError:
+                continue
         return self.future.result()
 
     def cancel(self) -> None:
@@ -228,23 +241,20 @@ def start(
     size: int,
     *,
     batch_size: int = 32,
-    on_progress: ProgressFn | None = None,
 ) -> Background:
     """Run :func:`compute` in a thread, e.g. while the main thread imports TensorFlow."""
-    stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl-features")
-    future = pool.submit(
-        compute,
-        paths,
-        extractor,
-        cache,
-        size,
-        batch_size=batch_size,
-        on_progress=on_progress,
-        stop=stop,
-    )
+    job = Background(Future(), threading.Event())
+
+    def record(done: int, total: int) -> None:
+        job.progress = (done, total)
+
+    job.future = pool.submit(
+        compute, paths, extractor, cache, size, batch_size=batch_size, on_progress=record,
+        stop=job.stop,
+    )  # fmt: skip
     pool.shutdown(wait=False)
-    return Background(future, stop)
+    return job
 
 
 def stack(cache: FeatureCache, keys: Sequence[str]) -> np.ndarray:

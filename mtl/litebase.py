@@ -89,26 +89,31 @@ class LiteExtractor:
     def __init__(
         self, source: Path | bytes, spec: str, *, threads: int | None = None, batch: int = 0
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
-
-        threads = threads or os.cpu_count() or 1
-        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-            if isinstance(source, bytes):
-                self._interp: Any = Interpreter(model_content=source, num_threads=threads)
-            else:
-                self._interp = Interpreter(model_path=str(source), num_threads=threads)
+        self._source = source
+        self.threads = threads or os.cpu_count() or 1
+        self._open(self.threads)
         inputs = self._interp.get_input_details()
         if len(inputs) != 1 or len(self._interp.get_output_details()) != 1:
             raise ValueError("a converted base has one input and one output")
         self._in = int(inputs[0]["index"])
         self._shape = [int(s) for s in inputs[0]["shape"][1:]]
-        self._allocated = -1
         self.spec = spec
         self.batch = batch
         self.calls = 0
         self.images = 0
+
+    def _open(self, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
+
+        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            if isinstance(self._source, bytes):
+                self._interp: Any = Interpreter(model_content=self._source, num_threads=threads)
+            else:
+                self._interp = Interpreter(model_path=str(self._source), num_threads=threads)
+        self._opened_with = threads
+        self._allocated = -1
 
     def _allocate(self, n: int) -> None:
         if n != self._allocated:
@@ -125,6 +130,8 @@ class LiteExtractor:
         if self.batch and 0 < n < self.batch:
             # One tensor shape for every batch: no re-allocation for a short last batch.
             x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), dtype=x.dtype)])
+        if self.threads != self._opened_with:  # raised from another thread: the cores freed up
+            self._open(self.threads)
         self._allocate(len(x))
         self._interp.set_tensor(self._in, x)
         self._interp.invoke()

@@ -334,11 +334,7 @@ def train(
     base = BasePass(cfg, wfile)
     # With a converted base on disk, the one pass over every image needs no TensorFlow:
     # run it while TensorFlow imports (seconds on any machine).
-    base.start_early(
-        [it.path for it in ds.items],
-        cache,
-        (lambda d, t: on_progress(FIRST_PASS, d, t)) if on_progress else None,
-    )
+    base.start_early([it.path for it in ds.items], cache)
     try:
         t0 = time.perf_counter()
         devices = runtime.setup_training(cfg.precision)
