@@ -108,6 +108,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the naive arm and mtl's default arm N times each, alternating, and "
+        "compare medians (the machine's noise is +-10%% between runs)",
+    )
+    ap.add_argument(
         "--replicate",
         type=int,
         default=1,
@@ -130,48 +137,64 @@ def main() -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(it.path.resolve())
 
-        arms = {}
         cache = str(Path(tmp) / "feature_cache")
         # A fresh mtl cache folder: the first run converts the base for LiteRT, as the
         # first run on any machine does (once per backbone, like the weights download).
         env["MTL_CACHE_DIR"] = str(Path(tmp) / "mtl_cache")
-        variants = (
+        defaults = "mtl train (defaults: early stopping, best epoch kept)"
+        variants = [
             ("mtl train, first run on this machine (converts the base once)", []),
-            ("mtl train (defaults: early stopping, best epoch kept)", []),
+            *[(defaults, [])] * args.repeat,
             ("mtl train --patience 0 (all epochs, last kept)", ["--patience", "0"]),
             ("mtl train --base-engine keras (the base pass on Keras)", ["--base-engine", "keras"]),
             ("mtl train --cache-dir C (first run fills the cache)", ["--cache-dir", cache]),
             ("mtl train --cache-dir C (rerun: features from the cache)", ["--cache-dir", cache]),
-        )
+        ]
+        naive_cmd = [sys.executable, "-c", NAIVE, str(split / "train"), str(split / "val"),
+                     str(args.alpha), str(args.epochs), str(args.seed)]  # fmt: skip
+        arms: dict[str, list[tuple[float, int, dict]]] = {}
+        naive_runs: list[tuple[float, int, dict]] = []
         for i, (name, extra) in enumerate(variants):
+            if name == defaults:  # alternate with the naive arm: both see the same noise
+                wall, rss, out = run_arm(naive_cmd, env)
+                result = next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]
+                naive_runs.append((wall, rss, json.loads(result)))
             cmd = [sys.executable, "-m", "mtl", "train", args.data, "--alpha", str(args.alpha),
                    "--epochs", str(args.epochs), "--seed", str(args.seed),
                    "--out", str(Path(tmp) / f"run{i}"), "--json", *extra]  # fmt: skip
-            arms[name] = run_arm(cmd, env)
-        naive_cmd = [sys.executable, "-c", NAIVE, str(split / "train"), str(split / "val"),
-                     str(args.alpha), str(args.epochs), str(args.seed)]  # fmt: skip
-        naive_wall, naive_rss, out = run_arm(naive_cmd, env)
-        naive = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+            wall, rss, out = run_arm(cmd, env)
+            arms.setdefault(name, []).append((wall, rss, json.loads(out)))
 
     n_train, n_val = len(ds.subset("train")), len(ds.subset("val"))
     print(f"data: {args.data} ({n_train} train / {n_val} val photos, same split for both arms)")
     print(f"MobileNet alpha {args.alpha}, {args.epochs} epochs, CPU: {os.cpu_count()} cores")
     print("wall: whole process incl. start-up and TensorFlow import; train: image decoding,")
     print("base forward passes and fit (naive: model.fit; mtl: features + fit, where the")
-    print("features are those not already computed while TensorFlow was importing)\n")
+    print("features are those not already computed while TensorFlow was importing)")
+    if args.repeat > 1:
+        walls = ", ".join(f"{w:.1f}" for w, _, _ in naive_runs)
+        mine = ", ".join(f"{w:.1f}" for w, _, _ in arms[defaults])
+        print(f"median of {args.repeat} alternating runs: naive {walls} s; mtl defaults {mine} s")
+    print()
     print("| arm | wall (s) | train (s) | wall speed-up | train speed-up | val acc | val loss "
           "| peak RSS (MiB) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    naive_wall, naive_rss, naive = median_run(naive_runs)
     nf = naive["train_seconds"]
     print(f"| naive Keras recipe (blog head, {args.epochs} epochs) | {naive_wall:.1f} | {nf:.1f} "
           f"| 1.0x | 1.0x | {naive['val_accuracy']:.3f} | {naive['val_loss']:.3f} "
           f"| {naive_rss / 2**20:.0f} |")  # fmt: skip
-    for name, (wall, rss, stdout) in arms.items():
-        m = json.loads(stdout)
+    for name, runs in arms.items():
+        wall, rss, m = median_run(runs)
         fit = float(m["seconds"]["features"] + m["seconds"]["fit"])
         print(f"| {name} | {wall:.1f} | {fit:.1f} | {naive_wall / wall:.1f}x | {nf / fit:.1f}x "
               f"| {m['val']['accuracy']:.3f} | {m['val']['loss']:.3f} "
               f"| {rss / 2**20:.0f} |")  # fmt: skip
+
+
+def median_run(runs: list[tuple[float, int, dict]]) -> tuple[float, int, dict]:
+    """The run with the median wall time (the upper one of an even count)."""
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
 
 
 if __name__ == "__main__":

@@ -129,13 +129,19 @@ class BasePass:
         direct: bool,
         batch_size: int,
         on_progress: ProgressFn | None,
+        while_waiting: Callable[[], None] | None = None,
     ) -> features.Features:
-        """Features (or decoded pixels, when nothing is frozen) for ``paths`` in ``cache``."""
+        """Features (or decoded pixels, when nothing is frozen) for ``paths`` in ``cache``.
+
+        ``while_waiting`` runs first if the early pass is still going.
+        """
         extractor: features.FeatureExtractor | None = None
         if parts.extractor is not None and self.engine == "litert":
             spec = self.spec(freeze)
             if self._early is not None and self._early_spec == spec.text():
                 early, self._early = self._early, None
+                if while_waiting is not None and not early.future.done():
+                    while_waiting()  # main-thread work that overlaps the pass
                 try:
                     result = early.result(on_progress)
                 except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below

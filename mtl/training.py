@@ -27,6 +27,7 @@ from mtl.errors import UsageError
 
 ProgressFn = Callable[[str, int, int], None]
 FIRST_PASS = "checking images + computing features"
+PREDICT_BATCH = 64  # every predict call gets this many rows (padded): one traced function
 
 
 @dataclass
@@ -171,8 +172,26 @@ class _Data:
         return CachedBatches()
 
 
+def _one_batch(batch: tuple[np.ndarray, ...]) -> Any:
+    """A PyDataset of one batch, with the element types of the real training data."""
+    keras = runtime.keras()
+
+    class OneBatch(keras.utils.PyDataset):  # type: ignore[name-defined]
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
+            return batch
+
+    return OneBatch()
+
+
 def _predict(
-    top: Any, cache: features.FeatureCache, keys: Sequence[str], batch: int, direct: bool
+    top: Any,
+    cache: features.FeatureCache,
+    keys: Sequence[str],
+    direct: bool,
+    batch: int = PREDICT_BATCH,
 ) -> np.ndarray:
     out = []
     for start in range(0, len(keys), batch):
@@ -406,7 +425,9 @@ def _train(
     n_base = len(parts.backbone.layers)
     direct = devices.strategy is not None
 
-    def fill(p: Parts, freeze: str, stage: str) -> features.Features:
+    def fill(
+        p: Parts, freeze: str, stage: str, while_waiting: Callable[[], None] | None = None
+    ) -> features.Features:
         progress = (lambda d, t: on_progress(stage, d, t)) if on_progress else None
         return base.fill(
             p,
@@ -416,38 +437,8 @@ def _train(
             direct=direct,
             batch_size=max(cfg.batch_size, 32),
             on_progress=progress,
+            while_waiting=while_waiting,
         )
-
-    t0 = time.perf_counter()
-    feats = fill(parts, str(cfg.freeze), FIRST_PASS)
-    seconds["features"] = time.perf_counter() - t0
-    ds.drop(feats.failures)
-    dataset.check_usable(ds)
-    warnings = [*ds.warnings, *base.warnings]
-    train_counts, val_counts = ds.counts("train"), ds.counts("val")
-    if on_start:
-        on_start(
-            TrainStart(
-                run_dir,
-                devices.description,
-                ds.classes,
-                train_counts,
-                val_counts,
-                ds.layout,
-                _describe_cache(parts, n_base, base.engine),
-                list(ds.skipped),
-                warnings,
-            )
-        )
-
-    key_of = dict(zip(feats.paths, feats.keys, strict=True))
-    train_items, val_items = ds.subset("train"), ds.subset("val")
-    y_train = np.array([it.label for it in train_items], dtype=np.int64)
-    y_val = np.array([it.label for it in val_items], dtype=np.int64)
-    sw = None
-    if cfg.class_weight == "auto":
-        cw = dataset.class_weights(train_counts)
-        sw = np.array([cw[y] for y in y_train], dtype=np.float32)
 
     history: list[EpochLog] = []
     state: dict[str, Any] = {
@@ -495,13 +486,9 @@ def _train(
         if epoch_delay:
             time.sleep(epoch_delay)
 
-    def run_phase(p: Parts, phase: str, lr: float, first: int, last: int) -> None:
-        if state["stopped_early"]:  # a resumed run that had already stopped
-            return
-        keys_t = [key_of[it.path] for it in train_items]
-        keys_v = [key_of[it.path] for it in val_items]
-        per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
-        in_memory = p.extractor is not None and per_entry * len(key_of) <= cfg.cache_memory_mb << 20
+    compiled: list[Any] = []  # the tops compiled for their phase (and maybe warmed up)
+
+    def compile_top(p: Parts, lr: float, first: int) -> None:
         with devices.scope():
             p.top.compile(
                 optimizer=_optimizer(cfg.optimizer, lr),
@@ -513,6 +500,36 @@ def _train(
                 p.top.optimizer.build(p.top.trainable_variables)
                 p.top.optimizer.load_own_variables(saved_optimizer)
         runtime.prepare_fit(p.top, devices)
+        compiled.append(p.top)
+
+    def warm_up(p: Parts, lr: float) -> None:
+        """Trace the training step and the predict function on a dummy batch while the
+        early pass finishes in its thread (LiteRT runs without the GIL), then put every
+        variable back, so the run is exactly what it would have been, only sooner."""
+        compile_top(p, lr, 0)
+        top = p.top
+        if not top.optimizer.built:
+            top.optimizer.build(top.trainable_variables)
+        variables = [*top.variables, *top.optimizer.variables]
+        saved = [np.array(runtime.as_numpy(v)) for v in variables]
+        shape = tuple(int(d) for d in top.input_shape[1:])
+        batch: tuple[np.ndarray, ...] = (np.zeros((2, *shape), "float32"), np.zeros(2, np.int64))
+        if cfg.class_weight == "auto":
+            batch = (*batch, np.ones(2, np.float32))
+        top.fit(_one_batch(batch), epochs=1, verbose=0)
+        top.predict_on_batch(np.zeros((PREDICT_BATCH, *shape), "float32"))
+        for v, value in zip(variables, saved, strict=True):
+            v.assign(value)
+
+    def run_phase(p: Parts, phase: str, lr: float, first: int, last: int) -> None:
+        if state["stopped_early"]:  # a resumed run that had already stopped
+            return
+        keys_t = [key_of[it.path] for it in train_items]
+        keys_v = [key_of[it.path] for it in val_items]
+        per_entry = features.stack(cache, keys_t[:1]).astype("float32").nbytes
+        in_memory = p.extractor is not None and per_entry * len(key_of) <= cfg.cache_memory_mb << 20
+        if not any(top is p.top for top in compiled):
+            compile_top(p, lr, first)
         callbacks = _callbacks(
             p.top,
             phase,
@@ -521,7 +538,7 @@ def _train(
             state,
             history,
             on_epoch,
-            lambda: _val_scores(_predict(p.top, cache, keys_v, 64, direct), y_val),
+            lambda: _val_scores(_predict(p.top, cache, keys_v, direct), y_val),
         )
         keras = runtime.keras()
         callbacks.append(
@@ -535,6 +552,40 @@ def _train(
             callbacks=callbacks,
             verbose=0,
         )
+
+    t0 = time.perf_counter()
+    warm = None
+    if base.engine == "litert" and ckpt is None:
+        warm = lambda: warm_up(parts, cfg.learning_rate)  # noqa: E731
+    feats = fill(parts, str(cfg.freeze), FIRST_PASS, while_waiting=warm)
+    seconds["features"] = time.perf_counter() - t0
+    ds.drop(feats.failures)
+    dataset.check_usable(ds)
+    warnings = [*ds.warnings, *base.warnings]
+    train_counts, val_counts = ds.counts("train"), ds.counts("val")
+    if on_start:
+        on_start(
+            TrainStart(
+                run_dir,
+                devices.description,
+                ds.classes,
+                train_counts,
+                val_counts,
+                ds.layout,
+                _describe_cache(parts, n_base, base.engine),
+                list(ds.skipped),
+                warnings,
+            )
+        )
+
+    key_of = dict(zip(feats.paths, feats.keys, strict=True))
+    train_items, val_items = ds.subset("train"), ds.subset("val")
+    y_train = np.array([it.label for it in train_items], dtype=np.int64)
+    y_val = np.array([it.label for it in val_items], dtype=np.int64)
+    sw = None
+    if cfg.class_weight == "auto":
+        cw = dataset.class_weights(train_counts)
+        sw = np.array([cw[y] for y in y_train], dtype=np.float32)
 
     parts_train = parts
     in_fine_tune = ckpt is not None and ckpt.phase == "fine_tune"
@@ -568,8 +619,8 @@ def _train(
 
     keys_t = [key_of[it.path] for it in train_items]
     keys_v = [key_of[it.path] for it in val_items]
-    train_metrics = _summary(_predict(parts.top, cache, keys_t, 64, direct), y_train, ds.classes)
-    val_metrics = _summary(_predict(parts.top, cache, keys_v, 64, direct), y_val, ds.classes)
+    train_metrics = _summary(_predict(parts.top, cache, keys_t, direct), y_train, ds.classes)
+    val_metrics = _summary(_predict(parts.top, cache, keys_v, direct), y_val, ds.classes)
     cache_stats = {
         **cache.stats.to_json(),
         "base_forward_images": sum(e.images for e in base.extractors),
