@@ -115,8 +115,6 @@ class BasePass:
         self.engine = engine
         if engine != "litert":
             self.stop_early()
-        elif self._early_extractor is not None:
-            self._early_extractor.threads = os.cpu_count() or 1  # the import is over
         return engine
 
     def fill(
@@ -142,6 +140,8 @@ class BasePass:
                 early, self._early = self._early, None
                 if while_waiting is not None and not early.future.done():
                     while_waiting()  # main-thread work that overlaps the pass
+                if self._early_extractor is not None:
+                    self._early_extractor.threads = os.cpu_count() or 1  # this thread now waits
                 try:
                     result = early.result(on_progress)
                 except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below

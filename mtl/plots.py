@@ -19,7 +19,7 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> Path:
     from mtl.rundir import write_atomic
 
-    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     return path
 
 
