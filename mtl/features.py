@@ -97,6 +97,14 @@ class FeatureCache:
             self._used += value.nbytes
 
 
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with zero rows appended up to ``rows`` (a short last batch): one input
+    shape means one traced function or one tensor allocation, not two."""
+    if not rows or not 0 < len(x) < rows:
+        return x
+    return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), dtype=x.dtype)])
+
+
 class FeatureExtractor(Protocol):
     spec: str
     batch: int
@@ -125,10 +133,7 @@ class Extractor:
         self.calls += 1
         self.images += len(pixels)
         n = len(pixels)
-        x = pixels.astype("float32")
-        if self.batch and 0 < n < self.batch:
-            # Pad a short last batch: one input shape means one traced graph, not two.
-            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), dtype=x.dtype)])
+        x = pad_rows(pixels.astype("float32"), self.batch)
         out = self.net(x, training=False) if self.direct else self.net.predict_on_batch(x)
         return np.asarray(as_numpy(out), dtype=np.float32)[:n]
 

@@ -101,8 +101,8 @@ def accelerators() -> list[str]:
     return []
 
 
-def describe_device() -> str:
-    devices = accelerators()
+def describe_device(devices: list[str] | None = None) -> str:
+    devices = accelerators() if devices is None else devices
     backend = keras().backend.backend()
     if devices:
         return f"{backend} on {len(devices)} accelerator(s): {', '.join(devices)}"
@@ -179,17 +179,19 @@ def setup_training(precision: str = "auto") -> TrainingDevices:
 
         strategy, how, chief = _tf_strategy(tf)
         benefit = _tf_compute_capability(tf) >= 7.0
-    elif backend == "jax":
-        benefit = bool(accelerators())
+    # Only now: listing logical devices starts TensorFlow's runtime, and a
+    # MultiWorkerMirroredStrategy must be created before that.
+    found = accelerators()
+    if backend == "jax":
+        benefit = bool(found)
     mixed = precision == "mixed" or (precision == "auto" and benefit)
     k.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
-    parts = [describe_device()]
-    accelerated = bool(accelerators())
+    parts = [describe_device(found)]
     if how:
         parts.append(how)
     parts.append("mixed float16" if mixed else "float32")
-    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief, accelerated)
+    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief, bool(found))
 
 
 def set_seed(seed: int) -> None:

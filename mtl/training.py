@@ -197,8 +197,7 @@ def _predict(
     for start in range(0, len(keys), batch):
         x = features.stack(cache, keys[start : start + batch]).astype("float32")
         n = len(x)
-        if n < batch:  # one input shape, so one traced function for every call
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), dtype=x.dtype)])
+        x = features.pad_rows(x, batch)
         y = top(x, training=False) if direct else top.predict_on_batch(x)
         out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64)[:n])
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -215,12 +214,12 @@ def _optimizer(name: str, lr: float) -> Any:
 
 
 def _val_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Loss and accuracy as Keras' sparse categorical cross-entropy and accuracy give them."""
+    """Validation loss and accuracy, computed as ``metrics.json``'s are."""
+    from mtl.metrics import cross_entropy
+
     if not len(labels):
         return float("nan"), float("nan")
-    p = probs / probs.sum(axis=1, keepdims=True)
-    p = np.clip(p[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
-    return float(-np.log(p).mean()), float((probs.argmax(axis=1) == labels).mean())
+    return cross_entropy(probs, labels), float((probs.argmax(axis=1) == labels).mean())
 
 
 def _callbacks(
