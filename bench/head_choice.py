@@ -1,6 +1,6 @@
 """Which default head? Val accuracy / loss of candidate heads on the same cached features.
 
-Every candidate runs through `mtl.training.train` (the product path) with a shared
+Every candidate runs through `mtl.training.trainer.train` (the product path) with a shared
 feature cache, over several seeds (each seed changes both the split and the init).
 
     python bench/head_choice.py --data ../shared/data/hymenoptera/train --alpha 0.75
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
 
-    from mtl.config import resolve
-    from mtl.training import train
+    from mtl.training.config import resolve
+    from mtl.training.trainer import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

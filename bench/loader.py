@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mtl.images import iter_batches, list_images, load_image
+from mtl.data.images import iter_batches, list_images, load_image
 
 
 def naive(path: Path, size: int) -> np.ndarray:

@@ -34,7 +34,7 @@ if (ROOT.parent / "shared" / "weights").is_dir():
 
 def naive_loop(model, paths: list[Path], size: int, class_names: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
     """The blog's loop: one image, one model.predict, repeat."""
-    from mtl.images import load_image
+    from mtl.data.images import load_image
 
     labels = []
     for path in paths:
@@ -69,9 +69,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from mtl.export import export_model
-    from mtl.images import list_images
-    from mtl.predict import open_model, predict_paths
+    from mtl.data.images import list_images
+    from mtl.inference.export import export_model
+    from mtl.inference.predict import open_model, predict_paths
 
     paths = list_images(args.data)
     if len(paths) < 150:
@@ -91,7 +91,7 @@ def main() -> None:
     keras_predictor = open_model(args.model)
     names = keras_predictor.class_names
     size = keras_predictor.image_size
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     model = load_model(args.model).model
     # Warm both arms up (graph tracing) outside the timings.

@@ -29,7 +29,8 @@ import json, os, sys, time
 t0 = time.perf_counter()
 import keras
 import tensorflow as tf
-from mtl import backbones, weights
+from mtl.model import backbones
+from mtl.assets import weights
 train_dir, val_dir = sys.argv[1], sys.argv[2]
 alpha, epochs, seed = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 keras.utils.set_random_seed(seed)
@@ -123,7 +124,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from mtl import dataset
+    from mtl.data import dataset
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="3")

@@ -120,7 +120,7 @@ def make_corpus(folder: Path) -> dict[str, Entry]:
 
 def reference_pixels(size: int) -> np.ndarray:
     """What a correct loader returns for the corpus' source photo (as stored in cmyk/webp...)."""
-    from mtl.images import load_image
+    from mtl.data.images import load_image
 
     return load_image(_save_tmp_png(), size)
 

@@ -119,7 +119,7 @@ def test_a_manifest_cannot_point_fetch_outside_out(cli, tmp_path):
 
 
 def test_a_manifest_cannot_make_train_read_outside_the_data_folder(tmp_path):
-    from mtl import dataset
+    from mtl.data import dataset
     from mtl.errors import DataError
 
     for label in ("a", "b"):

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def base_parts():
-    from mtl.backbones import weights_file
-    from mtl.classifier import build_parts
-    from mtl.weights import resolve
+    from mtl.assets.weights import resolve
+    from mtl.model.backbones import weights_file
+    from mtl.model.classifier import build_parts
 
     return build_parts(
         ["ants", "bees"], model="mobilenet", alpha=ALPHA,
@@ -29,9 +29,9 @@ def base_parts():
 
 
 def test_litert_features_equal_keras_features_on_real_photos(base_parts):
-    from mtl.images import load_image
-    from mtl.litebase import LiteExtractor
+    from mtl.data.images import load_image
     from mtl.runtime import tflite_flatbuffer
+    from mtl.training.litebase import LiteExtractor
 
     photos = (
         sorted((HYMENOPTERA / "ants").iterdir())[:6] + sorted((HYMENOPTERA / "bees").iterdir())[:6]
@@ -121,9 +121,9 @@ def _devices(**kw):
 
 
 def test_engine_choice(monkeypatch, tmp_path):
-    from mtl.basepass import BasePass
-    from mtl.config import resolve
     from mtl.errors import UsageError
+    from mtl.training.basepass import BasePass
+    from mtl.training.config import resolve
 
     def choose(devices, **options):
         return BasePass(resolve(None, options), tmp_path / "w.h5").choose(devices)

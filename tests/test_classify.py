@@ -55,7 +55,7 @@ def test_probabilities_equal_direct_keras(sample_results, sample_photos):
     """mtl == keras.applications.MobileNet(weights='imagenet') + preprocess_input, same pixels."""
     import keras
 
-    from mtl.images import load_image
+    from mtl.data.images import load_image
 
     net = keras.applications.MobileNet(alpha=ALPHA, weights="imagenet")
     names = sorted(sample_photos)

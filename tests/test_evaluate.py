@@ -29,7 +29,7 @@ def test_set(trained_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(trained_model, test_set):
-    from mtl.evaluate import evaluate
+    from mtl.inference.evaluate import evaluate
 
     return evaluate(trained_model.path, test_set)
 
@@ -142,7 +142,7 @@ def test_not_a_test_set(cli, trained_model, tmp_path):
 
 
 def test_metric_functions_against_scikit_learn():
-    from mtl.evaluate import confusion_matrix, precision_recall_f1
+    from mtl.inference.evaluate import confusion_matrix, precision_recall_f1
 
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 4, 200)  # class 4 never occurs; class 3 is never predicted

@@ -37,14 +37,14 @@ def exported(trained_model, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def val_pixels(trained_model) -> np.ndarray:
-    from mtl.images import load_image
+    from mtl.data.images import load_image
 
     return np.stack([load_image(f, 224) for f in trained_model.val_files])
 
 
 def test_float_tflite_matches_keras_within_1e4(exported, trained_model, val_pixels):
-    from mtl.modelio import load_model
-    from mtl.tflite import TFLiteModel, labels_path_for, read_labels
+    from mtl.inference.tflite import TFLiteModel, labels_path_for, read_labels
+    from mtl.model.modelio import load_model
 
     lite = TFLiteModel(exported["float"])
     assert lite.input_dtype == "float32" and lite.image_size == 224
@@ -59,7 +59,7 @@ def test_float_tflite_matches_keras_within_1e4(exported, trained_model, val_pixe
 
 
 def test_int8_tflite_agrees_on_top1(exported, trained_model, val_pixels):
-    from mtl.tflite import TFLiteModel
+    from mtl.inference.tflite import TFLiteModel
 
     lite = TFLiteModel(exported["int8"])
     assert lite.input_dtype == "float32"  # raw RGB in, quantized inside
@@ -109,7 +109,7 @@ def test_tflite_predict_never_imports_tensorflow(exported, trained_model):
 
 
 def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
-    from mtl.tflite import TFLiteModel
+    from mtl.inference.tflite import TFLiteModel
 
     target = tmp_path / "phone" / "ants_bees.tflite"
     result = cli.invoke(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mtl import dataset
 from mtl.cli import app
+from mtl.data import dataset
 from tests.conftest import HYMENOPTERA
 
 

@@ -7,8 +7,8 @@ import resource
 import numpy as np
 import pytest
 
+from mtl.data.images import expand_inputs, list_images, load_image
 from mtl.errors import ImageError
-from mtl.images import expand_inputs, list_images, load_image
 from tests.corpus import make_corpus, reference_pixels
 
 

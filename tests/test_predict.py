@@ -29,9 +29,9 @@ def confident(trained_model) -> tuple[Path, str]:
 
 def test_probabilities_are_exactly_the_models(cli, trained_model):
     """Same pixels (load_image), same preprocessing (inside the model): same probabilities."""
-    from mtl.images import load_image
-    from mtl.modelio import load_model
-    from mtl.predict import predict
+    from mtl.data.images import load_image
+    from mtl.inference.predict import predict
+    from mtl.model.modelio import load_model
 
     files = trained_model.train_files[:2] + trained_model.val_files[-2:]
     loaded = load_model(trained_model.path)
@@ -76,7 +76,7 @@ def test_other_sizes_formats_and_orientations_give_the_same_label(
     exif[0x0112] = 6
     img.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
 
-    from mtl.images import load_image
+    from mtl.data.images import load_image
 
     assert load_image(tmp_path / "rotated.jpg", 224).shape == (224, 224, 3)
     code, data, stderr = predict_json(cli, trained_model.path, str(photo))
@@ -152,7 +152,7 @@ def tiny_model(with_class_names: bool, model_format: int | None = None):  # type
     x = keras.layers.GlobalAveragePooling2D()(inputs)
     x = keras.layers.Dense(2, activation="softmax")(x)
     if with_class_names:
-        from mtl.layers import ClassNames
+        from mtl.model.layers import ClassNames
 
         kwargs = {} if model_format is None else {"model_format": model_format}
         x = ClassNames(["a", "b"], mtl_version="9.0.0", **kwargs)(x)

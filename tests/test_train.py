@@ -50,8 +50,8 @@ def shared_cache(tmp_path_factory):
 
 
 def test_reloaded_model_reaches_088_on_val(trained):
-    from mtl.images import load_image
-    from mtl.modelio import load_model
+    from mtl.data.images import load_image
+    from mtl.model.modelio import load_model
 
     run, _ = trained
     loaded = load_model(run / "model.keras")
@@ -69,7 +69,7 @@ def test_reloaded_model_reaches_088_on_val(trained):
 
 
 def test_saved_model_layout(trained):
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     run, _ = trained
     model = load_model(run / "model.keras").model
@@ -106,9 +106,10 @@ def test_run_folder_contents(trained):
 @pytest.mark.parametrize("freeze", ["all", "20"])
 def test_base_runs_once_then_only_the_trainable_part(tmp_path, monkeypatch, freeze):
     """Every base forward pass happens before epoch 1; epochs 2+ run none (freeze all and N)."""
-    from mtl import features, litebase
-    from mtl.config import resolve
-    from mtl.training import train
+    from mtl.data import features
+    from mtl.training import litebase
+    from mtl.training.config import resolve
+    from mtl.training.trainer import train
 
     events: list[str] = []
 
@@ -147,10 +148,10 @@ def test_base_runs_once_then_only_the_trainable_part(tmp_path, monkeypatch, free
 def test_editing_a_file_invalidates_only_its_entry(tmp_path):
     from PIL import Image
 
-    from mtl import features
-    from mtl.backbones import weights_file
-    from mtl.classifier import build_parts
-    from mtl.weights import resolve as resolve_weights
+    from mtl.assets.weights import resolve as resolve_weights
+    from mtl.data import features
+    from mtl.model.backbones import weights_file
+    from mtl.model.classifier import build_parts
 
     data = subset(tmp_path / "data", 3)
     paths = sorted(data.rglob("*.jpg"))
@@ -241,7 +242,7 @@ def test_corrupt_files_are_skipped_and_reported(cli, tmp_path, shared_cache):
 
 def test_fine_tune_and_augment_phases(cli, tmp_path, shared_cache):
     """Smoke: a second phase at a low rate, and augmentation layers inside the saved model."""
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     data = subset(tmp_path / "data", 6)
     run = tmp_path / "run"

@@ -76,7 +76,7 @@ def test_two_logical_cpus_use_mirrored_strategy(tiny, tmp_path):
 
 
 def test_two_workers_with_tf_config_end_with_the_same_weights(tiny, tmp_path):
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     ports = [closed_port(), closed_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

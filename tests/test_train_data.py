@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mtl import config, dataset
 from mtl.cli import app
+from mtl.data import dataset
 from mtl.errors import DataError, UsageError
+from mtl.training import config
 from tests.conftest import HYMENOPTERA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +142,7 @@ def test_existing_model_refused_unless_force(cli, tmp_path):
 
 
 def test_next_run_dir_numbering(tmp_path):
-    from mtl.rundir import next_run_dir
+    from mtl.training.rundir import next_run_dir
 
     assert next_run_dir(tmp_path) == tmp_path / "train"
     (tmp_path / "train").mkdir()

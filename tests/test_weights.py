@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mtl import backbones, weights
+from mtl.assets import weights
 from mtl.errors import UsageError, WeightsUnavailable
+from mtl.model import backbones
 from tests.conftest import WEIGHTS
 
 

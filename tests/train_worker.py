@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mtl import runtime
-from mtl.config import resolve
-from mtl.images import load_image
-from mtl.modelio import load_model
-from mtl.training import train
+from mtl.data.images import load_image
+from mtl.model.modelio import load_model
+from mtl.training.config import resolve
+from mtl.training.trainer import train
 
 
 def main() -> None:

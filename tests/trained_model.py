@@ -32,7 +32,7 @@ class TrainedModel:
 
 def split(data: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
     """Every 2nd photo of each class to train, the rest to validation (stratified, fixed)."""
-    from mtl.images import list_images
+    from mtl.data.images import list_images
 
     train, val = [], []
     for label, name in enumerate(CLASSES):
@@ -53,10 +53,11 @@ def _link_tree(items: list[tuple[Path, int]], root: Path) -> Path:
 def make_trained_model(
     data: Path, out_dir: Path, alpha: float = 0.75, epochs: int = 30, seed: int = 0
 ) -> TrainedModel:
-    from mtl import backbones, weights
-    from mtl.classifier import build_classifier
-    from mtl.images import load_image
-    from mtl.modelio import save_model
+    from mtl.assets import weights
+    from mtl.data.images import load_image
+    from mtl.model import backbones
+    from mtl.model.classifier import build_classifier
+    from mtl.model.modelio import save_model
     from mtl.runtime import keras
 
     k = keras()

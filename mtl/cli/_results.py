@@ -6,7 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtl.cli._common import err, out, print_json
-from mtl.results import ImageResult
+from mtl.inference.results import ImageResult
 
 
 def render_image_results(results: list[ImageResult], *, as_json: bool, title: str) -> int:

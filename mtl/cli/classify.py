@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Classify images into the 1000 ImageNet classes with a pretrained MobileNet."""
-        from mtl.classify import classify as run
+        from mtl.inference.classify import classify as run
 
         with download_progress() as on_download, progress_bar("classifying") as on_progress:
             results = call(

@@ -12,7 +12,7 @@ from rich.table import Table
 from mtl.cli._common import call, err, info, out, print_json, progress_bar, warn
 
 if TYPE_CHECKING:
-    from mtl.evaluate import EvaluationReport
+    from mtl.inference.evaluate import EvaluationReport
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         Unreadable images are listed and counted apart; they never count as
         wrong predictions.
         """
-        from mtl.evaluate import evaluate as run
+        from mtl.inference.evaluate import evaluate as run
 
         with progress_bar("evaluating") as on_progress:
             report = call(

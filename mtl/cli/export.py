@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         The exported model takes raw RGB 0-255 float32 pixels at the model's
         size, like the Keras model; int8 quantizes the inside only.
         """
-        from mtl.export import export_model
+        from mtl.inference.export import export_model
 
         with progress_bar("calibrating") as on_progress:
             report = call(

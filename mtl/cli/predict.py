@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         The model takes raw photos: image size, preprocessing and class names
         all come from the model file, never from options.
         """
-        from mtl.predict import predict as run
+        from mtl.inference.predict import predict as run
 
         with progress_bar("predicting") as on_progress:
             report = call(

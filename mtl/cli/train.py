@@ -127,8 +127,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
-        from mtl.config import resolve
-        from mtl.training import train as run
+        from mtl.training.config import resolve
+        from mtl.training.trainer import train as run
 
         overrides = {
             "epochs": epochs,
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
                 extra = ", ".join(given) or "--config/--out/--force"
                 raise fail(f"--resume uses the run's own settings; drop {extra}", 2)
             cfg = None
-            from mtl.training import is_finished
+            from mtl.training.trainer import is_finished
 
             if is_finished(resume):  # idempotent for scripts: nothing left to do is success
                 if as_json:

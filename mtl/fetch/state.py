@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mtl.data.images import is_image_name
 from mtl.fetch.dedupe import Entry, HashIndex
 from mtl.fetch.download import TEMP_PREFIX, TEMP_SUFFIX
 from mtl.fetch.manifest import (
@@ -23,7 +24,6 @@ from mtl.fetch.manifest import (
 )
 from mtl.fetch.reasons import Rejected
 from mtl.fetch.validate import inspect_image
-from mtl.images import is_image_name
 
 
 def now_iso() -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mtl import runtime
+from mtl.assets.weights import RemoteFile
 from mtl.errors import UsageError
-from mtl.weights import RemoteFile
 
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -89,7 +89,7 @@ def build(
 ) -> Any:
     """Build a Keras MobileNet taking preprocessed input (v1/v2) or raw 0-255 (v3).
 
-    ``weights`` is a local weights file (see :func:`mtl.weights.resolve`) or
+    ``weights`` is a local weights file (see :func:`mtl.assets.weights.resolve`) or
     None for random initialisation, so tests of the architecture run offline.
     """
     family = check(model, alpha, size)

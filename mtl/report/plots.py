@@ -17,7 +17,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from mtl.rundir import write_atomic
+    from mtl.training.rundir import write_atomic
 
     write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     return path

@@ -6,11 +6,13 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mtl import backbones, runtime, weights
+from mtl import runtime
+from mtl.assets import weights
+from mtl.data.images import expand_inputs, iter_batches
 from mtl.errors import UsageError
-from mtl.imagenet import load_class_index
-from mtl.images import expand_inputs, iter_batches
-from mtl.results import ImageResult, top_k
+from mtl.inference.results import ImageResult, top_k
+from mtl.model import backbones
+from mtl.model.imagenet import load_class_index
 
 ProgressFn = Callable[[int, int], None]
 

@@ -1,7 +1,7 @@
 """A folder-per-class dataset: scanning, a stable stratified split, class weights, warnings.
 
 Nothing here imports Keras. Decoding (the per-file check) happens once, in
-:mod:`mtl.features`, and its failures come back here as skipped files.
+:mod:`mtl.data.features`, and its failures come back here as skipped files.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl.data.images import IMAGE_EXTENSIONS, is_image_name, list_images
 from mtl.errors import DataError
-from mtl.images import IMAGE_EXTENSIONS, is_image_name, list_images
 
 MANIFEST = "manifest.jsonl"
 MIN_PER_CLASS = 10

@@ -75,7 +75,7 @@ def _dir_size(path: Path) -> int:
 
 def representative_images(data_dir: str | os.PathLike[str], count: int) -> tuple[list[Path], int]:
     """Up to ``count`` images spread evenly over ``data_dir`` (recursively), and how many exist."""
-    from mtl.images import list_images
+    from mtl.data.images import list_images
 
     root = Path(data_dir)
     if not root.is_dir():
@@ -101,7 +101,7 @@ def export_model(
     on_progress: ProgressFn | None = None,
 ) -> ExportReport:
     """Export ``model_path`` (a model.keras from mtl train); files appear only when complete."""
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received format={fmt!r}")
@@ -120,7 +120,7 @@ def export_model(
     model_path = Path(model_path)
     target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
     if fmt == "tflite":
-        from mtl.tflite import labels_path_for
+        from mtl.inference.tflite import labels_path_for
 
         labels_file = labels_path_for(target)
         files.check_new(target, force=force)
@@ -182,7 +182,7 @@ def _convert_tflite(
 ) -> bytes:
     import tensorflow as tf
 
-    from mtl.images import load_image
+    from mtl.data.images import load_image
     from mtl.runtime import _quiet_native_stderr
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mtl.images import iter_batches
+from mtl.data.images import iter_batches
 
 FORMAT = 1
 ProgressFn = Callable[[int, int], None]
@@ -86,7 +86,7 @@ class FeatureCache:
         path = self._file(key)
         fits = self._used + value.nbytes <= self.memory_bytes
         if path is not None and (self.persistent or not fits):
-            from mtl.rundir import write_atomic
+            from mtl.training.rundir import write_atomic
 
             write_atomic(path, lambda fh: np.save(fh, value))
             if not fits:

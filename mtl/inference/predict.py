@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl.data.images import expand_inputs, iter_batches
 from mtl.errors import ModelFileError, UsageError
-from mtl.images import expand_inputs, iter_batches
-from mtl.results import ImageResult, top_k
+from mtl.inference.results import ImageResult, top_k
 
 ProgressFn = Callable[[int, int], None]
 
@@ -51,7 +51,7 @@ def open_model(
         return _open_tflite(path, labels)
     if labels is not None:
         raise UsageError("--labels is only for .tflite models; a .keras model carries its labels")
-    from mtl.modelio import load_model
+    from mtl.model.modelio import load_model
 
     loaded = load_model(path)
     model = loaded.model
@@ -65,7 +65,7 @@ def open_model(
 
 
 def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
-    from mtl.tflite import TFLiteModel, labels_path_for, read_labels
+    from mtl.inference.tflite import TFLiteModel, labels_path_for, read_labels
 
     model = TFLiteModel(path)
     labels_file = Path(labels) if labels is not None else labels_path_for(path)

@@ -1,7 +1,7 @@
 """``mtl train``: a folder-per-class dataset in, a trained classifier and its run folder out.
 
-The frozen part of the network runs once per image (:mod:`mtl.features`);
-each epoch trains only the rest (:func:`mtl.classifier.build_parts`), whose
+The frozen part of the network runs once per image (:mod:`mtl.data.features`);
+each epoch trains only the rest (:func:`mtl.model.classifier.build_parts`), whose
 layers are shared with the saved model, so what is evaluated and saved is
 exactly what was trained.
 """
@@ -20,10 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from mtl import __version__, backbones, checkpoint, dataset, features, rundir, runtime, weights
-from mtl.basepass import BasePass
-from mtl.config import TrainConfig, validate
+from mtl import __version__, runtime
+from mtl.assets import weights
+from mtl.data import dataset, features
 from mtl.errors import UsageError
+from mtl.model import backbones
+from mtl.training import checkpoint, rundir
+from mtl.training.basepass import BasePass
+from mtl.training.config import TrainConfig, validate
 
 ProgressFn = Callable[[str, int, int], None]
 FIRST_PASS = "checking images + computing features"
@@ -215,7 +219,7 @@ def _optimizer(name: str, lr: float) -> Any:
 
 def _val_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Validation loss and accuracy, computed as ``metrics.json``'s are."""
-    from mtl.metrics import cross_entropy
+    from mtl.report.metrics import cross_entropy
 
     if not len(labels):
         return float("nan"), float("nan")
@@ -396,7 +400,7 @@ def _train(
     on_epoch: Callable[[EpochLog], None] | None,
     ckpt: checkpoint.Checkpoint | None = None,
 ) -> TrainResult:
-    from mtl.classifier import Parts, build_parts
+    from mtl.model.classifier import Parts, build_parts
 
     seconds: dict[str, float] = {}
     info = {"model": cfg.model, "alpha": cfg.alpha, "image_size": cfg.image_size}
@@ -656,7 +660,7 @@ def _train(
 
 
 def _summary(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    from mtl.metrics import summary
+    from mtl.report.metrics import summary
 
     return summary(probs, labels, classes)
 
@@ -673,7 +677,7 @@ def _describe_cache(parts: Any, n_base: int, engine: str) -> str:
 
 
 def _write_run(result: TrainResult, model: Any, ds: dataset.Dataset) -> None:
-    from mtl.modelio import save_model
+    from mtl.model.modelio import save_model
 
     d = result.run_dir
     files = [
@@ -743,7 +747,7 @@ def _write_run(result: TrainResult, model: Any, ds: dataset.Dataset) -> None:
         },
     )
     try:
-        from mtl import plots
+        from mtl.report import plots
 
         plots.learning_curves([h.to_json() for h in result.history], d / "learning_curves.png")
         plots.confusion_matrix(

@@ -80,7 +80,7 @@ def store(spec: BaseSpec, flatbuffer: bytes) -> Path | None:
 class LiteExtractor:
     """The converted frozen part under LiteRT: raw RGB 0-255 in, features out.
 
-    The same interface as :class:`mtl.features.Extractor` (``spec``, ``batch``,
+    The same interface as :class:`mtl.data.features.Extractor` (``spec``, ``batch``,
     ``calls``, ``images``). XNNPACK's results do not depend on the thread count
     or the batch size (checked in tests), so a run that starts the pass during
     the import (one thread) and one that does not (all cores) get the same bits.
@@ -125,7 +125,7 @@ class LiteExtractor:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         self.calls += 1
         self.images += len(pixels)
-        from mtl.features import pad_rows
+        from mtl.data.features import pad_rows
 
         n = len(pixels)
         x = pad_rows(pixels.astype(np.float32), self.batch)

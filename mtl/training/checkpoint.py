@@ -23,7 +23,7 @@ import numpy as np
 
 from mtl import files
 from mtl.errors import UsageError
-from mtl.rundir import write_json
+from mtl.training.rundir import write_json
 
 FOLDER = "checkpoint"
 RUN_FILE = "run.json"

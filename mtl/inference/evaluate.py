@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mtl.data.images import list_images
 from mtl.errors import DataError, UsageError
-from mtl.images import list_images
 
 ProgressFn = Callable[[int, int], None]
 
@@ -175,7 +175,7 @@ def evaluate(
 ) -> EvaluationReport:
     """Predict every image of a folder-per-class test set and score the predictions."""
     from mtl import files
-    from mtl.predict import open_model, predict_paths
+    from mtl.inference.predict import open_model, predict_paths
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1. Received batch_size={batch_size}")

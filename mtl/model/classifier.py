@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtl import backbones
 from mtl.errors import UsageError
+from mtl.model import backbones
 from mtl.runtime import keras as _keras
 
 # Augmentation: small, label-preserving changes; Keras layers that are identity at inference.
@@ -71,7 +71,7 @@ def assemble(
     augment: bool = False,
 ) -> Any:
     """Join preprocessing, backbone and head into the one model that is saved."""
-    from mtl.layers import ClassNames
+    from mtl.model.layers import ClassNames
 
     keras = _keras()
     inputs = keras.Input((size, size, 3), name="image")

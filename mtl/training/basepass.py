@@ -1,6 +1,6 @@
 """The frozen base's one pass over every image: which engine runs it, and starting it early.
 
-``auto`` runs the pass with LiteRT (:mod:`mtl.litebase`) when training is on a
+``auto`` runs the pass with LiteRT (:mod:`mtl.training.litebase`) when training is on a
 CPU with the TensorFlow backend, in float32 on one device, and with Keras
 everywhere else (a GPU is far faster than any CPU engine). The choice is
 made from the settings and devices alone, never from what happens to be
@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mtl import features, litebase, runtime
-from mtl.config import TrainConfig
+from mtl import runtime
+from mtl.data import features
 from mtl.errors import UsageError
+from mtl.training import litebase
+from mtl.training.config import TrainConfig
 
 ProgressFn = Callable[[int, int], None]
 

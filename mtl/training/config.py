@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtl import backbones
 from mtl.errors import UsageError
+from mtl.model import backbones
 
 if sys.version_info >= (3, 11):
     import tomllib

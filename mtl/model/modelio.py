@@ -39,7 +39,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def find_class_names_layer(model: Any) -> Any | None:
-    from mtl.layers import ClassNames
+    from mtl.model.layers import ClassNames
 
     for layer in reversed(model.layers):
         if isinstance(layer, ClassNames):
@@ -54,7 +54,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelFileError(f"no model file at {path}")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not an mtl model (expected a .keras file from mtl train)")
-    from mtl.layers import MODEL_FORMAT
+    from mtl.model.layers import MODEL_FORMAT
     from mtl.runtime import keras
 
     k = keras()
@@ -94,7 +94,7 @@ def _why_unloadable(path: Path, exc: Exception) -> str:
             config = json.loads(z.read("config.json"))
     except (OSError, zipfile.BadZipFile, ValueError):
         return "damaged Keras model file"
-    import mtl.layers
+    import mtl.model.layers
 
     unknown: set[str] = set()
 
@@ -102,7 +102,7 @@ def _why_unloadable(path: Path, exc: Exception) -> str:
         if isinstance(node, dict):
             module, name = node.get("module"), node.get("class_name")
             is_ours = isinstance(module, str) and module.split(".")[0] == "mtl"
-            if is_ours and isinstance(name, str) and not hasattr(mtl.layers, name):
+            if is_ours and isinstance(name, str) and not hasattr(mtl.model.layers, name):
                 unknown.add(name)
             for value in node.values():
                 walk(value)
