@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr() -> Iterator[None]:
     if os.environ.get("MTL_DEBUG"):
         yield
         return
@@ -54,7 +54,7 @@ def backend_name() -> str:
 @cache
 def keras() -> ModuleType:
     """Import Keras (and its backend) once, quietly, and initialise the devices."""
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         import keras as k
 
         if k.backend.backend() == "tensorflow":
@@ -121,9 +121,7 @@ class TrainingDevices:
 
     description: str
     strategy: Any | None  # a tf.distribute.Strategy, or None for the backend's default device
-    replicas: int
     mixed_precision: bool
-    is_chief: bool = True
     accelerated: bool = False  # a GPU (or other accelerator) is in use
 
     def scope(self) -> contextlib.AbstractContextManager[Any]:
@@ -140,30 +138,23 @@ def _tf_compute_capability(tf: Any) -> float:
     return best
 
 
-def _tf_strategy(tf: Any) -> tuple[Any | None, str, bool]:
+def _tf_strategy(tf: Any) -> tuple[Any | None, str]:
     """MultiWorkerMirrored with TF_CONFIG, Mirrored over several GPUs (or logical CPUs)."""
     if os.environ.get("TF_CONFIG"):
         import json
 
-        spec = json.loads(os.environ["TF_CONFIG"])
-        task = spec.get("task", {})
-        workers = len(spec.get("cluster", {}).get("worker", []))
-        chief = task.get("type") == "chief" or (
-            task.get("type") == "worker"
-            and int(task.get("index", 0)) == 0
-            and "chief" not in spec.get("cluster", {})
-        )
+        workers = len(json.loads(os.environ["TF_CONFIG"]).get("cluster", {}).get("worker", []))
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return strategy, f"MultiWorkerMirroredStrategy, {workers} workers", chief
+        return strategy, f"MultiWorkerMirroredStrategy, {workers} workers"
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy(), f"MirroredStrategy over {len(gpus)} GPUs", True
+        return tf.distribute.MirroredStrategy(), f"MirroredStrategy over {len(gpus)} GPUs"
     cpus = tf.config.list_logical_devices("CPU")
     if not gpus and len(cpus) > 1:
         devices = [d.name for d in cpus]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
-        return strategy, f"MirroredStrategy over {len(cpus)} logical CPUs", True
-    return None, "", True
+        return strategy, f"MirroredStrategy over {len(cpus)} logical CPUs"
+    return None, ""
 
 
 def setup_training(precision: str = "auto") -> TrainingDevices:
@@ -172,12 +163,11 @@ def setup_training(precision: str = "auto") -> TrainingDevices:
     backend = k.backend.backend()
     strategy: Any | None = None
     how = ""
-    chief = True
     benefit = False
     if backend == "tensorflow":
         import tensorflow as tf
 
-        strategy, how, chief = _tf_strategy(tf)
+        strategy, how = _tf_strategy(tf)
         benefit = _tf_compute_capability(tf) >= 7.0
     # Only now: listing logical devices starts TensorFlow's runtime, and a
     # MultiWorkerMirroredStrategy must be created before that.
@@ -186,12 +176,11 @@ def setup_training(precision: str = "auto") -> TrainingDevices:
         benefit = bool(found)
     mixed = precision == "mixed" or (precision == "auto" and benefit)
     k.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
     parts = [describe_device(found)]
     if how:
         parts.append(how)
     parts.append("mixed float16" if mixed else "float32")
-    return TrainingDevices(", ".join(parts), strategy, replicas, mixed, chief, bool(found))
+    return TrainingDevices(", ".join(parts), strategy, mixed, bool(found))
 
 
 def set_seed(seed: int) -> None:
@@ -276,7 +265,7 @@ def tflite_flatbuffer(model: Any, input_shape: tuple[int, ...]) -> bytes:
 
     spec = tf.TensorSpec([None, *input_shape], tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         return bytes(converter.convert())

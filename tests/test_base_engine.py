@@ -116,7 +116,7 @@ def test_an_unwritable_cache_folder_still_trains(cli, tmp_path, monkeypatch):
 def _devices(**kw):
     from mtl.runtime import TrainingDevices
 
-    values = {"description": "test", "strategy": None, "replicas": 1, "mixed_precision": False}
+    values = {"description": "test", "strategy": None, "mixed_precision": False}
     return TrainingDevices(**{**values, **kw})
 
 

@@ -61,12 +61,14 @@ def test_metrics_match_scikit_learn(report):
 
 def test_predictions_are_the_models(report, trained_model):
     """The evaluated predictions are the trained model's own, computed independently."""
+    # Keyed by resolved path: the report lists the test set's links resolved, and
+    # ../shared may itself be reached through a link.
     expected = {
-        str(f): int(np.argmax(row))
+        str(f.resolve()): int(np.argmax(row))
         for f, row in zip(trained_model.val_files, trained_model.val_probabilities, strict=True)
     }
     truth = {
-        str(f): int(y)
+        str(f.resolve()): int(y)
         for f, y in zip(trained_model.val_files, trained_model.val_labels, strict=True)
     }
     assert len(report.files) == len(expected) == 122
@@ -139,20 +141,3 @@ def test_not_a_test_set(cli, trained_model, tmp_path):
     assert result.exit_code == 2 and "one folder per class" in result.stderr
     result = cli.invoke(app, ["evaluate", str(trained_model.path), str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no test set folder" in result.stderr
-
-
-def test_metric_functions_against_scikit_learn():
-    from mtl.inference.evaluate import confusion_matrix, precision_recall_f1
-
-    rng = np.random.default_rng(0)
-    y_true = rng.integers(0, 4, 200)  # class 4 never occurs; class 3 is never predicted
-    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, 200))
-    y_pred[y_pred == 3] = 2
-    cm = confusion_matrix(y_true, y_pred, 5)
-    np.testing.assert_array_equal(cm, metrics.confusion_matrix(y_true, y_pred, labels=range(5)))
-    p, r, f, s = precision_recall_f1(cm)
-    expected = metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=range(5), zero_division=0
-    )
-    for mine, theirs in zip((p, r, f, s), expected, strict=True):
-        np.testing.assert_allclose(mine, theirs)

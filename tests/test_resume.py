@@ -18,6 +18,7 @@ from tests.conftest import ALPHA, HYMENOPTERA, ROOT
 
 # 3 epochs on the head, then 2 fine-tuning the top of the base: a kill can land in either.
 ARGS = ["--alpha", str(ALPHA), "--epochs", "3", "--fine-tune-epochs", "2", "--patience", "0"]
+SLOW_WORKER = Path(__file__).with_name("slow_train.py")
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,11 @@ def test_killed_run_resumes_to_the_same_result(
     cli, small_data, uninterrupted, tmp_path, kill_after
 ):
     run = tmp_path / "run"
-    env = dict(os.environ, MTL_TEST_EPOCH_DELAY="3")  # time to land the kill between epochs
-    cmd = [sys.executable, "-m", "mtl", "train", str(small_data), *ARGS, "--out", str(run)]
+    # The same settings as ARGS, through the API with a callback that slows every epoch's
+    # end: time to land the kill between epochs.
+    options = ["alpha", str(ALPHA), "epochs", "3", "fine_tune_epochs", "2", "patience", "0"]
+    cmd = [sys.executable, str(SLOW_WORKER), str(small_data), str(run), *options]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

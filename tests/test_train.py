@@ -90,7 +90,7 @@ def test_run_folder_contents(trained):
     assert cfg["alpha"] == ALPHA and cfg["freeze"] == "all" and cfg["head"] == [512]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["val"]["per_class"]) == {"ants", "bees"}
-    assert np.array(metrics["val"]["confusion_matrix"]).sum() == metrics["val"]["count"]
+    assert np.array(metrics["val"]["confusion_matrix"]["matrix"]).sum() == metrics["val"]["count"]
     assert metrics["skipped"] == []
     with (run / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))

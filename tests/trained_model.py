@@ -56,7 +56,7 @@ def make_trained_model(
     from mtl.assets import weights
     from mtl.data.images import load_image
     from mtl.model import backbones
-    from mtl.model.classifier import build_classifier
+    from mtl.model.classifier import build_parts
     from mtl.model.modelio import save_model
     from mtl.runtime import keras
 
@@ -67,7 +67,11 @@ def make_trained_model(
         os.environ.get("MTL_WEIGHTS_DIR"),
         download=False,
     )
-    model = build_classifier(CLASSES, alpha=alpha, weights=wfile)
+    info = {"model": "mobilenet", "alpha": alpha, "image_size": 224}
+    model = build_parts(
+        CLASSES, model="mobilenet", alpha=alpha, weights=wfile, size=224,
+        head_units=(), dropout=0.2, freeze_layers=None, info=info,
+    ).model  # fmt: skip
     size = int(model.input_shape[1])
     features = k.Model(model.input, model.get_layer("pool").output)
     train, val = split(data)

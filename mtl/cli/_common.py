@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from mtl.errors import MtlError
+from mtl.progress import ProgressFn
 
 # Results go to stdout, everything else (progress, warnings, errors) to stderr,
 # so `mtl ... --json | jq` always sees clean JSON.
@@ -64,29 +65,67 @@ def info(message: str) -> None:
     err.print(_escape(message), highlight=False)
 
 
+class Bars:
+    """Progress bars on stderr, one per named task, each created when it first reports
+    (so nothing is left on screen for work that never happened)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, name: str, done: int, total: int | None, description: str = "") -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self._progress.start()
+        label = _escape(description or name)
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(label, total=total)
+        self._progress.update(self._tasks[name], completed=done, total=total, description=label)
+
+    def task(self, name: str) -> ProgressFn:
+        """``on_progress(done, total)`` drawing the bar called ``name``."""
+        return lambda done, total: self.update(name, done, total)
+
+    def print(self, line: str) -> None:
+        """A plain line on stderr, above the bars while they are drawn."""
+        err.print(line, highlight=False, markup=False)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def bars_enabled(quiet: bool = False) -> bool:
+    return not quiet and (err.is_terminal or os.environ.get("MTL_PROGRESS") == "1")
+
+
 @contextmanager
-def progress_bar(description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``update(done, total, description=None)``."""
-    if quiet or not err.is_terminal and os.environ.get("MTL_PROGRESS") != "1":
-        yield lambda done, total, description=None: None
-        return
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(description, total=None)
+def progress(quiet: bool = False) -> Iterator[Bars]:
+    """The progress bars of one command, on a terminal (or with MTL_PROGRESS=1)."""
+    bars = Bars(bars_enabled(quiet))
+    try:
+        yield bars
+    finally:
+        bars.close()
 
-        def update(done: int, total: int | None, description: str | None = None) -> None:
-            fields: dict[str, Any] = {"completed": done, "total": total}
-            if description:
-                fields["description"] = description
-            bar.update(task, **fields)
 
-        yield update
+@contextmanager
+def progress_bar(description: str, *, quiet: bool = False) -> Iterator[ProgressFn]:
+    """One bar: yields ``on_progress(done, total)``."""
+    with progress(quiet) as bars:
+        yield bars.task(description)
 
 
 def run_app(app: typer.Typer) -> None:
@@ -129,10 +168,10 @@ def _leave(code: int) -> NoReturn:
 
 @contextmanager
 def download_progress() -> Iterator[Callable[[str, int, int | None], None]]:
-    """A progress bar for weight downloads, shown only once a download starts."""
-    with progress_bar("downloading") as update:
+    """A progress bar for weight downloads, drawn only once a download starts."""
+    with progress() as bars:
 
         def on_download(name: str, done: int, total: int | None) -> None:
-            update(done, total, description=f"downloading {name}")
+            bars.update("download", done, total, f"downloading {name}")
 
         yield on_download

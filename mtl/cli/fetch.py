@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from mtl.cli._common import call, err, out, print_json, warn
+from mtl.cli._common import call, out, print_json, progress, warn
 
 if TYPE_CHECKING:
     from mtl.fetch import FetchResult
@@ -101,20 +100,11 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator[ProgressFn]:
-    """One bar per keyword on stderr, only on a terminal (or with MTL_PROGRESS=1)."""
-    if quiet or (not err.is_terminal and os.environ.get("MTL_PROGRESS") != "1"):
-        yield lambda slug, keyword, kept, limit: None
-        return
-    from rich import progress as rp
-
-    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn())
-    with rp.Progress(*columns, rp.TimeElapsedColumn(), console=err) as bar:
-        tasks: dict[str, Any] = {}
+    """One bar per keyword."""
+    with progress(quiet) as bars:
 
         def update(slug: str, keyword: str, kept: int, limit: int) -> None:
-            if slug not in tasks:
-                tasks[slug] = bar.add_task(keyword, total=limit)
-            bar.update(tasks[slug], completed=min(kept, limit))
+            bars.update(slug, min(kept, limit), limit, keyword)
 
         yield update
 

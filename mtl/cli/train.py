@@ -8,7 +8,18 @@ from typing import Any
 
 import typer
 
-from mtl.cli._common import call, download_progress, err, fail, info, out, print_json, warn
+from mtl.cli._common import (
+    Bars,
+    call,
+    download_progress,
+    fail,
+    info,
+    out,
+    print_json,
+    progress,
+    warn,
+)
+from mtl.training.config import KEYS, TrainConfig
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -29,8 +40,16 @@ split.csv, history.csv, metrics.json and PNG plots.
 """
 
 
-def _opt(default_note: str, *names: str, help: str) -> Any:
-    return typer.Option(None, *names, help=f"{help} [default: {default_note}]", show_default=False)
+_DEFAULTS = TrainConfig().to_dict()
+
+
+def _opt(key: str, *names: str, help: str) -> Any:
+    """An option for config key ``key``: None when not given (the config file or the
+    built-in default then decides), its help showing the built-in default."""
+    default = _DEFAULTS[key]
+    if isinstance(default, list):
+        default = ",".join(map(str, default)) or "none"
+    return typer.Option(None, *names, help=help, show_default=str(default))
 
 
 def register(app: typer.Typer) -> None:
@@ -43,8 +62,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--out",
             "-o",
-            help="Run folder [default: runs/train, runs/train2, ...]",
-            show_default=False,
+            help="Run folder.",
+            show_default="runs/train, runs/train2, ...",
         ),
         force: bool = typer.Option(
             False, "--force", help="Train into an existing, non-empty run folder."
@@ -58,27 +77,33 @@ def register(app: typer.Typer) -> None:
         config_file: Path | None = typer.Option(
             None, "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
         ),
-        epochs: int | None = _opt("10", "--epochs", "-e", help="Epochs of the first phase."),
-        batch_size: int | None = _opt("32", "--batch-size", "-b", help="Images per step."),
+        epochs: int | None = _opt("epochs", "--epochs", "-e", help="Epochs of the first phase."),
+        batch_size: int | None = _opt("batch_size", "--batch-size", "-b", help="Images per step."),
         learning_rate: float | None = _opt(
-            "0.001", "--lr", "--learning-rate", help="Learning rate."
+            "learning_rate", "--lr", "--learning-rate", help="Learning rate."
         ),
-        optimizer: str | None = _opt("adam", "--optimizer", help="adam, adamw, sgd or rmsprop."),
+        optimizer: str | None = _opt(
+            "optimizer", "--optimizer", help="adam, adamw, sgd or rmsprop."
+        ),
         head: str | None = _opt(
-            "512", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
+            "head", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
         ),
-        dropout: float | None = _opt("0.5", "--dropout", help="Dropout before the softmax."),
+        dropout: float | None = _opt("dropout", "--dropout", help="Dropout before the softmax."),
         freeze: str | None = _opt(
-            "all",
+            "freeze",
             "--freeze",
             help="'all' (whole base frozen) or N: freeze the first N base layers.",
         ),
         fine_tune_epochs: int | None = _opt(
-            "0", "--fine-tune-epochs", help="Second phase: unfreeze the top of the base."
+            "fine_tune_epochs",
+            "--fine-tune-epochs",
+            help="Second phase: unfreeze the top of the base.",
         ),
-        fine_tune_lr: float | None = _opt("1e-5", "--fine-tune-lr", help="Its learning rate."),
+        fine_tune_lr: float | None = _opt(
+            "fine_tune_lr", "--fine-tune-lr", help="Its learning rate."
+        ),
         fine_tune_layers: int | None = _opt(
-            "30", "--fine-tune-layers", help="How many top base layers it unfreezes."
+            "fine_tune_layers", "--fine-tune-layers", help="How many top base layers it unfreezes."
         ),
         augment: bool | None = typer.Option(
             None,
@@ -86,29 +111,33 @@ def register(app: typer.Typer) -> None:
             help="Random flips, rotations, zoom (training only).",
             show_default=False,
         ),
-        val_split: float | None = _opt("0.2", "--val-split", help="Fraction held out (stable)."),
-        seed: int | None = _opt("42", "--seed", help="Seed for the split and training."),
+        val_split: float | None = _opt(
+            "val_split", "--val-split", help="Fraction held out (stable)."
+        ),
+        seed: int | None = _opt("seed", "--seed", help="Seed for the split and training."),
         class_weight: str | None = _opt(
-            "none", "--class-weight", help="'auto': weight classes by inverse frequency."
+            "class_weight", "--class-weight", help="'auto': weight classes by inverse frequency."
         ),
         patience: int | None = _opt(
-            "5", "--patience", help="Early stopping on val loss (keeps the best epoch); 0: off."
+            "patience",
+            "--patience",
+            help="Early stopping on val loss (keeps the best epoch); 0: off.",
         ),
         model: str | None = _opt(
-            "mobilenet",
+            "model",
             "--model",
             "-m",
             help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
         ),
         alpha: float | None = _opt(
-            "1.0", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
+            "alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
         ),
-        image_size: int | None = _opt("224", "--image-size", help="Input size in pixels."),
+        image_size: int | None = _opt("image_size", "--image-size", help="Input size in pixels."),
         precision: str | None = _opt(
-            "auto", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
+            "precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
         ),
         base_engine: str | None = _opt(
-            "auto",
+            "base_engine",
             "--base-engine",
             help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
             "Keras on accelerators), litert or keras.",
@@ -122,36 +151,17 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path | None = typer.Option(
             None,
             "--cache-dir",
-            help="Keep base features here and reuse them in later runs [default: in memory].",
+            help="Keep base features here and reuse them in later runs.",
+            show_default="in memory",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
+        params = dict(locals())
+        overrides = {k: v for k, v in params.items() if k in KEYS}
         from mtl.training.config import resolve
         from mtl.training.trainer import train as run
 
-        overrides = {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "optimizer": optimizer,
-            "head": head,
-            "dropout": dropout,
-            "freeze": freeze,
-            "fine_tune_epochs": fine_tune_epochs,
-            "fine_tune_lr": fine_tune_lr,
-            "fine_tune_layers": fine_tune_layers,
-            "augment": augment,
-            "val_split": val_split,
-            "seed": seed,
-            "class_weight": class_weight,
-            "patience": patience,
-            "model": model,
-            "alpha": alpha,
-            "image_size": image_size,
-            "precision": precision,
-            "base_engine": base_engine,
-        }
         if resume is not None:
             given = sorted(k for k, v in overrides.items() if v is not None)
             if given or config_file or out_dir or force:
@@ -169,7 +179,8 @@ def register(app: typer.Typer) -> None:
             if data is None:
                 raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
             cfg = call(resolve, config_file, overrides)
-        with download_progress() as on_download, _Display() as display:
+        with download_progress() as on_download, progress() as bars:
+            display = _Display(bars)
             result = call(
                 run,
                 data,
@@ -195,39 +206,12 @@ def register(app: typer.Typer) -> None:
 class _Display:
     """Progress on stderr: the file check / feature pass, then one line per epoch."""
 
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.task: Any = None
+    def __init__(self, bars: Bars) -> None:
+        self.bars = bars
         self.warned: list[str] = []
 
-    def __enter__(self) -> _Display:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-            disable=not err.is_terminal,
-        )
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
     def progress(self, stage: str, done: int, total: int) -> None:
-        if self.task is None or self.bar.tasks[self.task].description != stage:
-            self.task = self.bar.add_task(stage, total=total)
-        self.bar.update(self.task, completed=done, total=total)
+        self.bars.update(stage, done, total)
 
     def start(self, s: Any) -> None:
         info(f"training on {s.device}")
@@ -241,26 +225,19 @@ class _Display:
         if s.skipped:
             warn(f"skipped {len(s.skipped)} unreadable file(s):")
             for f, reason in s.skipped:
-                err.print(f"  {f}: {reason}", highlight=False, markup=False)
+                self.bars.print(f"  {f}: {reason}")
         for message in s.warnings:
             warn(message)
         self.warned = list(s.warnings)
-        self.task = self.bar.add_task("training", total=None)
 
     def epoch(self, e: Any) -> None:
-        self.bar.update(
-            self.task, completed=e.epoch, total=e.epochs, description=f"epoch {e.epoch}/{e.epochs}"
-        )
+        self.bars.update("training", e.epoch, e.epochs, f"epoch {e.epoch}/{e.epochs}")
         mark = " *" if e.best else ""
         phase = " fine-tune" if e.phase == "fine_tune" else ""
-        line = (
+        self.bars.print(
             f"epoch {e.epoch:>3}/{e.epochs}{phase}  loss {e.loss:.4f}  acc {e.accuracy:.4f}  "
             f"val_loss {e.val_loss:.4f}  val_acc {e.val_accuracy:.4f}  {e.seconds:.2f}s{mark}"
         )
-        if err.is_terminal:
-            self.bar.console.print(line, highlight=False, markup=False)
-        else:
-            err.print(line, highlight=False, markup=False)
 
 
 def _fmt(x: float) -> str:

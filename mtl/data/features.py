@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mtl import files
 from mtl.data.images import iter_batches
+from mtl.progress import ProgressFn
 
 FORMAT = 1
-ProgressFn = Callable[[int, int], None]
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -86,9 +87,7 @@ class FeatureCache:
         path = self._file(key)
         fits = self._used + value.nbytes <= self.memory_bytes
         if path is not None and (self.persistent or not fits):
-            from mtl.training.rundir import write_atomic
-
-            write_atomic(path, lambda fh: np.save(fh, value))
+            files.write_stream(path, lambda fh: np.save(fh, value), force=True)
             if not fits:
                 self.stats.spilled += 1
                 return

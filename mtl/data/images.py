@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +215,3 @@ def iter_batches(
             bad = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, str)]
             pixels = np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)
             yield Batch(paths=[p for p, _ in ok], pixels=pixels, failures=bad)
-
-
-ProgressFn = Callable[[int, int], None]

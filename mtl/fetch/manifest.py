@@ -71,11 +71,6 @@ class AmbiguousImage:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    files.write_text(path, text, force=True)
-
-
 def _read_lines(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
@@ -104,7 +99,7 @@ def load_manifest(out: Path) -> list[ManifestEntry]:
 def save_manifest(out: Path, entries: list[ManifestEntry]) -> None:
     rows = sorted(entries, key=lambda e: e.file)
     text = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in rows)
-    write_atomic(out / MANIFEST, text)
+    files.write_text(out / MANIFEST, text, force=True)
 
 
 def _strs(value: object) -> tuple[str, ...]:
@@ -130,4 +125,4 @@ def save_ambiguous(out: Path, images: list[AmbiguousImage]) -> None:
         return
     rows = sorted(images, key=lambda a: (a.sha256, a.classes))
     text = "".join(json.dumps(a.to_json(), ensure_ascii=False) + "\n" for a in rows)
-    write_atomic(out / AMBIGUOUS, text)
+    files.write_text(out / AMBIGUOUS, text, force=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from mtl import runtime
@@ -13,8 +13,7 @@ from mtl.errors import UsageError
 from mtl.inference.results import ImageResult, top_k
 from mtl.model import backbones
 from mtl.model.imagenet import load_class_index
-
-ProgressFn = Callable[[int, int], None]
+from mtl.progress import ProgressFn
 
 
 def pretrained_classifier(model: str, alpha: float, weights_file: Path, size: int) -> object:

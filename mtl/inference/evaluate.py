@@ -1,13 +1,13 @@
 """Judging a trained model on a folder-per-class test set.
 
-Metrics are computed here with numpy (the tests check them against
-scikit-learn). Unreadable files are counted apart, never as wrong answers.
+The numbers come from :mod:`mtl.report.metrics` (the same as ``metrics.json``
+of a training run, in the same JSON shape). Unreadable files are counted
+apart, never as wrong answers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,31 +16,8 @@ import numpy as np
 
 from mtl.data.images import list_images
 from mtl.errors import DataError, UsageError
-
-ProgressFn = Callable[[int, int], None]
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    """``cm[i, j]``: images of true class i predicted as class j."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return cm
-
-
-def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (scikit-learn's ``zero_division=0``)."""
-    num = num.astype(np.float64)
-    den = den.astype(np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-
-def precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class precision, recall, F1 and support from a confusion matrix."""
-    tp = np.diag(cm)
-    precision = _safe_divide(tp, cm.sum(axis=0))
-    recall = _safe_divide(tp, cm.sum(axis=1))
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
-    return precision, recall, f1, cm.sum(axis=1)
+from mtl.progress import ProgressFn
+from mtl.report import metrics
 
 
 @dataclass(frozen=True)
@@ -76,6 +53,7 @@ class EvaluationReport:
     confusion: np.ndarray
     misclassified: list[Misclassified]
     bad_files: list[tuple[str, str]]
+    summary: dict[str, Any]  # :func:`mtl.report.metrics.summary`: the JSON shape train uses
     warnings: list[str] = field(default_factory=list)
     plot_file: Path | None = None
 
@@ -94,23 +72,7 @@ class EvaluationReport:
             "classes": self.class_names,
             "images": self.images,
             "correct": self.correct,
-            "accuracy": round(self.accuracy, 6),
-            "macro_f1": round(self.macro_f1, 6),
-            "per_class": {
-                m.label: {
-                    "precision": round(m.precision, 6),
-                    "recall": round(m.recall, 6),
-                    "f1": round(m.f1, 6),
-                    "support": m.support,
-                }
-                for m in self.per_class
-            },
-            "confusion_matrix": {
-                "labels": self.class_names,
-                "rows": "true class",
-                "columns": "predicted class",
-                "matrix": self.confusion.tolist(),
-            },
+            **self.summary,
             "misclassified": [
                 {
                     "file": m.file,
@@ -197,8 +159,8 @@ def evaluate(
     probs = np.stack([probs_by_path[p] for p in ok]).astype(np.float64)
     y_true = np.array([truth[p] for p in ok], dtype=np.int64)
     y_pred = np.argmax(probs, axis=1)
-    cm = confusion_matrix(y_true, y_pred, len(names))
-    precision, recall, f1, support = precision_recall_f1(cm)
+    cm = metrics.confusion_matrix(y_true, y_pred, len(names))
+    precision, recall, f1, support = metrics.precision_recall_f1(cm)
     per_class = [
         ClassMetrics(names[i], float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
         for i in range(len(names))
@@ -215,7 +177,6 @@ def evaluate(
         if t != q
     ]
     wrong.sort(key=lambda m: -m.probability)  # the most confident mistakes first
-    present = [i for i in range(len(names)) if support[i] > 0]
     report = EvaluationReport(
         model=str(model_path),
         data=str(data_dir),
@@ -226,10 +187,11 @@ def evaluate(
         probabilities=probs,
         accuracy=float(np.mean(y_true == y_pred)),
         per_class=per_class,
-        macro_f1=float(np.mean(f1[present])),
+        macro_f1=metrics.macro_f1(cm),
         confusion=cm,
         misclassified=wrong,
         bad_files=bad,
+        summary=metrics.summary(probs, y_true, names),
         warnings=warnings,
     )
     if plot_path is not None:
@@ -240,34 +202,10 @@ def evaluate(
 def plot_confusion_matrix(
     report: EvaluationReport, path: str | os.PathLike[str], *, force: bool = False
 ) -> Path:
-    """Write the confusion matrix as a PNG heat map with counts in the cells."""
-    import matplotlib
+    """The confusion matrix as a PNG heat map (the renderer ``mtl train`` uses too)."""
+    from mtl.report import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtl import files
-
-    cm = report.confusion
-    n = len(report.class_names)
-    side = min(20.0, 4.0 + 0.6 * n)
-    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
-    try:
-        ax.imshow(cm, cmap="Blues", vmin=0)
-        ax.set_xticks(range(n), report.class_names, rotation=45, ha="right")
-        ax.set_yticks(range(n), report.class_names)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(
-            f"{Path(report.model).name}\naccuracy {report.accuracy:.1%} on {report.images} images",
-            fontsize=10,
-        )
-        top = cm.max() if cm.size else 0
-        for i in range(n):
-            for j in range(n):
-                colour = "white" if top and cm[i, j] > top / 2 else "black"
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=colour)
-        fig.tight_layout()
-        return files.write_with(path, lambda tmp: fig.savefig(tmp, format="png"), force=force)
-    finally:
-        plt.close(fig)
+    title = f"{Path(report.model).name}: accuracy {report.accuracy:.1%} on {report.images} images"
+    return plots.confusion_matrix(
+        report.confusion.tolist(), report.class_names, path, title=title, force=force
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,10 @@ import numpy as np
 
 from mtl import files
 from mtl.errors import DataError, UsageError
+from mtl.progress import ProgressFn
 
 FORMATS = ("tflite", "saved_model")
 QUANTIZATIONS = ("none", "dynamic", "int8")
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -167,9 +166,9 @@ def export_model(
 
 def _export_saved_model(model: Any, folder: Path) -> None:
     """A TF SavedModel with one ``serve`` signature: (n, size, size, 3) float32 -> probabilities."""
-    from mtl.runtime import _quiet_native_stderr
+    from mtl.runtime import quiet_native_stderr
 
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         model.export(str(folder), format="tf_saved_model", verbose=False)
 
 
@@ -183,7 +182,7 @@ def _convert_tflite(
     import tensorflow as tf
 
     from mtl.data.images import load_image
-    from mtl.runtime import _quiet_native_stderr
+    from mtl.runtime import quiet_native_stderr
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     if quantize in ("dynamic", "int8"):
@@ -208,7 +207,7 @@ def _convert_tflite(
         # Integer kernels everywhere; input and output stay float32 (raw RGB in,
         # probabilities out), with a quantize / dequantize op at each end.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         try:
             return bytes(converter.convert())
         except DataError:

@@ -20,8 +20,7 @@ import numpy as np
 from mtl.data.images import expand_inputs, iter_batches
 from mtl.errors import ModelFileError, UsageError
 from mtl.inference.results import ImageResult, top_k
-
-ProgressFn = Callable[[int, int], None]
+from mtl.progress import ProgressFn
 
 
 @dataclass

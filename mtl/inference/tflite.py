@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mtl.errors import ModelFileError
+from mtl.litert import LiteModel
 
 LABELS_SUFFIX = ".labels.txt"
 
@@ -51,59 +51,37 @@ class TFLiteModel:
         if not self.path.is_file():
             raise ModelFileError(f"no model file at {self.path}")
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            import ai_edge_litert.interpreter  # noqa: F401
         except ImportError:  # pragma: no cover - a dependency of mtl
             raise ModelFileError(
                 "running .tflite models needs ai-edge-litert (pip install ai-edge-litert)"
             ) from None
-        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
-
         try:
-            with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-                self._interp: Any = Interpreter(
-                    model_path=str(self.path), num_threads=num_threads or os.cpu_count() or 1
-                )
-                self._interp.allocate_tensors()
+            self.model = LiteModel(self.path, threads=num_threads)
         except (ValueError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(
                 f"{self.path} is not a readable TFLite model: {first[:200]}"
             ) from None
-        inputs = self._interp.get_input_details()
-        outputs = self._interp.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelFileError(f"{self.path} is not an mtl image classifier (inputs/outputs)")
-        self._in = inputs[0]
-        self._out = outputs[0]
-        shape = [int(s) for s in self._in["shape"]]
+        shape = [int(s) for s in self.model.input["shape"]]
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             raise ModelFileError(
                 f"{self.path} is not an mtl image classifier (input shape {shape})"
             )
         self.image_size = shape[1]
-        self.num_classes = int(self._out["shape"][-1])
-        signature = self._in.get("shape_signature")
+        self.num_classes = int(self.model.output["shape"][-1])
+        signature = self.model.input.get("shape_signature")
         self._dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
-        self._batch = shape[0]
 
     @property
     def input_dtype(self) -> str:
-        return np.dtype(self._in["dtype"]).name
-
-    def _resize(self, n: int) -> None:
-        if n != self._batch:
-            size = self.image_size
-            self._interp.resize_tensor_input(self._in["index"], [n, size, size, 3], strict=True)
-            self._interp.allocate_tensors()
-            self._in = self._interp.get_input_details()[0]
-            self._out = self._interp.get_output_details()[0]
-            self._batch = n
+        return np.dtype(self.model.input["dtype"]).name
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = np.dtype(self._in["dtype"])
+        dtype = np.dtype(self.model.input["dtype"])
         if dtype == np.float32:
             return x.astype(np.float32)
-        scale, zero = self._in["quantization"]
+        scale, zero = self.model.input["quantization"]
         info = np.iinfo(dtype)
         q = np.round(x.astype(np.float32) / scale + zero)
         return np.clip(q, info.min, info.max).astype(dtype)
@@ -111,14 +89,12 @@ class TFLiteModel:
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
         if y.dtype == np.float32:
             return y
-        scale, zero = self._out["quantization"]
+        scale, zero = self.model.output["quantization"]
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        self._resize(len(x))
-        self._interp.set_tensor(self._in["index"], self._quantize(x))
-        self._interp.invoke()
-        return np.array(self._dequantize(self._interp.get_tensor(self._out["index"])))
+        self.model.resize(len(x), strict=True)
+        return self._dequantize(self.model.run(self._quantize(x)))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) RGB 0-255 to (n, classes) probabilities."""

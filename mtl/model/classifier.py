@@ -88,24 +88,6 @@ def assemble(
     return keras.Model(inputs, outputs, name="mtl_classifier")
 
 
-def build_classifier(
-    class_names: Sequence[str],
-    *,
-    model: str = backbones.DEFAULT_MODEL,
-    alpha: float = backbones.DEFAULT_ALPHA,
-    weights: Path | None = None,
-    size: int = backbones.DEFAULT_SIZE,
-    head_units: Sequence[int] = (),
-    dropout: float = 0.2,
-) -> Any:
-    """A classifier with a frozen ImageNet base (``weights``: the no-top file) and a new head."""
-    backbone = backbones.build(model, alpha, include_top=False, weights=weights, size=size)
-    backbone.trainable = False
-    head = build_head(int(backbone.output_shape[-1]), len(class_names), head_units, dropout)
-    info = {"model": model, "alpha": alpha, "image_size": size}
-    return assemble(backbone, head, class_names, model, size, info)
-
-
 def freeze(backbone: Any, n: int, *, keep_batchnorm_frozen: bool = False) -> None:
     """Freeze ``backbone.layers[:n]`` (as the blog's ``model.layers[:20]``), unfreeze the rest.
 

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Judging predictions: metrics (plain NumPy) and the PNG plots that show them."""

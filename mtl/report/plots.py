@@ -1,10 +1,17 @@
-"""PNG plots of a run (matplotlib, Agg backend: no display needed)."""
+"""PNG plots of a run and of an evaluation (matplotlib, Agg backend: no display needed).
+
+One confusion-matrix renderer serves ``mtl train`` (validation split) and
+``mtl evaluate`` (a test folder); only the title differs.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from mtl import files
 
 
 def _pyplot() -> Any:
@@ -16,15 +23,19 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
-    from mtl.training.rundir import write_atomic
-
-    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    return path
+def _save(fig: Any, path: str | os.PathLike[str], force: bool) -> Path:
+    return files.write_stream(path, lambda fh: fig.savefig(fh, format="png", dpi=110), force=force)
 
 
-def learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train and validation; a line marks the fine-tuning start."""
+def learning_curves(
+    history: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    kept_epoch: int | None = None,
+    force: bool = True,
+) -> Path:
+    """Loss and accuracy per epoch, train and validation; dashed lines mark the
+    fine-tuning start and the epoch whose weights were kept."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -35,35 +46,45 @@ def learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
         starts = [h["epoch"] for h in history if h.get("phase") == "fine_tune"]
         if starts:
             ax.axvline(min(starts) - 0.5, color="grey", linestyle="--", label="fine-tuning")
+        if kept_epoch:
+            ax.axvline(kept_epoch, color="green", linestyle=":", label=f"kept (epoch {kept_epoch})")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     try:
-        return _save(fig, path)
+        return _save(fig, path, force)
     finally:
         plt.close(fig)
 
 
-def confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
+def confusion_matrix(
+    cm: Sequence[Sequence[int]],
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    force: bool = True,
+) -> Path:
+    """A heat map with the count in every cell; rows are true classes, columns predicted."""
     plt = _pyplot()
     k = len(classes)
-    size = min(3 + 0.5 * k, 20)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("validation confusion matrix")
-    top = max((max(row) for row in cm), default=0)
-    for i in range(k):
-        for j in range(k):
-            color = "white" if cm[i][j] > top / 2 else "black"
-            ax.text(j, i, str(cm[i][j]), ha="center", va="center", color=color)
-    fig.tight_layout()
+    side = min(4.0 + 0.6 * k, 20.0)
+    fig, ax = plt.subplots(figsize=(side, side))
     try:
-        return _save(fig, path)
+        ax.imshow(cm, cmap="Blues", vmin=0)
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=10)
+        top = max((max(row) for row in cm), default=0)
+        for i in range(k):
+            for j in range(k):
+                color = "white" if top and cm[i][j] > top / 2 else "black"
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", color=color)
+        fig.tight_layout()
+        return _save(fig, path, force)
     finally:
         plt.close(fig)

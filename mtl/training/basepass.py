@@ -17,15 +17,48 @@ from typing import Any
 from mtl import runtime
 from mtl.data import features
 from mtl.errors import UsageError
+from mtl.progress import ProgressFn
 from mtl.training import litebase
 from mtl.training.config import TrainConfig
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _needs_strategy() -> bool:
     """Whether :func:`mtl.runtime.setup_training` will pick a multi-device strategy."""
     return bool(os.environ.get("TF_CONFIG")) or int(os.environ.get("MTL_CPU_DEVICES") or 1) > 1
+
+
+def decide_engine(
+    cfg: TrainConfig,
+    backend: str,
+    multi_device: bool,
+    mixed_precision: bool,
+    accelerated: bool = False,
+    devices: str = "",
+) -> str:
+    """The one place that decides what runs the frozen base: "litert" or "keras".
+
+    ``--base-engine litert`` where LiteRT cannot run is a usage error.
+    """
+    want = cfg.base_engine
+    if want == "keras" or cfg.augment:
+        return "keras"
+    if backend != "tensorflow":
+        if want == "litert":
+            raise UsageError(
+                "--base-engine litert converts the base with TensorFlow; it needs "
+                f"KERAS_BACKEND=tensorflow. Received KERAS_BACKEND={backend}"
+            )
+        return "keras"
+    if multi_device or mixed_precision:
+        if want == "litert":
+            raise UsageError(
+                "--base-engine litert runs the base in float32 on one device; use "
+                f"--base-engine keras here. Received devices: {devices or 'several or mixed'}"
+            )
+        return "keras"
+    if accelerated and want == "auto":
+        return "keras"  # a GPU is far faster than any CPU engine
+    return "litert"
 
 
 class BasePass:
@@ -42,9 +75,9 @@ class BasePass:
         self._digest = ""
         self._early: features.Background | None = None
         self._early_extractor: litebase.LiteExtractor | None = None
-        self._early_spec = ""
+        self._early_spec: litebase.BaseSpec | None = None
 
-    def spec(self, freeze: str) -> litebase.BaseSpec:
+    def spec(self, freeze: int | None) -> litebase.BaseSpec:
         if not self._digest:
             self._digest = features.file_digest(self.weights_file)
         c = self.cfg
@@ -55,16 +88,19 @@ class BasePass:
     def start_early(self, paths: Sequence[Path], cache: features.FeatureCache) -> None:
         """Start the pass in a thread now if a converted base is on disk and LiteRT may run it."""
         c = self.cfg
-        if (
-            c.base_engine == "keras"
-            or c.augment
-            or c.precision == "mixed"
-            or c.freeze == 0
-            or runtime.backend_name() != "tensorflow"
-            or _needs_strategy()
-        ):
+        if c.freeze == 0:  # nothing frozen: nothing to compute once
             return
-        spec = self.spec("all" if c.freeze_all else str(c.freeze))
+        # Before TensorFlow is up the devices are not known: assume one plain CPU. Should
+        # they turn out otherwise, :meth:`choose` stops the pass.
+        try:
+            engine = decide_engine(
+                c, runtime.backend_name(), _needs_strategy(), c.precision == "mixed"
+            )
+        except UsageError:
+            return  # reported by :meth:`choose`, once the devices are known
+        if engine != "litert":
+            return
+        spec = self.spec(c.freeze)
         path = spec.path()
         if not path.is_file():
             return
@@ -83,7 +119,7 @@ class BasePass:
             batch_size=max(c.batch_size, 32),
         )
         self._early_extractor = extractor
-        self._early_spec = spec.text()
+        self._early_spec = spec
         self.started_early = True
 
     def stop_early(self) -> None:
@@ -93,36 +129,22 @@ class BasePass:
 
     def choose(self, devices: runtime.TrainingDevices) -> str:
         """Decide the engine once the devices are known (an early pass not wanted is stopped)."""
-        c = self.cfg
-        want = c.base_engine
-        engine = "litert"
-        if want == "keras" or c.augment:
-            engine = "keras"
-        elif runtime.backend_name() != "tensorflow":
-            if want == "litert":
-                raise UsageError(
-                    "--base-engine litert converts the base with TensorFlow; it needs "
-                    f"KERAS_BACKEND=tensorflow. Received KERAS_BACKEND={runtime.backend_name()}"
-                )
-            engine = "keras"
-        elif devices.strategy is not None or devices.mixed_precision:
-            if want == "litert":
-                raise UsageError(
-                    "--base-engine litert runs the base in float32 on one device; use "
-                    f"--base-engine keras here. Received devices: {devices.description}"
-                )
-            engine = "keras"
-        elif devices.accelerated and want == "auto":
-            engine = "keras"
-        self.engine = engine
-        if engine != "litert":
+        self.engine = decide_engine(
+            self.cfg,
+            runtime.backend_name(),
+            devices.strategy is not None,
+            devices.mixed_precision,
+            devices.accelerated,
+            devices.description,
+        )
+        if self.engine != "litert":
             self.stop_early()
-        return engine
+        return self.engine
 
     def fill(
         self,
         parts: Any,
-        freeze: str,
+        freeze: int | None,
         paths: Sequence[Path],
         cache: features.FeatureCache,
         *,
@@ -138,12 +160,12 @@ class BasePass:
         extractor: features.FeatureExtractor | None = None
         if parts.extractor is not None and self.engine == "litert":
             spec = self.spec(freeze)
-            if self._early is not None and self._early_spec == spec.text():
+            if self._early is not None and self._early_spec == spec:
                 early, self._early = self._early, None
                 if while_waiting is not None and not early.future.done():
                     while_waiting()  # main-thread work that overlaps the pass
                 if self._early_extractor is not None:
-                    self._early_extractor.threads = os.cpu_count() or 1  # this thread now waits
+                    self._early_extractor.set_threads(os.cpu_count() or 1)  # this thread waits
                 try:
                     result = early.result(on_progress)
                 except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below

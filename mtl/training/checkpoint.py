@@ -23,7 +23,6 @@ import numpy as np
 
 from mtl import files
 from mtl.errors import UsageError
-from mtl.training.rundir import write_json
 
 FOLDER = "checkpoint"
 RUN_FILE = "run.json"
@@ -46,7 +45,9 @@ def folder(run_dir: Path) -> Path:
 
 
 def write_run(run_dir: Path, config: dict[str, Any], data: Path) -> None:
-    write_json(folder(run_dir) / RUN_FILE, {"config": config, "data": str(data.resolve())})
+    files.write_json(
+        folder(run_dir) / RUN_FILE, {"config": config, "data": str(data.resolve())}, force=True
+    )
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], Path]:
@@ -85,18 +86,15 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
         "history": ckpt.history,
         "early": ckpt.early,
     }
-    write_json(where / STATE_FILE, state)
+    files.write_json(where / STATE_FILE, state, force=True)
     for old in where.glob("*.npz"):
         if old.name not in (name, best):
             old.unlink(missing_ok=True)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a handle: np.savez would append .npz to a name
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-
-    files.write_with(path, write, force=True)
+    # A handle, not a name: np.savez would append .npz to the temp file's name.
+    files.write_stream(path, lambda fh: np.savez(fh, **arrays), force=True)  # type: ignore[arg-type]
 
 
 def load(run_dir: Path) -> Checkpoint | None:

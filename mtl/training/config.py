@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ class TrainConfig:
     # One hidden layer of 512 with dropout 0.5: lowest val loss in bench/head_choice.py.
     head: list[int] = field(default_factory=lambda: [512])
     dropout: float = 0.5
-    freeze: str | int = "all"
+    # Base layers frozen from the bottom: None freezes the whole base ("all" in files).
+    freeze: int | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     epochs: int = 10
@@ -58,11 +59,15 @@ class TrainConfig:
     cache_memory_mb: int = 2048
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as saved in ``config.json`` and checkpoints (``freeze`` None as "all")."""
+        values = dataclasses.asdict(self)
+        values["freeze"] = "all" if self.freeze is None else self.freeze
+        return values
 
-    @property
-    def freeze_all(self) -> bool:
-        return self.freeze == "all"
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str = "settings") -> TrainConfig:
+        """Settings read back from a file, checked as ``--config`` values are."""
+        return resolve_values([(where, values)])
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -101,7 +106,10 @@ def parse_head(value: Any) -> list[int]:
     return units
 
 
-def parse_freeze(value: Any) -> str | int:
+def parse_freeze(value: Any) -> int | None:
+    """``"all"`` (or None) freezes the whole base: None; else a number of base layers."""
+    if value is None:
+        return None
     if isinstance(value, bool):
         raise UsageError(f"freeze must be 'all' or a layer count. Received freeze={value!r}")
     if isinstance(value, int):
@@ -109,7 +117,7 @@ def parse_freeze(value: Any) -> str | int:
     else:
         text = str(value).strip().lower()
         if text == "all":
-            return "all"
+            return None
         try:
             n = int(text)
         except ValueError:
@@ -239,11 +247,16 @@ def resolve(
     config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
     """Defaults, then the TOML file, then ``overrides`` (None values mean "not given")."""
-    values: dict[str, Any] = {}
     sources: list[tuple[str, Mapping[str, Any]]] = []
     if config_file is not None:
         sources.append((str(config_file), load_toml(config_file)))
     sources.append(("options", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    return resolve_values(sources)
+
+
+def resolve_values(sources: Sequence[tuple[str, Mapping[str, Any]]]) -> TrainConfig:
+    """Defaults, then each source in turn; keys are checked and values coerced."""
+    values: dict[str, Any] = {}
     for where, data in sources:
         for key, value in data.items():
             if key not in KEYS:

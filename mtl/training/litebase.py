@@ -18,11 +18,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mtl import files
+from mtl.data.features import pad_rows
+from mtl.litert import LiteModel
 
 FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
 
@@ -42,15 +43,16 @@ class BaseSpec:
     model: str
     alpha: float
     size: int
-    freeze: str  # "all" (pooled features) or a layer count (the cut)
+    freeze: int | None  # None: the whole base (pooled features); else the cut
     weights_digest: str  # SHA-256 of the ImageNet no-top weights file
     keras_version: str  # the architecture comes from keras.applications
 
     def text(self) -> str:
         """Names the cached features too: a LiteRT feature is never mixed with a Keras one."""
+        freeze = "all" if self.freeze is None else self.freeze
         return (
             f"litert{FORMAT}|{self.model}|alpha={float(self.alpha)}|size={self.size}|"
-            f"freeze={self.freeze}|float32|weights={self.weights_digest[:16]}|"
+            f"freeze={freeze}|float32|weights={self.weights_digest[:16]}|"
             f"keras={self.keras_version}"
         )
 
@@ -89,49 +91,19 @@ class LiteExtractor:
     def __init__(
         self, source: Path | bytes, spec: str, *, threads: int | None = None, batch: int = 0
     ) -> None:
-        self._source = source
-        self.threads = threads or os.cpu_count() or 1
-        self._open(self.threads)
-        inputs = self._interp.get_input_details()
-        if len(inputs) != 1 or len(self._interp.get_output_details()) != 1:
-            raise ValueError("a converted base has one input and one output")
-        self._in = int(inputs[0]["index"])
-        self._shape = [int(s) for s in inputs[0]["shape"][1:]]
+        self.model = LiteModel(source, threads=threads)
         self.spec = spec
         self.batch = batch
         self.calls = 0
         self.images = 0
 
-    def _open(self, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        from mtl.runtime import _quiet_native_stderr  # imports no TensorFlow
-
-        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-            if isinstance(self._source, bytes):
-                self._interp: Any = Interpreter(model_content=self._source, num_threads=threads)
-            else:
-                self._interp = Interpreter(model_path=str(self._source), num_threads=threads)
-        self._opened_with = threads
-        self._allocated = -1
-
-    def _allocate(self, n: int) -> None:
-        if n != self._allocated:
-            self._interp.resize_tensor_input(self._in, [n, *self._shape], strict=False)
-            self._interp.allocate_tensors()
-            self._out = int(self._interp.get_output_details()[0]["index"])
-            self._allocated = n
+    def set_threads(self, threads: int) -> None:
+        self.model.set_threads(threads)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         self.calls += 1
         self.images += len(pixels)
-        from mtl.data.features import pad_rows
-
         n = len(pixels)
         x = pad_rows(pixels.astype(np.float32), self.batch)
-        if self.threads != self._opened_with:  # raised from another thread: the cores freed up
-            self._open(self.threads)
-        self._allocate(len(x))
-        self._interp.set_tensor(self._in, x)
-        self._interp.invoke()
-        return np.array(self._interp.get_tensor(self._out), dtype=np.float32)[:n]
+        self.model.resize(len(x))
+        return self.model.run(x).astype(np.float32)[:n]

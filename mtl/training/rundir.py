@@ -1,17 +1,22 @@
-"""Run folders (``runs/train``, ``runs/train2``, ...) and atomic writes of their files."""
+"""Run folders (``runs/train``, ``runs/train2``, ...) and the files a finished run leaves.
+
+A run folder holds ``model.keras``, ``labels.txt``, ``config.json``,
+``split.csv``, ``history.csv``, ``metrics.json`` and two PNG plots; every file
+is written atomically (:mod:`mtl.files`).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from mtl import files
+from mtl import __version__, files, runtime
+from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
+from mtl.training.config import TrainConfig
+from mtl.training.tracking import EpochLog
 
 MODEL_FILE = "model.keras"
 
@@ -59,32 +64,100 @@ def refuse_existing(path: Path, force: bool) -> None:
     raise UsageError(f"{path} {what}; choose another --out or pass --force")
 
 
-def write_atomic(path: str | Path, writer: Callable[[BinaryIO], None]) -> Path:
-    """Write via a temporary file in the same folder, then rename: never a half file."""
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run writes besides its model."""
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            writer(fh)
-
-    return files.write_with(path, write, force=True)
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    data = text.encode("utf-8")
-
-    def write(fh: BinaryIO) -> None:
-        fh.write(data)
-
-    return write_atomic(path, write)
+    classes: list[str]
+    history: list[EpochLog]
+    best_epoch: int
+    stopped_early: bool
+    train_metrics: dict[str, Any]
+    val_metrics: dict[str, Any]
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+    cache: dict[str, Any]
+    config: TrainConfig
+    device: str
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+HISTORY_COLUMNS = (
+    "epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"
+)  # fmt: skip
 
 
-def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return write_text(path, buf.getvalue())
+def write_run(
+    run_dir: Path, model: Any, ds: Dataset, run: RunSummary
+) -> tuple[list[str], list[str]]:
+    """Write the run folder's files; returns their names and any warnings."""
+    from mtl.model.modelio import save_model
+
+    written = [MODEL_FILE, "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
+    save_model(model, run_dir / MODEL_FILE)
+    files.write_text(run_dir / "labels.txt", "".join(c + "\n" for c in run.classes), force=True)
+    files.write_json(
+        run_dir / "config.json",
+        {
+            "config": run.config.to_dict(),
+            "data": str(ds.root),
+            "layout": ds.layout,
+            "backend": runtime.backend_name(),
+            "device": run.device,
+            "mtl_version": __version__,
+        },
+        force=True,
+    )
+    files.write_csv(
+        run_dir / "split.csv",
+        ["file", "class", "subset"],
+        [[str(it.path), ds.classes[it.label], it.subset] for it in ds.items],
+        force=True,
+    )
+    files.write_csv(run_dir / "history.csv", HISTORY_COLUMNS, _history_rows(run), force=True)
+    files.write_json(run_dir / "metrics.json", _metrics_json(run), force=True)
+    try:
+        _write_plots(run_dir, run)
+    except ImportError:
+        return written, ["matplotlib is not installed: no plots were written"]
+    return [*written, "learning_curves.png", "confusion_matrix.png"], []
+
+
+def _history_rows(run: RunSummary) -> list[list[Any]]:
+    return [
+        [
+            h.epoch,
+            h.phase,
+            f"{h.loss:.6f}",
+            f"{h.accuracy:.6f}",
+            f"{h.val_loss:.6f}",
+            f"{h.val_accuracy:.6f}",
+            f"{h.learning_rate:.3g}",
+            f"{h.seconds:.3f}",
+        ]
+        for h in run.history
+    ]
+
+
+def _metrics_json(run: RunSummary) -> dict[str, Any]:
+    return {
+        "train": run.train_metrics,
+        "val": run.val_metrics,
+        "classes": run.classes,
+        "best_epoch": run.best_epoch,
+        "stopped_early": run.stopped_early,
+        "epochs_run": len(run.history),
+        "skipped": [{"file": f, "reason": r} for f, r in run.skipped],
+        "warnings": run.warnings,
+        "cache": run.cache,
+    }
+
+
+def _write_plots(run_dir: Path, run: RunSummary) -> None:
+    from mtl.report import plots
+
+    history = [h.to_json() for h in run.history]
+    plots.learning_curves(history, run_dir / "learning_curves.png", kept_epoch=run.best_epoch)
+    cm = run.val_metrics["confusion_matrix"]["matrix"]
+    val = run.val_metrics
+    title = f"validation: accuracy {val['accuracy']:.1%} on {val['count']} images"
+    plots.confusion_matrix(cm, run.classes, run_dir / "confusion_matrix.png", title=title)

@@ -1,0 +1,68 @@
+"""The one LiteRT wrapper: a ``.tflite`` model of one input and one output, run from NumPy.
+
+Training runs the frozen base on it (:mod:`mtl.training.litebase`) and
+``mtl predict`` runs exported models on it (:mod:`mtl.inference.tflite`).
+``ai_edge_litert`` and NumPy start in a fraction of a second; nothing here
+imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class LiteModel:
+    """A LiteRT interpreter over ``source`` (a file or the model's bytes).
+
+    Raises ``ValueError``/``RuntimeError`` (LiteRT's own) for an unreadable model
+    and ``ValueError`` for one without exactly one input and one output.
+    """
+
+    def __init__(self, source: Path | bytes, *, threads: int | None = None) -> None:
+        self.source = source
+        self.threads = threads or os.cpu_count() or 1
+        self._open()
+        inputs = self.interp.get_input_details()
+        if len(inputs) != 1 or len(self.interp.get_output_details()) != 1:
+            raise ValueError("expected a model with one input and one output")
+
+    def _open(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from mtl.runtime import quiet_native_stderr  # imports no TensorFlow
+
+        with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            if isinstance(self.source, bytes):
+                self.interp: Any = Interpreter(model_content=self.source, num_threads=self.threads)
+            else:
+                self.interp = Interpreter(model_path=str(self.source), num_threads=self.threads)
+            self.interp.allocate_tensors()
+        self._opened_with = self.threads
+        self.input: dict[str, Any] = self.interp.get_input_details()[0]
+        self.output: dict[str, Any] = self.interp.get_output_details()[0]
+
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` from the next call on (safe to call from another thread)."""
+        self.threads = threads
+
+    def resize(self, n: int, *, strict: bool = False) -> None:
+        """Make the batch dimension ``n``."""
+        if int(self.input["shape"][0]) != n:
+            shape = [n, *(int(s) for s in self.input["shape"][1:])]
+            self.interp.resize_tensor_input(self.input["index"], shape, strict=strict)
+            self.interp.allocate_tensors()
+            self.input = self.interp.get_input_details()[0]
+            self.output = self.interp.get_output_details()[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One invocation on ``x`` (already of the input's dtype and shape)."""
+        if self.threads != self._opened_with:  # the cores freed up: reopen with more threads
+            self._open()
+            self.resize(len(x))
+        self.interp.set_tensor(self.input["index"], x)
+        self.interp.invoke()
+        return np.array(self.interp.get_tensor(self.output["index"]))

@@ -1,0 +1,69 @@
+"""What happens at the end of each epoch, as small pieces with typed state.
+
+- :class:`EpochLog`: one epoch's numbers (``history.csv``, the ``on_epoch`` hook);
+- :class:`EarlyStopping`: the best validation loss so far and the patience
+  counter; a dataclass, so the checkpoint saves and restores it whole.
+
+Nothing here imports Keras; :mod:`mtl.training.fitting` calls these from its
+Keras callback.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class EpochLog:
+    phase: str  # "train" (head / unfrozen top) or "fine_tune"
+    epoch: int  # 1-based, counted across both phases
+    epochs: int  # planned in all
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    seconds: float
+    best: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when validation loss has not improved for ``patience`` epochs (0: never).
+
+    :meth:`update` says whether an epoch is the best so far; the caller keeps
+    that epoch's weights, so the model that is saved is the best one.
+    """
+
+    patience: int
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    wait: int = 0
+    stopped_early: bool = False
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record ``epoch``'s validation loss; True when it is the best so far."""
+        if not math.isnan(val_loss) and val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.wait = val_loss, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def should_stop(self, epoch: int, last: int) -> bool:
+        """Whether to stop after ``epoch`` (1-based) of a phase that would end at ``last``."""
+        if self.patience and self.wait >= self.patience and epoch < last:
+            self.stopped_early = True
+        return self.stopped_early
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], patience: int) -> EarlyStopping:
+        known = {f.name for f in fields(cls)} - {"patience"}
+        return cls(patience, **{k: v for k, v in data.items() if k in known})
