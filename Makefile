@@ -1,4 +1,5 @@
-# Everything installs itself: `make demo` and `make test` work on a fresh machine.
+# Everything installs itself: `make demo` and `make test` work on a fresh machine,
+# offline beside ../shared, elsewhere downloading weights and photos once (verified, cached).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,11 @@ export MTL_WEIGHTS_DIR ?= $(SHARED)/weights
 ALPHA ?= 0.75
 endif
 ALPHA ?= 1.0
+# Without ../shared, DATA stays empty: the demo runs `mtl fetch --dataset hymenoptera`.
+ifneq ($(wildcard $(SHARED)/data/hymenoptera/train),)
+export MTL_DATA_DIR ?= $(SHARED)/data
 DATA ?= $(SHARED)/data/hymenoptera/train
+endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help install demo test check bench clean
@@ -40,6 +45,7 @@ demo: $(VENV)/.installed
 	MTL_ALPHA=$(ALPHA) DATA=$(DATA) BIN=$(BIN) bash scripts/demo.sh
 
 test: $(VENV)/.installed-test
+	$(BIN)/python -m tests.assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(VENV)/.installed-test
@@ -58,6 +64,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: $(BENCH_VENV)/.installed
+	$(if $(DATA),,$(error bench: set DATA=folder-per-class photos, e.g. DATA=demo/data/hymenoptera/train after make demo))
 	$(BENCH_VENV)/bin/python bench/train_vs_naive.py --data $(DATA) --alpha $(ALPHA) --repeat 3
 	$(BENCH_VENV)/bin/python bench/predict_vs_naive.py --data $(DATA) --alpha $(ALPHA)
 

@@ -46,3 +46,9 @@ class ImageError(MtlError):
     """One image that cannot be used; callers report it and go on with the others."""
 
     exit_code = 1
+
+
+class DatasetUnavailable(MtlError):
+    """A known dataset cannot be found, downloaded or verified (exit code 2)."""
+
+    exit_code = 2

@@ -2,16 +2,23 @@
 # The main job end to end on real photos: what `make demo` runs.
 set -euo pipefail
 MTL="${BIN:-.venv/bin}/mtl"
-DATA="${DATA:-../shared/data/hymenoptera/train}"
+DATA="${DATA-../shared/data/hymenoptera/train}"
 ALPHA="${MTL_ALPHA:-1.0}"
 OUT="${OUT:-demo}"
 
+if [ -z "$DATA" ] || { [ ! -d "$DATA" ] && [ "$DATA" = ../shared/data/hymenoptera/train ]; }; then
+  # No local copy: the public set, downloaded once, verified and cached, copied under $OUT.
+  echo "== 0/3 the hymenoptera photos (mtl fetch --dataset hymenoptera)"
+  "$MTL" fetch --dataset hymenoptera --out "$OUT/data"
+  DATA="$OUT/data/hymenoptera/train"
+fi
 if [ ! -d "$DATA" ]; then
   echo "demo: no dataset at $DATA; set DATA=folder-per-class photos (or run mtl fetch first)" >&2
   exit 2
 fi
-ant=$(find "$DATA" -type f -iname '*.jpg' -path '*ants*' | sort | head -1)
-bee=$(find "$DATA" -type f -iname '*.jpg' -path '*bees*' | sort | head -1)
+# awk, not head -1: it reads everything, so sort never dies of SIGPIPE under pipefail.
+ant=$(find "$DATA" -type f -iname '*.jpg' -path '*ants*' | sort | awk 'NR == 1')
+bee=$(find "$DATA" -type f -iname '*.jpg' -path '*bees*' | sort | awk 'NR == 1')
 
 echo "== 1/3 ImageNet classification with a pretrained MobileNet (alpha $ALPHA)"
 "$MTL" classify --alpha "$ALPHA" --top-k 3 "$ant" "$bee"

@@ -1,4 +1,8 @@
-"""Shared fixtures: the real weights and photos beside the checkout, sample photos, a CLI runner."""
+"""Shared fixtures: the real weights and photos, sample photos, a CLI runner.
+
+Beside ``../shared`` the weights and photos come from there, offline; elsewhere
+they are downloaded once into the caches and reused (see tests/assets.py).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-WEIGHTS = SHARED / "weights"
-HYMENOPTERA = SHARED / "data" / "hymenoptera" / "train"
-ALPHA = 0.75  # the only variant stored offline
+from mtl.errors import MtlError
+from tests import assets
+
+ROOT = assets.ROOT
+SHARED = assets.SHARED
+ALPHA = assets.ALPHA  # the only variant stored offline
+try:
+    _ASSETS: assets.Assets | None = assets.resolve()
+    _MISSING = ""
+except MtlError as exc:  # reported by the session fixture, as one line
+    _ASSETS, _MISSING = None, exc.message
+WEIGHTS = _ASSETS.weights if _ASSETS else assets.SHARED_WEIGHTS
+HYMENOPTERA = _ASSETS.hymenoptera if _ASSETS else assets.SHARED_HYMENOPTERA
 
 
 def closed_port() -> int:
@@ -26,17 +38,16 @@ def closed_port() -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Real weights from ../shared, an empty Keras cache, and no way to reach the internet."""
-    if not (WEIGHTS / "imagenet_class_index.json").is_file():
-        pytest.exit(f"real weights not found in {WEIGHTS} (see README: Weights)", returncode=2)
+    """Real weights (../shared or cached), an empty Keras cache, no way to reach the internet."""
+    if _ASSETS is None:
+        pytest.exit(f"real weights or photos missing: {_MISSING} (see README: Weights)", 2)
     os.environ["MTL_WEIGHTS_DIR"] = str(WEIGHTS)
     # Keras reads KERAS_HOME once, at import: give it a cache that holds copies of the
-    # shared files, so direct keras.applications calls find them offline too.
+    # real files, so direct keras.applications calls find them offline too.
     home = tmp_path_factory.mktemp("keras_home")
     (home / "models").mkdir()
-    for f in WEIGHTS.iterdir():
-        if f.suffix in (".h5", ".json"):
-            shutil.copy(f, home / "models" / f.name)
+    for name in assets.weight_names():
+        shutil.copy(WEIGHTS / name, home / "models" / name)
     os.environ["KERAS_HOME"] = str(home)
     # Bases converted for LiteRT are kept per session, never in the user's ~/.cache.
     os.environ["MTL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtl_cache"))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl.assets import checksums
 from mtl.errors import WeightsUnavailable
 
 CLASS_INDEX_URL = (
@@ -98,6 +99,7 @@ def _download(url: str, target: Path, name: str, progress: DownloadProgress | No
                         progress(name, done, total)
             if total is not None and done != total:
                 raise ValueError(f"download ended after {done} of {total} bytes")
+            checksums.check_weights_file(name, tmp)  # a bad file is never kept
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

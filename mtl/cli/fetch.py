@@ -48,6 +48,15 @@ FLICKR_API_KEY is needed for --engine flickr.
   mtl fetch crow --urls crows.txt --limit 50 [dim](one URL a line)[/dim]
 
   mtl fetch crow --json | jq '.classes[0].kept'
+
+[bold]Known datasets[/bold] (downloaded once, verified, cached; then copied to --out)
+
+  mtl fetch --dataset hymenoptera && mtl train data/hymenoptera/train
+
+  mtl fetch --list
+
+MTL_DATASETS_URL replaces the base URL of dataset downloads (keeping the file
+name); MTL_DATA_DIR names a folder that already holds them (hymenoptera/train/...).
 """
 
 
@@ -72,7 +81,20 @@ def register(app: typer.Typer) -> None:
         max_mb: float = typer.Option(20.0, help="Largest download kept, in MB."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        dataset: str = typer.Option(
+            None, "--dataset", help="Get a known dataset (see --list) into --out, not a crawl."
+        ),
+        list_datasets: bool = typer.Option(False, "--list", help="List the known datasets."),
     ) -> None:
+        if dataset is not None or list_datasets:
+            from mtl.cli import _datasets
+
+            crawl_args = bool(keywords) or urls is not None
+            _datasets.run(
+                dataset, list_only=list_datasets, crawl_args=crawl_args, out_dir=out_dir,
+                json_out=json_out, quiet=quiet,
+            )  # fmt: skip
+            return
         from mtl.fetch import FetchRequest
         from mtl.fetch import fetch as run_fetch
 

@@ -74,7 +74,7 @@ def make_plan(req: FetchRequest) -> Plan:
     )
     if req.urls_file is None:
         if not req.keywords:
-            raise UsageError("give at least one KEYWORD, or --urls FILE")
+            raise UsageError("give at least one KEYWORD, or --urls FILE (or --dataset NAME)")
         plan.keywords = parse_keywords(req.keywords)
         plan.engine_base = engine_base()
         plan.api_key = flickr_key(plan.engine)

@@ -15,25 +15,17 @@ Nothing here imports TensorFlow or Keras; the conversion is
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mtl import files
+from mtl.assets.cache import cache_root
 from mtl.data.features import pad_rows
 from mtl.litert import LiteModel
 
 FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
-
-
-def cache_root() -> Path:
-    """``$MTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtl``, else ``~/.cache/mtl``."""
-    if os.environ.get("MTL_CACHE_DIR"):
-        return Path(os.environ["MTL_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mtl"
 
 
 @dataclass(frozen=True)
