@@ -52,6 +52,11 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def shown(value: object) -> str:
+    """A user-supplied string (a path, a class name) made safe for Rich markup."""
+    return _escape(str(value))
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()

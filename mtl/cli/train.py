@@ -240,36 +240,33 @@ class _Display:
         )
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 def _summary_table(result: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"mtl train: {result.run_dir}", title_justify="left")
+    from mtl.cli._common import shown
+
+    val = result.val_metrics
+    table = Table(title=f"mtl train: {shown(result.run_dir)}", title_justify="left")
     table.add_column("class")
     table.add_column("train", justify="right")
     table.add_column("val", justify="right")
     table.add_column("val precision", justify="right")
     table.add_column("val recall", justify="right")
-    per = result.val_metrics["per_class"]
     for c, t, v in zip(result.classes, result.train_counts, result.val_counts, strict=True):
-        table.add_row(c, str(t), str(v), _fmt(per[c]["precision"]), _fmt(per[c]["recall"]))
+        per = val["per_class"][c] if val else {}
+        table.add_row(shown(c), str(t), str(v), _fmt(per.get("precision")), _fmt(per.get("recall")))
     table.add_section()
-    table.add_row(
-        "accuracy",
-        _fmt(result.train_metrics["accuracy"]),
-        _fmt(result.val_metrics["accuracy"]),
-        "",
-        "",
-    )
-    table.add_row("loss", _fmt(result.train_metrics["loss"]), _fmt(result.val_metrics["loss"]))
+    for key in ("accuracy", "loss"):
+        table.add_row(key, _fmt(result.train_metrics[key]), _fmt(val[key] if val else None))
     out.print(table)
-    stop = " (early stop)" if result.stopped_early else ""
+    for note in result.notes:
+        out.print(note, highlight=False, markup=False)
     out.print(
-        f"best epoch {result.best_epoch} of {len(result.history)}{stop}; "
         f"{len(result.skipped)} file(s) skipped; {result.seconds['total']:.1f}s",
         highlight=False,
     )
-    out.print(f"model: {result.model_path}", highlight=False)
+    out.print(f"model: {result.model_path}", highlight=False, markup=False)

@@ -1,4 +1,4 @@
-"""A folder-per-class dataset: scanning, a stable stratified split, class weights, warnings.
+"""A folder-per-class dataset: scanning, an exactly stratified stable split, class weights.
 
 Nothing here imports Keras. Decoding (the per-file check) happens once, in
 :mod:`mtl.data.features`, and its failures come back here as skipped files.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,26 +56,32 @@ class Dataset:
 
 
 def split_fraction(relative: str, seed: int) -> float:
-    """Where a file falls in [0, 1): a hash of its path inside its class folder and the seed.
+    """Where a file ranks in [0, 1): a hash of its path inside its class folder and the seed.
 
-    As TensorFlow's retrain.py did, the side of the split depends on the file's
-    own name only, so adding or removing other files never moves it.
+    As TensorFlow's retrain.py did, a file's rank depends on its own name only,
+    so adding or removing other files never changes it.
     """
     digest = hashlib.sha1(f"{seed}\0{relative}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def held_out_count(n: int, val_split: float) -> int:
+    """How many of a class's ``n`` files are held out: ``val_split * n`` rounded half up,
+    but at least one on each side for a class of 2+ files (none when ``val_split`` is 0)."""
+    if val_split <= 0 or n < 2:
+        return 0
+    return min(max(1, math.floor(val_split * n + 0.5)), n - 1)
+
+
 def stable_split(
     files: Sequence[Path], folder: Path, val_split: float, seed: int
 ) -> list[tuple[Path, str]]:
-    """Each file of one class to "train" or "val" by hash; a class of 2+ files gets a val file."""
+    """Each file of one class to "train" or "val": exactly :func:`held_out_count` files,
+    those of lowest hash rank, are held out. Adding a photo to a class moves at most
+    one of its other photos across (the one at the boundary of the ranking)."""
     keyed = sorted((split_fraction(p.relative_to(folder).as_posix(), seed), p) for p in files)
-    sides = [(p, "val" if f < val_split else "train") for f, p in keyed]
-    if len(files) >= 2 and not any(s == "val" for _, s in sides):
-        sides[0] = (sides[0][0], "val")  # the file with the smallest hash: still stable
-    if len(files) >= 2 and not any(s == "train" for _, s in sides):
-        sides[-1] = (sides[-1][0], "train")
-    return sorted(sides)
+    k = held_out_count(len(files), val_split)
+    return sorted((p, "val" if i < k else "train") for i, (_, p) in enumerate(keyed))
 
 
 def class_folders(folder: Path) -> list[Path]:
@@ -198,8 +205,8 @@ def check_usable(ds: Dataset) -> None:
             raise DataError(f"class {c!r} has no readable images (see the skipped files)")
     if not ds.subset("train"):
         raise DataError("no training images left after the split")
-    if not ds.subset("val"):
-        raise DataError("no validation images; add images or raise --val-split")
+    if not ds.subset("val") and ds.layout == "train/val":
+        raise DataError(f"no validation images in {ds.root / 'val'}")
     ds.warnings.extend(quality_warnings(ds.classes, totals))
 
 

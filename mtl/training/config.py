@@ -191,7 +191,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     need(0.0 <= cfg.dropout < 1.0, "--dropout must be in [0, 1)", cfg.dropout, "dropout")
     need(
-        0.0 < cfg.val_split < 1.0, "--val-split must be between 0 and 1", cfg.val_split, "val_split"
+        0.0 <= cfg.val_split < 1.0,
+        "--val-split must be in [0, 1) (0: train on every photo, no early stopping)",
+        cfg.val_split,
+        "val_split",
     )
     need(
         cfg.optimizer in OPTIMIZERS,

@@ -70,10 +70,12 @@ class RunSummary:
 
     classes: list[str]
     history: list[EpochLog]
-    best_epoch: int
+    kept_epoch: int  # whose weights the model holds
+    best_epoch: int | None  # lowest validation loss (the "*" of the epoch log); None: no val
     stopped_early: bool
     train_metrics: dict[str, Any]
-    val_metrics: dict[str, Any]
+    val_metrics: dict[str, Any] | None  # None: no validation split
+    notes: list[str]  # how the kept model was chosen, in words
     skipped: list[tuple[str, str]]
     warnings: list[str]
     cache: dict[str, Any]
@@ -143,8 +145,10 @@ def _metrics_json(run: RunSummary) -> dict[str, Any]:
         "train": run.train_metrics,
         "val": run.val_metrics,
         "classes": run.classes,
+        "kept_epoch": run.kept_epoch,
         "best_epoch": run.best_epoch,
         "stopped_early": run.stopped_early,
+        "notes": run.notes,
         "epochs_run": len(run.history),
         "skipped": [{"file": f, "reason": r} for f, r in run.skipped],
         "warnings": run.warnings,
@@ -156,8 +160,10 @@ def _write_plots(run_dir: Path, run: RunSummary) -> None:
     from mtl.report import plots
 
     history = [h.to_json() for h in run.history]
-    plots.learning_curves(history, run_dir / "learning_curves.png", kept_epoch=run.best_epoch)
-    cm = run.val_metrics["confusion_matrix"]["matrix"]
-    val = run.val_metrics
-    title = f"validation: accuracy {val['accuracy']:.1%} on {val['count']} images"
+    plots.learning_curves(history, run_dir / "learning_curves.png", kept_epoch=run.kept_epoch)
+    scored, what = (
+        (run.val_metrics, "validation") if run.val_metrics else (run.train_metrics, "training")
+    )
+    cm = scored["confusion_matrix"]["matrix"]
+    title = f"{what}: accuracy {scored['accuracy']:.1%} on {scored['count']} images"
     plots.confusion_matrix(cm, run.classes, run_dir / "confusion_matrix.png", title=title)

@@ -73,10 +73,12 @@ class TrainResult(rundir.RunSummary):
             "classes": self.classes,
             "train_count": dict(zip(self.classes, self.train_counts, strict=True)),
             "val_count": dict(zip(self.classes, self.val_counts, strict=True)),
+            "kept_epoch": self.kept_epoch,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "notes": self.notes,
             "train": _brief(self.train_metrics),
-            "val": _brief(self.val_metrics),
+            "val": _brief(self.val_metrics) if self.val_metrics else None,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "warnings": self.warnings,
             "device": self.device,
@@ -418,6 +420,8 @@ class Trainer:
         kept frozen, starting from the best head of the first phase."""
         c = self.cfg
         resumed_here = self.ckpt is not None and self.ckpt.phase == "fine_tune"
+        if not resumed_here:  # a new phase: its own patience, also after an early stop
+            self.early.wait, self.early.stopped_early = 0, False
         if self.best_weights is not None and not resumed_here:
             parts.top.set_weights(self.best_weights)  # start from the best head
         current = n_base if c.freeze is None else min(c.freeze, n_base)
@@ -437,7 +441,7 @@ class Trainer:
         self.seconds["fine_tune_fit"] = time.perf_counter() - t0
         return parts
 
-    def final_eval(self, parts: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def final_eval(self, parts: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Metrics of the kept model on the training and validation images."""
         from mtl.training import fitting
 
@@ -445,7 +449,36 @@ class Trainer:
             probs = fitting.predict(parts.top, self.cache, self.keys(subset), self.direct)
             return metrics.summary(probs, self.labels(subset), self.ds.classes)
 
-        return summary("train"), summary("val")
+        return summary("train"), summary("val") if self.ds.subset("val") else None
+
+    def keep(self, parts: Any) -> tuple[int, list[str]]:
+        """Put the kept epoch's weights in place; returns it and how it was chosen, in words."""
+        c, early, last = self.cfg, self.early, len(self.history)
+        notes = []
+        if not self.ds.subset("val"):
+            notes.append(
+                f"no validation split: trained on all {len(self.ds.items)} photos for "
+                f"{last} epoch(s), no early stopping; the model is the last epoch's"
+            )
+            return last, notes
+        kept = last
+        if c.patience and self.best_weights is not None:
+            parts.top.set_weights(self.best_weights)
+            kept = early.best_epoch
+            notes.append(f"kept epoch {kept} of {last}: the lowest validation loss")
+        else:
+            notes.append(
+                f"kept epoch {last} of {last}, the last (--patience 0 keeps the last); "
+                f"the lowest validation loss was at epoch {early.best_epoch}"
+            )
+        tuned = [h for h in self.history if h.phase == "fine_tune"]
+        if tuned and not any(h.best for h in tuned):
+            notes.append(
+                f"fine-tuning ran {len(tuned)} epoch(s) and none beat the first phase's "
+                "validation loss"
+                + ("; the model is the first phase's best" if kept <= c.epochs else "")
+            )
+        return kept, notes
 
     # --- the whole run -----------------------------------------------------------------
 
@@ -467,6 +500,12 @@ class Trainer:
         self.ds.drop(feats.failures)
         dataset.check_usable(self.ds)
         warnings = [*self.ds.warnings, *self.base.warnings]
+        if not self.ds.subset("val"):
+            self.early.patience = 0  # nothing to stop on
+            if c.val_split > 0:
+                warnings.append(
+                    "no class has 2 or more photos to hold one out: no validation split"
+                )
         self.announce(parts, n_base, warnings)
 
         in_fine_tune = self.ckpt is not None and self.ckpt.phase == "fine_tune"
@@ -480,13 +519,11 @@ class Trainer:
         else:
             self.phase = "fine_tune"
         self.seconds["fit"] = time.perf_counter() - t0
-        if c.fine_tune_epochs and not (self.early.stopped_early and not in_fine_tune):
+        if c.fine_tune_epochs:
             parts = self.fine_tune(parts, n_base)
-        if c.patience and self.best_weights is not None:
-            parts.top.set_weights(self.best_weights)
-        best_epoch = self.early.best_epoch if c.patience else len(self.history)
+        kept, notes = self.keep(parts)
         train_metrics, val_metrics = self.final_eval(parts)
-        return self.write(parts, best_epoch, train_metrics, val_metrics, warnings, t_start)
+        return self.write(parts, kept, notes, train_metrics, val_metrics, warnings, t_start)
 
     def announce(self, parts: Any, n_base: int, warnings: list[str]) -> None:
         if self.hooks.on_start is None:
@@ -509,9 +546,10 @@ class Trainer:
     def write(
         self,
         parts: Any,
-        best_epoch: int,
+        kept: int,
+        notes: list[str],
         train_metrics: dict[str, Any],
-        val_metrics: dict[str, Any],
+        val_metrics: dict[str, Any] | None,
         warnings: list[str],
         t_start: float,
     ) -> TrainResult:
@@ -529,8 +567,10 @@ class Trainer:
         result = TrainResult(
             classes=self.ds.classes,
             history=self.history,
-            best_epoch=best_epoch,
+            kept_epoch=kept,
+            best_epoch=self.early.best_epoch if val_metrics else None,
             stopped_early=self.early.stopped_early,
+            notes=notes,
             train_metrics=train_metrics,
             val_metrics=val_metrics,
             skipped=list(self.ds.skipped),
