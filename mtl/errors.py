@@ -52,3 +52,9 @@ class DatasetUnavailable(MtlError):
     """A known dataset cannot be found, downloaded or verified (exit code 2)."""
 
     exit_code = 2
+
+
+class TrainingDiverged(MtlError):
+    """The loss became NaN or infinite: no usable model (exit code 1)."""
+
+    exit_code = 1

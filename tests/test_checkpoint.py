@@ -71,9 +71,11 @@ def test_no_checkpoint_and_damaged_ones(tmp_path):
 
 
 def test_run_file_round_trip(tmp_path):
-    checkpoint.write_run(tmp_path, {"epochs": 3}, tmp_path / "data")
-    config, data = checkpoint.read_run(tmp_path)
+    split = [["a/1.jpg", "a", "train"], ["b/2.jpg", "b", "val"]]
+    checkpoint.write_run(tmp_path, {"epochs": 3}, tmp_path / "data", split)
+    config, data, saved_split = checkpoint.read_run(tmp_path)
     assert config == {"epochs": 3} and data == (tmp_path / "data").resolve()
+    assert saved_split == split
     path = checkpoint.folder(tmp_path) / checkpoint.RUN_FILE
     assert json.loads(path.read_text())["config"] == {"epochs": 3}
 

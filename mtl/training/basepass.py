@@ -22,6 +22,12 @@ from mtl.training import litebase
 from mtl.training.config import TrainConfig
 
 
+def base_batch(cfg: TrainConfig) -> int:
+    """Images per forward pass of the frozen base: not the training batch size, which may
+    be huge (every batch is padded to this size, and memory grows with it)."""
+    return min(max(cfg.batch_size, 32), 256)
+
+
 def _needs_strategy() -> bool:
     """Whether :func:`mtl.runtime.setup_training` will pick a multi-device strategy."""
     return bool(os.environ.get("TF_CONFIG")) or int(os.environ.get("MTL_CPU_DEVICES") or 1) > 1
@@ -116,7 +122,7 @@ class BasePass:
             extractor,
             cache,
             c.image_size,
-            batch_size=max(c.batch_size, 32),
+            batch_size=base_batch(c),
         )
         self._early_extractor = extractor
         self._early_spec = spec

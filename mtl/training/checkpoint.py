@@ -44,20 +44,27 @@ def folder(run_dir: Path) -> Path:
     return run_dir / FOLDER
 
 
-def write_run(run_dir: Path, config: dict[str, Any], data: Path) -> None:
-    files.write_json(
-        folder(run_dir) / RUN_FILE, {"config": config, "data": str(data.resolve())}, force=True
-    )
+def write_run(run_dir: Path, config: dict[str, Any], data: Path, split: list[list[str]]) -> None:
+    """The run's settings, data folder and split (``[file, class, subset]`` rows, files
+    relative to ``data``), so a resumed run can check that its data did not change."""
+    record = {"config": config, "data": str(data.resolve()), "split": split}
+    files.write_json(folder(run_dir) / RUN_FILE, record, force=True)
 
 
-def read_run(run_dir: Path) -> tuple[dict[str, Any], Path]:
+def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | None]:
     path = folder(run_dir) / RUN_FILE
     if not path.is_file():
         raise UsageError(f"{run_dir} has no checkpoint to resume from (no {path.name})")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return dict(raw["config"]), Path(raw["data"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        split = raw.get("split")
+        if split is not None and not all(
+            isinstance(row, list) and len(row) == 3 and all(isinstance(s, str) for s in row)
+            for row in split
+        ):
+            raise ValueError("split rows must be [file, class, subset]")
+        return dict(raw["config"]), Path(raw["data"]), split
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
 
 
@@ -131,7 +138,8 @@ def load(run_dir: Path) -> Checkpoint | None:
 
 
 def clean_temp_files(run_dir: Path) -> None:
-    """Leftovers of a write that a crash interrupted."""
-    for pattern in ("**/.*.tmp", "**/.*.part"):
+    """Leftovers of a write that a crash interrupted (mtl's temp files all start with a dot
+    and end in .tmp or .part, or are Keras' own ``.model.XXXX.keras``)."""
+    for pattern in ("**/.*.tmp", "**/.*.part", ".model.*.keras"):
         for part in run_dir.glob(pattern):
             part.unlink(missing_ok=True)

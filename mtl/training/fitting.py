@@ -21,6 +21,7 @@ import numpy as np
 
 from mtl import runtime
 from mtl.data import features
+from mtl.errors import TrainingDiverged
 from mtl.training.tracking import EarlyStopping, EpochLog
 
 runtime.keras()  # quiet, configured import first
@@ -154,6 +155,13 @@ class EpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = logs if logs is not None else {}
+        loss = float(logs.get("loss", float("nan")))
+        if not math.isfinite(loss):
+            lr = float(runtime.as_numpy(self.model.optimizer.learning_rate))
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch + 1} (loss {loss}); no model was saved. "
+                f"Lower the learning rate (it was {lr:g})"
+            )
         val_loss, val_accuracy = self.validate()
         improved = self.early.update(epoch + 1, val_loss)
         if improved and self.early.patience:
@@ -163,7 +171,7 @@ class EpochEnd(keras.callbacks.Callback):
             phase=self.phase,
             epoch=epoch + 1,
             epochs=self.total_epochs,
-            loss=float(logs.get("loss", float("nan"))),
+            loss=loss,
             accuracy=float(logs.get("accuracy", float("nan"))),
             val_loss=val_loss,
             val_accuracy=val_accuracy,

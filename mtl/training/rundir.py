@@ -19,6 +19,15 @@ from mtl.training.config import TrainConfig
 from mtl.training.tracking import EpochLog
 
 MODEL_FILE = "model.keras"
+# What a run writes (model.keras last: its presence means the run finished).
+RUN_FILES = (
+    "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json",
+    "learning_curves.png", "confusion_matrix.png", MODEL_FILE,
+)  # fmt: skip
+RUN_FOLDERS = ("checkpoint", "cache")
+# Above this many classes the confusion matrix is left out of metrics.json and its plot
+# (1000 classes would be 10^6 cells: 22 MB of JSON and a plot that does not finish).
+MAX_MATRIX_CLASSES = 100
 
 
 def next_run_dir(base: str | Path = "runs", name: str = "train") -> Path:
@@ -38,19 +47,49 @@ def next_run_dir(base: str | Path = "runs", name: str = "train") -> Path:
 
 
 def prepare(out: str | Path | None, *, force: bool = False) -> Path:
-    """Create the run folder; refuse an existing, non-empty one unless ``force``."""
+    """Claim the run folder: a new numbered one, or ``out`` (refused when it holds
+    someone's work, unless ``force``, which first clears the old run's files)."""
     if out is None:
-        path = next_run_dir()
-    else:
-        path = Path(out)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--out {path} exists and is not a folder")
-        refuse_existing(path, force)
+        return _claim_numbered()
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} exists and is not a folder")
+    refuse_existing(path, force)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if force:
+            clear_run(path)
+        probe = files.write_text(path / ".mtl-write-check", "", force=True)
+        probe.unlink()
     except OSError as exc:
-        raise UsageError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write to run folder {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _claim_numbered(base: Path = Path("runs"), name: str = "train") -> Path:
+    """``mkdir`` without ``exist_ok`` is atomic: two runs started together never share one."""
+    for _ in range(1000):
+        path = next_run_dir(base, name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError:
+            continue  # taken between the listing and the mkdir: the next number
+        except OSError as exc:
+            raise UsageError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+        return path
+    raise UsageError(f"no free run folder name under {base}")
+
+
+def clear_run(path: Path) -> None:
+    """Remove a previous run's files, the model first, so that an interrupted rerun can
+    never look finished with the old model."""
+    import shutil
+
+    for name in RUN_FILES[::-1]:
+        (path / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def refuse_existing(path: Path, force: bool) -> None:
@@ -91,11 +130,11 @@ HISTORY_COLUMNS = (
 def write_run(
     run_dir: Path, model: Any, ds: Dataset, run: RunSummary
 ) -> tuple[list[str], list[str]]:
-    """Write the run folder's files; returns their names and any warnings."""
+    """Write the run folder's files, ``model.keras`` last (the commit point: a run
+    folder holding it is complete); returns their names and any warnings."""
     from mtl.model.modelio import save_model
 
-    written = [MODEL_FILE, "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
-    save_model(model, run_dir / MODEL_FILE)
+    written = ["labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
     files.write_text(run_dir / "labels.txt", "".join(c + "\n" for c in run.classes), force=True)
     files.write_json(
         run_dir / "config.json",
@@ -117,11 +156,18 @@ def write_run(
     )
     files.write_csv(run_dir / "history.csv", HISTORY_COLUMNS, _history_rows(run), force=True)
     files.write_json(run_dir / "metrics.json", _metrics_json(run), force=True)
+    warnings = []
     try:
-        _write_plots(run_dir, run)
+        written += _write_plots(run_dir, run)
     except ImportError:
-        return written, ["matplotlib is not installed: no plots were written"]
-    return [*written, "learning_curves.png", "confusion_matrix.png"], []
+        warnings.append("matplotlib is not installed: no plots were written")
+    if len(run.classes) > MAX_MATRIX_CLASSES:
+        warnings.append(
+            f"{len(run.classes)} classes: the confusion matrix is left out of metrics.json "
+            f"and the plots (shown up to {MAX_MATRIX_CLASSES} classes)"
+        )
+    save_model(model, run_dir / MODEL_FILE)
+    return [*written, MODEL_FILE], warnings
 
 
 def _history_rows(run: RunSummary) -> list[list[Any]]:
@@ -140,10 +186,16 @@ def _history_rows(run: RunSummary) -> list[list[Any]]:
     ]
 
 
+def _without_matrix(m: dict[str, Any] | None) -> dict[str, Any] | None:
+    if m is None or len(m["per_class"]) <= MAX_MATRIX_CLASSES:
+        return m
+    return {**m, "confusion_matrix": None}
+
+
 def _metrics_json(run: RunSummary) -> dict[str, Any]:
     return {
-        "train": run.train_metrics,
-        "val": run.val_metrics,
+        "train": _without_matrix(run.train_metrics),
+        "val": _without_matrix(run.val_metrics),
         "classes": run.classes,
         "kept_epoch": run.kept_epoch,
         "best_epoch": run.best_epoch,
@@ -156,14 +208,17 @@ def _metrics_json(run: RunSummary) -> dict[str, Any]:
     }
 
 
-def _write_plots(run_dir: Path, run: RunSummary) -> None:
+def _write_plots(run_dir: Path, run: RunSummary) -> list[str]:
     from mtl.report import plots
 
     history = [h.to_json() for h in run.history]
     plots.learning_curves(history, run_dir / "learning_curves.png", kept_epoch=run.kept_epoch)
+    if len(run.classes) > MAX_MATRIX_CLASSES:
+        return ["learning_curves.png"]
     scored, what = (
         (run.val_metrics, "validation") if run.val_metrics else (run.train_metrics, "training")
     )
     cm = scored["confusion_matrix"]["matrix"]
     title = f"{what}: accuracy {scored['accuracy']:.1%} on {scored['count']} images"
     plots.confusion_matrix(cm, run.classes, run_dir / "confusion_matrix.png", title=title)
+    return ["learning_curves.png", "confusion_matrix.png"]

@@ -31,7 +31,7 @@ from mtl.model import backbones
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
 from mtl.training import checkpoint, rundir
-from mtl.training.basepass import BasePass
+from mtl.training.basepass import BasePass, base_batch
 from mtl.training.config import TrainConfig, validate
 from mtl.training.tracking import EarlyStopping, EpochLog
 
@@ -135,8 +135,9 @@ def train(
     """
     t_start = time.perf_counter()
     ckpt = None
+    saved_split = None
     if resume is not None:
-        data, config, ckpt = _resume(resume, data, config, force, out)
+        data, config, ckpt, saved_split = _resume(resume, data, config, force, out)
         out = resume
     if data is None:
         raise UsageError("no data folder given")
@@ -144,6 +145,8 @@ def train(
     if resume is None and out is not None:
         rundir.refuse_existing(Path(out), force)
     ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
+    if saved_split is not None:
+        _check_same_split(saved_split, _split_rows(ds), Path(data))
     wfile = weights.resolve(
         backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
         weights_dir,
@@ -153,7 +156,7 @@ def train(
         run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
         # A forced rerun must never resume into an older run's checkpoint.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
-        checkpoint.write_run(run_dir, cfg.to_dict(), Path(data))
+        checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
     else:
         run_dir = Path(resume)
     own_cache = cache_dir is None
@@ -189,8 +192,8 @@ def _resume(
     config: TrainConfig | None,
     force: bool,
     out: str | os.PathLike[str] | None,
-) -> tuple[Path, TrainConfig, checkpoint.Checkpoint | None]:
-    """The data folder, settings and last checkpoint of an interrupted run."""
+) -> tuple[Path, TrainConfig, checkpoint.Checkpoint | None, list[list[str]] | None]:
+    """The data folder, settings, last checkpoint and split of an interrupted run."""
     if config is not None or force or out is not None:
         raise UsageError("--resume continues a run with its own settings; give it alone")
     run = Path(run)
@@ -198,13 +201,37 @@ def _resume(
         raise UsageError(
             f"{run} already finished (it holds {rundir.MODEL_FILE}); nothing to resume"
         )
-    saved, saved_data = checkpoint.read_run(run)
+    saved, saved_data, split = checkpoint.read_run(run)
     if data is not None and Path(data).resolve() != saved_data:
         raise UsageError(f"{run} was trained on {saved_data}, not {data}")
     cfg = TrainConfig.from_dict(saved, str(checkpoint.folder(run) / checkpoint.RUN_FILE))
     ckpt = checkpoint.load(run)
     checkpoint.clean_temp_files(run)
-    return saved_data, cfg, ckpt
+    return saved_data, cfg, ckpt, split
+
+
+def _split_rows(ds: dataset.Dataset) -> list[list[str]]:
+    return [
+        [it.path.relative_to(ds.root).as_posix(), ds.classes[it.label], it.subset]
+        for it in ds.items
+    ]
+
+
+def _check_same_split(saved: list[list[str]], now: list[list[str]], data: Path) -> None:
+    """A resumed run trains on exactly its own photos and split, or not at all."""
+    before, after = {tuple(r) for r in saved}, {tuple(r) for r in now}
+    if before == after:
+        return
+    added = sorted(after - before)
+    gone = sorted(before - after)
+    shown = [f"+{f} ({c}, {s})" for f, c, s in added[:3]] + [
+        f"-{f} ({c}, {s})" for f, c, s in gone[:3]
+    ]
+    raise UsageError(
+        f"{data} changed since the run started ({len(added)} photo(s) added or moved, "
+        f"{len(gone)} gone: {'; '.join(shown)}{' ...' if len(added) + len(gone) > 6 else ''}); "
+        "a resumed run keeps its own photos and split: put them back, or start a new run"
+    )
 
 
 class Trainer:
@@ -288,7 +315,7 @@ class Trainer:
             [it.path for it in self.ds.items],
             self.cache,
             direct=self.direct,
-            batch_size=max(self.cfg.batch_size, 32),
+            batch_size=base_batch(self.cfg),
             on_progress=(lambda d, t: report(stage, d, t)) if report else None,
             while_waiting=while_waiting,
         )
