@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,7 +28,31 @@ def check_new(path: str | os.PathLike[str], *, force: bool, what: str = "file") 
         raise UsageError(f"{what} {path} already exists (use --force to overwrite it)")
     if path.is_dir() and what == "file":
         raise UsageError(f"{path} is a directory")
+    check_writable(path, what=what)
     return path
+
+
+def check_writable(path: str | os.PathLike[str], *, what: str = "file") -> None:
+    """Refuse ``path`` if it could not be created: call before any slow work.
+
+    The nearest existing folder above it must be a folder mtl may write into
+    (files are written as a temp file beside the target, then renamed). Catches
+    a read-only file system, a folder without write permission, and a path
+    under a regular file, with the reason, before hours of work are lost.
+    """
+    path = Path(path)
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        try:
+            readonly = os.statvfs(parent).f_flag & os.ST_RDONLY
+        except (OSError, AttributeError):
+            readonly = False
+        why = "read-only file system" if readonly else "permission denied"
+        raise UsageError(f"cannot write {what} {path}: {parent} is not writable ({why})")
 
 
 def write_with(
@@ -69,8 +94,30 @@ def write_text(path: str | os.PathLike[str], text: str, *, force: bool = False) 
     return write_bytes(path, text.encode("utf-8"), force=force)
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every NaN and infinity (Python or NumPy floats) replaced by None.
+
+    ``json.dumps`` writes them as ``NaN``/``Infinity``, which is not JSON: strict
+    parsers (``jq``, JavaScript, Go) reject the whole document.
+    """
+    if isinstance(data, float):  # numpy.float64 is a float too
+        return float(data) if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: strict_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    if hasattr(data, "dtype") and hasattr(data, "tolist"):  # NumPy scalars and arrays
+        return strict_json(data.tolist())
+    return data
+
+
+def dumps_json(data: Any) -> str:
+    """Strict JSON text (see :func:`strict_json`), indented, UTF-8 kept readable."""
+    return json.dumps(strict_json(data), indent=2, ensure_ascii=False, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike[str], data: Any, *, force: bool = False) -> Path:
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", force=force)
+    return write_text(path, dumps_json(data) + "\n", force=force)
 
 
 def write_csv(

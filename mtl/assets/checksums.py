@@ -32,14 +32,46 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def hdf5_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a whole HDF5 file, or None; reads 64 bytes, no h5py.
+
+    Checks the signature and that the file is at least as long as the
+    end-of-file address its superblock records, so a download cut short
+    (which still starts with the signature) is caught without a Content-Length.
+    """
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not head.startswith(HDF5_SIGNATURE):
+        return "not an HDF5 file (no HDF5 signature)"
+    version = head[8] if len(head) > 8 else -1
+    if version in (0, 1):
+        offsets, start = (head[13] if len(head) > 13 else 0), 24 + (4 if version == 1 else 0)
+        eof_at = start + 2 * offsets  # base address, free-space address, end-of-file address
+    elif version in (2, 3):
+        offsets, start = (head[9] if len(head) > 9 else 0), 12
+        eof_at = start + 2 * offsets  # base address, extension address, end-of-file address
+    else:
+        return f"an HDF5 superblock of unknown version {version}"
+    if offsets not in (2, 4, 8) or len(head) < eof_at + offsets:
+        return "a damaged HDF5 superblock"
+    base = int.from_bytes(head[start : start + offsets], "little")
+    end = int.from_bytes(head[eof_at : eof_at + offsets], "little")
+    if base + end > size:
+        return f"truncated: {size} bytes of the {base + end} its header promises"
+    return None
+
+
 def check_weights_file(name: str, path: str | os.PathLike[str]) -> None:
-    """Raise ``ValueError`` (with the reason) if the downloaded ``path`` is not a good ``name``."""
+    """Raise ``ValueError`` (with the reason) if ``path`` is not a good ``name``."""
     path = Path(path)
     if name.endswith(".h5"):
-        with open(path, "rb") as fh:
-            head = fh.read(len(HDF5_SIGNATURE))
-        if head != HDF5_SIGNATURE:
-            raise ValueError("the download is not an HDF5 file")
+        why = hdf5_problem(path)
+        if why:
+            raise ValueError(why)
     expected = KNOWN_SHA256.get(name)
     if expected is not None and sha256_file(path) != expected:
         raise ValueError(f"the download's SHA-256 is not {expected[:16]}...")

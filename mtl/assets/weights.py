@@ -57,11 +57,12 @@ def resolve(
     folder = weights_dir or os.environ.get("MTL_WEIGHTS_DIR")
     candidates = [Path(folder) / remote.name] if folder else []
     candidates.append(keras_cache_dir() / remote.name)
+    url = _url_for(remote)
     for path in candidates:
         if path.is_file() and path.stat().st_size > 0:
+            _check_found(remote, path, url, in_cache=path.parent == keras_cache_dir())
             return path
     target = keras_cache_dir() / remote.name
-    url = _url_for(remote)
     where = (
         f"{folder} (--weights-dir / MTL_WEIGHTS_DIR) or {target.parent}"
         if folder
@@ -81,6 +82,18 @@ def resolve(
             f"download it by hand and put it in {where}"
         ) from None
     return target
+
+
+def _check_found(remote: RemoteFile, path: Path, url: str, *, in_cache: bool) -> None:
+    """An ``.h5`` found on disk must be a whole HDF5 file before Keras opens it (Keras' own
+    error, "file signature not found", names no file). 64 bytes are read; the class
+    index is left to its reader, which names the file itself."""
+    if not remote.name.endswith(".h5"):
+        return
+    why = checksums.hdf5_problem(path)
+    if why:
+        fix = "delete it and mtl downloads it again" if in_cache else f"replace it with {url}"
+        raise WeightsUnavailable(f"{path} is not usable weights ({why}); {fix}")
 
 
 def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:

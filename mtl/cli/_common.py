@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -44,6 +43,24 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
     except MtlError as exc:
         raise fail(_escape(exc.message), exc.exit_code) from None
+    except OSError as exc:
+        if os.environ.get("MTL_DEBUG"):
+            raise
+        raise fail(_escape(os_error_message(exc)), 2) from None
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the file and the cause: ``cannot write out/x.csv: Read-only file system``.
+
+    Every OSError that reaches the CLI comes from a path the user gave or mtl
+    derived from one (a full disk, a read-only or missing folder), so it is the
+    user's to fix: exit code 2, never an "unexpected" traceback.
+    """
+    why = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if names:
+        return f"cannot use {' -> '.join(names)}: {why}"
+    return f"{why} ({type(exc).__name__})"
 
 
 def _escape(text: str) -> str:
@@ -58,7 +75,10 @@ def shown(value: object) -> str:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Strict JSON on stdout: NaN and infinities become null (``jq`` rejects ``NaN``)."""
+    from mtl.files import dumps_json
+
+    sys.stdout.write(dumps_json(data) + "\n")
     sys.stdout.flush()
 
 
@@ -147,6 +167,11 @@ def run_app(app: typer.Typer) -> None:
     except MtlError as exc:  # raised outside `call`, e.g. in a callback
         err.print(f"[bold red]error:[/bold red] {_escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file the user named (or one derived from it), outside `call`
+        if os.environ.get("MTL_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/bold red] {_escape(os_error_message(exc))}", highlight=False)
+        sys.exit(2)
     except Exception as exc:
         if os.environ.get("MTL_DEBUG"):
             raise

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mtl.assets import datasets
 from mtl.cli._common import call, download_progress, info, out, print_json
+from mtl.cli._common import shown as escape
 from mtl.errors import UsageError
 
 
@@ -82,10 +83,10 @@ def _list(json_out: bool) -> None:
         table.add_column(column)
     for d, found in rows:
         table.add_row(
-            d.name,
-            " + ".join(f"{n} {split}" for split, n in d.counts.items()),
-            ", ".join(d.classes),
-            f"{found.path} ({found.source})" if found else "no (downloads once)",
-            datasets.url_for(d),
+            escape(d.name),
+            escape(" + ".join(f"{n} {split}" for split, n in d.counts.items())),
+            escape(", ".join(d.classes)),
+            escape(f"{found.path} ({found.source})") if found else "no (downloads once)",
+            escape(datasets.url_for(d)),
         )
     out.print(table)

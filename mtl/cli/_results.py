@@ -16,7 +16,7 @@ def render_image_results(results: list[ImageResult], *, as_json: bool, title: st
         print_json([r.to_json() for r in results])
     else:
         with_wnid = any(p.wnid for r in results for p in r.predictions)
-        table = Table(title=title, show_lines=False)
+        table = Table(title=title, show_lines=False)  # title: the caller escapes what it names
         table.add_column("file", overflow="fold")
         table.add_column("rank", justify="right")
         if with_wnid:
@@ -29,7 +29,7 @@ def render_image_results(results: list[ImageResult], *, as_json: bool, title: st
             for p in r.predictions:
                 row = [escape(r.file) if p.rank == 1 else "", str(p.rank)]
                 if with_wnid:
-                    row.append(p.wnid or "")
+                    row.append(escape(p.wnid or ""))
                 row += [escape(p.label), f"{p.probability:.4f}"]
                 table.add_row(*row, end_section=p.rank == len(r.predictions))
         if len(results) > len(failed):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mtl.cli._common import call, download_progress, progress_bar
+from mtl.cli._common import call, download_progress, progress_bar, shown
 from mtl.cli._results import render_image_results
 
 EXAMPLES = """
@@ -61,5 +61,7 @@ def register(app: typer.Typer) -> None:
                 on_download=on_download,
                 on_progress=on_progress,
             )
-        code = render_image_results(results, as_json=as_json, title=f"{model} (alpha {alpha})")
+        code = render_image_results(
+            results, as_json=as_json, title=f"{shown(model)} (alpha {alpha})"
+        )
         raise typer.Exit(code)

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mtl.cli._common import call, out, print_json, progress_bar
+from mtl.cli._common import call, out, print_json, progress_bar, shown
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -87,14 +87,16 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(report.to_json())
             return
-        table = Table(title=f"exported {model.name} ({fmt}, quantize {quantize})")
+        table = Table(
+            title=f"exported {shown(model.name)} ({shown(fmt)}, quantize {shown(quantize)})"
+        )
         table.add_column("file", overflow="fold")
         table.add_column("what")
         table.add_column("size", justify="right")
         table.add_column("vs .keras", justify="right")
         src = report.source
-        table.add_row(escape(str(src.path)), src.what, _size(src.bytes), "1.00x")
+        table.add_row(escape(str(src.path)), escape(src.what), _size(src.bytes), "1.00x")
         for f in report.files:
             ratio = f"{f.bytes / src.bytes:.2f}x" if not f.what.startswith("labels") else ""
-            table.add_row(escape(str(f.path)), f.what, _size(f.bytes), ratio)
+            table.add_row(escape(str(f.path)), escape(f.what), _size(f.bytes), ratio)
         out.print(table)

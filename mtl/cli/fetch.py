@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from mtl.cli._common import call, out, print_json, progress, warn
+from mtl.cli._common import call, out, print_json, progress, shown, warn
 
 if TYPE_CHECKING:
     from mtl.fetch import FetchResult
@@ -137,7 +137,7 @@ def _rejected(counts: Mapping[str, int]) -> str:
 
 
 def _render(result: FetchResult) -> None:
-    table = Table(title=f"mtl fetch -> {result.out} ({result.engine})")
+    table = Table(title=f"mtl fetch -> {shown(result.out)} ({shown(result.engine)})")
     for name in ("class", "requested", "had", "kept", "new", "rejected", "duplicates", "status"):
         numeric = name in ("requested", "had", "kept", "new", "duplicates")
         table.add_column(name, justify="right" if numeric else "left")
@@ -145,7 +145,7 @@ def _render(result: FetchResult) -> None:
         others = {str(k): v for k, v in c.rejected.items() if k != "duplicate"}
         status = f"[red]short {c.short}[/red]" if c.short else "[green]ok[/green]"
         table.add_row(
-            c.slug, str(c.requested), str(c.existing), str(c.kept), str(len(c.new_files)),
+            shown(c.slug), str(c.requested), str(c.existing), str(c.kept), str(len(c.new_files)),
             _rejected(others), str(c.rejected["duplicate"]), status,
         )  # fmt: skip
     out.print(table)
@@ -157,4 +157,4 @@ def _render(result: FetchResult) -> None:
         warn(f"same picture under {where}: kept in neither ({', '.join(amb.urls)})")
     for note in result.notes:
         warn(note)
-    out.print(f"manifest: {result.manifest}", highlight=False)
+    out.print(f"manifest: {result.manifest}", highlight=False, markup=False)

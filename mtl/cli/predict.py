@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mtl.cli._common import call, info, progress_bar
+from mtl.cli._common import call, info, progress_bar, shown
 from mtl.cli._results import render_image_results
 
 EXAMPLES = """
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 on_progress=on_progress,
             )
         code = render_image_results(
-            report.results, as_json=as_json, title=f"{model.name} ({report.kind})"
+            report.results, as_json=as_json, title=f"{shown(model.name)} ({report.kind})"
         )
         if report.csv_file is not None:
             info(f"wrote {report.csv_file}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mtl.data.images import IMAGE_EXTENSIONS, is_image_name, list_images
 from mtl.errors import DataError
+from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
 MIN_PER_CLASS = 10
@@ -100,7 +101,8 @@ def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
     if not path.is_file():
         return None
     listed: dict[str, set[Path]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # split("\n"), not splitlines(): U+2028 inside a JSON string is not a line break.
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -112,9 +114,12 @@ def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
             raise DataError(f"{path} line {n} is not a JSON object with a path") from None
         if entry.get("skip") or entry.get("status", "ok") != "ok":
             continue
+        why = relative_problem(rel)
         file = (root / rel).resolve()
-        if not file.is_relative_to(root.resolve()):
-            raise DataError(f"{path} line {n} names a file outside {root}: {rel}")
+        if why or not file.is_relative_to(root.resolve()):
+            raise DataError(
+                f"{path} line {n} names a file outside {root}: {rel!r} ({why or 'a symlink'})"
+            )
         label = entry.get("label") or entry.get("class") or Path(rel).parts[0]
         listed.setdefault(str(label), set()).add(file)
     return listed
@@ -136,7 +141,26 @@ def _scan_classes(folder: Path, manifest: dict[str, set[Path]] | None) -> dict[s
     return found
 
 
+def label_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name in a one-per-line labels file, or None.
+
+    Any character ``str.splitlines`` breaks on (``\\n``, ``\\r``, U+2028, U+0085,
+    ``\\x0b``, ...) would make the exported labels file disagree with the model.
+    """
+    if not name.strip():
+        return "it is blank"
+    if len((name + "x").splitlines()) > 1:
+        return "it contains a line break"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    return None
+
+
 def _check_classes(found: dict[str, list[Path]], where: Path) -> None:
+    for c in found:
+        why = label_problem(c)
+        if why:
+            raise DataError(f"class folder {str(where / c)!r} cannot be a class name: {why}")
     total = sum(len(v) for v in found.values())
     if total == 0:
         raise DataError(

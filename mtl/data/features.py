@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mtl import files
-from mtl.data.images import iter_batches
+from mtl.data.images import iter_batches, open_regular
 from mtl.progress import ProgressFn
 
 FORMAT = 1
@@ -33,7 +33,7 @@ FORMAT = 1
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO named x.jpg must not hang a run
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

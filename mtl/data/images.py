@@ -6,12 +6,15 @@ see exactly the same pixels for the same file.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -32,10 +35,62 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def not_regular(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` (links followed) is not a regular file, or None if it is one (or is gone).
+
+    Checked from ``stat`` without opening: opening a FIFO blocks until a writer comes.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # reported by whoever opens it (no such file, permission denied, ...)
+    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}, not an image file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file; never block on a FIFO.
+
+    The file is opened non-blocking (a FIFO opens at once that way) and checked
+    with ``fstat`` on the open descriptor, so a file swapped after a check is
+    still refused. Raises :class:`NotRegularFile` (an ``OSError``) otherwise.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            why = f"is {_kind(mode)}, not a regular file"
+            raise NotRegularFile(errno.EINVAL, why, os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, socket, device or folder where a file was expected."""
+
+
 def list_images(folder: Path) -> list[Path]:
     """Every image file below ``folder``, sorted, never following symlinked folders.
 
-    Not following links keeps a symlink loop from hanging the walk.
+    Not following links keeps a symlink loop from hanging the walk. Files named
+    like images that are not regular files (a FIFO, a device) are listed too, so
+    their reader reports them as skipped with the reason; they are never opened.
     """
     found: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
@@ -111,7 +166,7 @@ _MAGIC = {
 
 def _sniff(path: Path) -> str | None:
     """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         head = fh.read(16)
     for magic, name in _MAGIC.items():
         if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
@@ -131,7 +186,10 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
     try:
         if path.is_dir():
             raise ImageError("is a directory, not an image")
-        with Image.open(path) as img:
+        why = not_regular(path)
+        if why:
+            raise ImageError(why)
+        with open_regular(path) as fh, Image.open(fh) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(
                     f"image too large ({img.width}x{img.height} pixels; the limit is "
@@ -155,6 +213,8 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
         raise ImageError("permission denied") from None
     except IsADirectoryError:
         raise ImageError("is a directory, not an image") from None
+    except NotRegularFile as exc:
+        raise ImageError(str(exc.strerror)) from None
     except UnidentifiedImageError:
         if path.stat().st_size == 0:
             raise ImageError("empty file (0 bytes)") from None

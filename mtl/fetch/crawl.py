@@ -30,6 +30,7 @@ from mtl.fetch.state import (
     remove_temp_files,
 )
 from mtl.fetch.validate import ImageInfo, inspect_image
+from mtl.locks import folder_lock
 
 # Ambiguous images found late can empty a class that was already full; it gets
 # this many more turns at its source.
@@ -220,13 +221,15 @@ class _Run:
 
     def _keep(self, cls: _Class, url: str, got: _Got) -> None:
         final, cls.next_index = next_free_name(cls.folder, got.info.extension, cls.next_index)
-        place(got.tmp, final)
         file = f"{cls.keyword.slug}/{final.name}"
         info = got.info
-        self.state.add(ManifestEntry(
+        entry = ManifestEntry(
             cls.keyword.slug, file, url, self.plan.engine, got.sha256, info.phash,
             info.width, info.height, now_iso(),
-        ))  # fmt: skip
+        )  # fmt: skip
+        self.state.record(entry)  # journalled first: a kill -9 after place() keeps the URL
+        place(got.tmp, final)
+        self.state.add(entry)
         cls.result.kept += 1
         cls.result.new_files.append(file)
         self.on_progress(cls.keyword.slug, cls.keyword.text, cls.result.kept, self.plan.limit)
@@ -267,6 +270,20 @@ def fetch(request: FetchRequest, on_progress: ProgressFn | None = None) -> Fetch
         plan.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --out {plan.out}: {exc.strerror or exc}") from None
+    # One fetch per --out at a time: two would each rewrite the manifest from
+    # their own view and one class would silently vanish from it.
+    with folder_lock(plan.out, "mtl fetch"):
+        run = _fetch_locked(plan, on_progress)
+    return FetchResult(
+        out=plan.out,
+        engine=plan.engine,
+        classes=sorted((c.result for c in run.classes), key=lambda r: r.slug),
+        ambiguous=run.found_ambiguous,
+        notes=run.state.notes,
+    )
+
+
+def _fetch_locked(plan: Plan, on_progress: ProgressFn | None) -> _Run:
     remove_temp_files(plan.out)
     pool = ThreadPoolExecutor(max_workers=plan.threads, thread_name_prefix="mtl-fetch")
     run: _Run | None = None
@@ -281,10 +298,4 @@ def fetch(request: FetchRequest, on_progress: ProgressFn | None = None) -> Fetch
             run.state.save()
             for cls in run.classes:
                 remove_temp_files(cls.folder)
-    return FetchResult(
-        out=plan.out,
-        engine=plan.engine,
-        classes=sorted((c.result for c in run.classes), key=lambda r: r.slug),
-        ambiguous=run.found_ambiguous,
-        notes=run.state.notes,
-    )
+    return run

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from mtl import files
+from mtl.data.images import open_regular
 from mtl.errors import DataError
+from mtl.safepaths import inside, relative_problem
 
 MANIFEST = "manifest.jsonl"
 AMBIGUOUS = "ambiguous.jsonl"
+# Write-ahead journal: an entry is appended here *before* its file is moved into
+# place, so a run killed before the manifest is rewritten still knows the URL
+# of every file it placed (and does not download them again as "local" files).
+PENDING = ".mtl-pending.jsonl"
 
 
 @dataclass(frozen=True)
@@ -37,13 +43,19 @@ class ManifestEntry:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> ManifestEntry:
-        file = str(data["file"])
-        class_ = str(data["class"])
-        parts = PurePosixPath(file).parts
+        file, class_ = data["file"], data["class"]
         # A manifest is data from disk: an entry must name CLASS/FILE inside --out, or a
         # later clean-up (an ambiguous image) could delete a file elsewhere.
-        if len(parts) != 2 or parts[0] != class_ or ".." in parts or "\\" in file:
-            raise ValueError(f"file {file!r} is not CLASS/NAME inside the output folder")
+        # ("/victim" passes a parts check: PurePosixPath("/victim").parts == ("/", "victim").)
+        why = relative_problem(class_, parts=1)
+        if why:
+            raise ValueError(f"class {class_!r} is not a folder name ({why})")
+        why = relative_problem(file, parts=2)
+        if why:
+            raise ValueError(f"file {file!r} is not CLASS/NAME inside the output folder ({why})")
+        assert isinstance(file, str) and isinstance(class_, str)
+        if not file.startswith(class_ + "/"):
+            raise ValueError(f"file {file!r} is not in the folder of its class {class_!r}")
         return cls(
             class_=class_,
             file=file,
@@ -71,29 +83,79 @@ class AmbiguousImage:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def _read_lines(path: Path) -> list[dict[str, object]]:
+def _read_lines(path: Path, *, torn_tail: bool = False) -> list[tuple[int, dict[str, object]]]:
+    """``(line number, object)`` per non-empty line. With ``torn_tail`` an unreadable last
+    line (an append cut short by a crash) is dropped instead of refused."""
     if not path.exists():
         return []
+    try:
+        with open_regular(path) as fh:
+            text = fh.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise DataError(f"cannot read {path}: {why}; fix or delete the file") from None
+    # Split on "\n" only: str.splitlines also splits on U+2028 and friends, which
+    # json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+    lines = text.split("\n")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            if torn_tail and not any(rest.strip() for rest in lines[number:]):
+                break
             raise DataError(f"{path}:{number}: not a JSON line; fix or delete the file") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}: expected a JSON object")
-        rows.append(row)
+        rows.append((number, row))
     return rows
 
 
+def _entries(out: Path, name: str, *, torn_tail: bool = False) -> list[ManifestEntry]:
+    path = out / name
+    entries = []
+    for number, row in _read_lines(path, torn_tail=torn_tail):
+        try:
+            entry = ManifestEntry.from_json(row)
+        except KeyError as exc:
+            raise DataError(
+                f"{path}:{number}: a bad entry (no {exc}); fix or delete the file"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{path}:{number}: a bad entry ({exc}); fix or delete the file"
+            ) from None
+        if not inside(out, entry.file):
+            raise DataError(
+                f"{path}:{number}: {entry.file!r} leads outside {out} (a symlinked folder); "
+                "fix or delete the file"
+            )
+        entries.append(entry)
+    return entries
+
+
 def load_manifest(out: Path) -> list[ManifestEntry]:
-    path = out / MANIFEST
-    try:
-        return [ManifestEntry.from_json(row) for row in _read_lines(path)]
-    except (KeyError, ValueError) as exc:
-        raise DataError(f"{path}: a bad entry ({exc}); fix or delete the file") from None
+    """The kept files; every entry checked (CLASS/NAME inside ``out``) before any is used."""
+    return _entries(out, MANIFEST)
+
+
+def append_pending(out: Path, entry: ManifestEntry) -> None:
+    """Journal ``entry`` before its file is placed; the line is in the kernel's hands on return."""
+    line = json.dumps(entry.to_json(), ensure_ascii=False) + "\n"
+    with open(out / PENDING, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def load_pending(out: Path) -> list[ManifestEntry]:
+    """Journalled entries of a run that died before rewriting the manifest (checked like it)."""
+    return _entries(out, PENDING, torn_tail=True)
+
+
+def clear_pending(out: Path) -> None:
+    (out / PENDING).unlink(missing_ok=True)
 
 
 def save_manifest(out: Path, entries: list[ManifestEntry]) -> None:
@@ -107,7 +169,7 @@ def _strs(value: object) -> tuple[str, ...]:
 
 
 def load_ambiguous(out: Path) -> list[AmbiguousImage]:
-    rows = _read_lines(out / AMBIGUOUS)
+    rows = [row for _, row in _read_lines(out / AMBIGUOUS)]
     return [
         AmbiguousImage(
             sha256=str(r["sha256"]),

@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mtl.data.images import is_image_name
+from mtl.data.images import is_image_name, open_regular
 from mtl.fetch.dedupe import Entry, HashIndex
 from mtl.fetch.download import TEMP_PREFIX, TEMP_SUFFIX
 from mtl.fetch.manifest import (
     AmbiguousImage,
     ManifestEntry,
+    append_pending,
+    clear_pending,
     load_ambiguous,
     load_manifest,
+    load_pending,
     save_ambiguous,
     save_manifest,
 )
@@ -58,7 +61,19 @@ class OutputState:
         state.ambiguous = load_ambiguous(out)
         for amb in state.ambiguous:
             state.index.block(amb.sha256, amb.phash)
+        for entry in load_pending(out):
+            path = out / entry.file
+            if entry.file in state.entries or not path.is_file():
+                continue  # never placed (killed between journal and rename), or known
+            if _sha256(path) == entry.sha256 and not state.index.is_blocked(
+                entry.sha256, entry.phash
+            ):
+                state.add(entry)
         return state
+
+    def record(self, entry: ManifestEntry) -> None:
+        """Journal ``entry`` before its file is placed (see :data:`manifest.PENDING`)."""
+        append_pending(self.out, entry)
 
     def add(self, entry: ManifestEntry) -> None:
         self.entries[entry.file] = entry
@@ -101,13 +116,14 @@ class OutputState:
         if self.out.is_dir():
             save_manifest(self.out, list(self.entries.values()))
             save_ambiguous(self.out, self.ambiguous)
+            clear_pending(self.out)
 
 
 def _sha256(path: Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -131,4 +147,5 @@ def place(tmp: Path, final: Path) -> None:
     """Move a checked temp file into place; refuse to replace anything."""
     if final.exists():
         raise FileExistsError(final)
+    os.chmod(tmp, 0o644)  # mkstemp made it 0600; kept images are ordinary files
     os.replace(tmp, final)

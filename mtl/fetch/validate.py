@@ -13,7 +13,7 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mtl.data.images import MAX_PIXELS, to_rgb
+from mtl.data.images import MAX_PIXELS, NotRegularFile, open_regular, to_rgb
 from mtl.fetch.reasons import Rejected
 
 # Pillow format name -> the extension a kept file gets, whatever the URL said.
@@ -41,10 +41,12 @@ def inspect_image(path: Path, min_size: tuple[int, int]) -> ImageInfo:
         with warnings.catch_warnings():
             # Oversized images are refused below by our own pixel limit, not by a warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path) as fh, Image.open(fh) as img:
                 return _check(img, min_size)
     except Rejected:
         raise
+    except NotRegularFile as exc:
+        raise Rejected("not_image", str(exc.strerror)) from None
     except UnidentifiedImageError:
         raise Rejected("not_image", "not an image") from None
     except Image.DecompressionBombError:

@@ -62,9 +62,13 @@ def default_output(model_path: Path, fmt: str, quantize: str) -> Path:
 
 
 def labels_text(class_names: list[str]) -> str:
+    """One name per line; refuses names the reader could not give back exactly."""
+    from mtl.data.dataset import label_problem
+
     for name in class_names:
-        if "\n" in name or "\r" in name or not name.strip():
-            raise UsageError(f"class name {name!r} cannot be written to a labels file")
+        why = label_problem(name)
+        if why:
+            raise UsageError(f"class name {name!r} cannot be written to a labels file: {why}")
     return "".join(f"{name}\n" for name in class_names)
 
 

@@ -32,7 +32,9 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
         raise ModelFileError(f"no labels file at {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"cannot read labels file {path}: {exc}") from None
-    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    # One label per "\n"-terminated line (a "\r\n" file too), exactly as mtl export writes
+    # them: not splitlines(), which also breaks on U+2028, U+0085, \x0b, \x0c, ...
+    labels = [line.strip() for line in text.split("\n") if line.strip()]
     if len(labels) < 2:
         raise ModelFileError(f"labels file {path} has {len(labels)} labels; expected one per line")
     return labels

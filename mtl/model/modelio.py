@@ -11,6 +11,11 @@ from typing import Any
 
 from mtl.errors import ModelFileError
 
+# A real model.keras' config.json is tens of kB; a zip bomb's inflates to gigabytes.
+MAX_CONFIG_BYTES = 64 * 2**20
+# Pixels a side: MobileNet is trained at 128-224; anything past this is not a photo model.
+MAX_INPUT_PIXELS = 4096
+
 
 @dataclass
 class LoadedModel:
@@ -31,6 +36,7 @@ def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp made it 0600; every other run file is 0644
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,6 +60,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelFileError(f"no model file at {path}")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not an mtl model (expected a .keras file from mtl train)")
+    check_model_file(path)
     from mtl.model.layers import MODEL_FORMAT
     from mtl.runtime import keras
 
@@ -74,13 +81,79 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
             f"this mtl reads format {MODEL_FORMAT} or older: upgrade mtl"
         )
     shape = model.input_shape
+    names = list(layer.class_names)
+    outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    if not isinstance(outputs, int) or outputs != len(names):
+        raise ModelFileError(
+            f"{path} is damaged: it has {len(names)} class names but predicts {outputs} classes"
+        )
+    if not (
+        isinstance(shape, tuple) and len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3
+    ):
+        raise ModelFileError(f"{path} is not an mtl image classifier (input shape {shape})")
     return LoadedModel(
         model=model,
-        class_names=list(layer.class_names),
+        class_names=names,
         image_size=int(shape[1]),
         mtl_version=layer.mtl_version,
         info=dict(layer.info),
     )
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse a hostile ``.keras`` before Keras reads it: a ``config.json`` that would
+    inflate past :data:`MAX_CONFIG_BYTES`, or an input larger than :data:`MAX_INPUT_PIXELS`
+    a side (building such a model takes more memory than any machine has)."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            try:
+                info = z.getinfo("config.json")
+            except KeyError:
+                raise ModelFileError(
+                    f"cannot load {path}: not a Keras model file (a zip archive without "
+                    "config.json)"
+                ) from None
+            # zipfile never inflates past the declared size, so checking it is enough.
+            if info.file_size > MAX_CONFIG_BYTES:
+                raise ModelFileError(
+                    f"{path} is not an mtl model: its config.json inflates to "
+                    f"{info.file_size} bytes (the limit is {MAX_CONFIG_BYTES // 2**20} MiB)"
+                )
+            config = json.loads(z.read(info))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"cannot load {path}: damaged Keras model file") from None
+    for dims in _input_shapes(config):
+        big = [d for d in dims if isinstance(d, int) and d > MAX_INPUT_PIXELS]
+        if big:
+            raise ModelFileError(
+                f"{path} is not a usable mtl model: it declares an input of "
+                f"{'x'.join(str(d) for d in dims[1:3])} pixels (the limit is "
+                f"{MAX_INPUT_PIXELS} a side)"
+            )
+
+
+def _input_shapes(node: Any) -> list[list[Any]]:
+    """Every input shape declared in a Keras config: ``InputLayer``s' ``batch_shape`` and
+    any ``batch_input_shape`` (older files, layers given ``input_shape=``)."""
+    found: list[list[Any]] = []
+    if isinstance(node, dict):
+        config = node.get("config")
+        if node.get("class_name") == "InputLayer" and isinstance(config, dict):
+            for key in ("batch_shape", "batch_input_shape"):
+                if isinstance(config.get(key), list):
+                    found.append(config[key])
+        if isinstance(node.get("batch_input_shape"), list):
+            found.append(node["batch_input_shape"])
+        for value in node.values():
+            found += _input_shapes(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _input_shapes(value)
+    return found
 
 
 def _why_unloadable(path: Path, exc: Exception) -> str:

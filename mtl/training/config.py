@@ -189,6 +189,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         cfg.patience,
         "patience",
     )
+    need(
+        0 <= cfg.seed < 2**32,
+        "--seed must be between 0 and 2**32 - 1",
+        cfg.seed,
+        "seed",
+    )
     need(0.0 <= cfg.dropout < 1.0, "--dropout must be in [0, 1)", cfg.dropout, "dropout")
     need(
         0.0 <= cfg.val_split < 1.0,
@@ -238,6 +244,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"no config file at {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes UTF-8 itself
+        raise UsageError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     # A [train] table is accepted as well as top-level keys.
