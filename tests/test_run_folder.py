@@ -144,3 +144,13 @@ def test_an_unwritable_run_folder_is_exit_2_before_any_work(cli, small, cache, t
     result = train(cli, small, cache, "--out", str(tmp_path / "file" / "run"))
     assert result.exit_code == 2 and "cannot write to run folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_trains_never_share_a_run_folder(cli, small, cache, tmp_path):
+    from mtl.locks import folder_lock
+
+    run = tmp_path / "run"
+    with folder_lock(run, "mtl train"):  # as a run in progress holds it
+        result = train(cli, small, cache, "--out", str(run), "--force")
+    assert result.exit_code == 2 and "mtl train" in result.stderr
+    assert not (run / "model.keras").exists()

@@ -7,6 +7,7 @@ is written atomically (:mod:`mtl.files`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,9 @@ def next_run_dir(base: str | Path = "runs", name: str = "train") -> Path:
     return base / (name if n == 1 else f"{name}{n}")
 
 
-def prepare(out: str | Path | None, *, force: bool = False) -> Path:
+def prepare(out: str | os.PathLike[str] | None, *, force: bool = False) -> Path:
     """Claim the run folder: a new numbered one, or ``out`` (refused when it holds
-    someone's work, unless ``force``, which first clears the old run's files)."""
+    someone's work, unless ``force``; the caller clears the old run under the lock)."""
     if out is None:
         return _claim_numbered()
     path = Path(out)
@@ -57,8 +58,6 @@ def prepare(out: str | Path | None, *, force: bool = False) -> Path:
     refuse_existing(path, force)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        if force:
-            clear_run(path)
         probe = files.write_text(path / ".mtl-write-check", "", force=True)
         probe.unlink()
     except OSError as exc:

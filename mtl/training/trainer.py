@@ -27,6 +27,7 @@ from mtl import runtime
 from mtl.assets import weights
 from mtl.data import dataset, features
 from mtl.errors import UsageError
+from mtl.locks import folder_lock
 from mtl.model import backbones
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
@@ -152,13 +153,27 @@ def train(
         weights_dir,
         progress=on_download,
     )
-    if resume is None:
-        run_dir = rundir.prepare(Path(out) if out is not None else None, force=force)
-        # A forced rerun must never resume into an older run's checkpoint.
-        shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
-        checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
-    else:
-        run_dir = Path(resume)
+    run_dir = Path(resume) if resume is not None else rundir.prepare(out, force=force)
+    hooks = Hooks(on_progress, on_start, on_epoch, callbacks)
+    # Two runs never share a folder: the second is refused (exit 2) while the first holds it.
+    with folder_lock(run_dir, "mtl train"):
+        if resume is None:
+            rundir.clear_run(run_dir)  # a forced rerun: the old model goes first
+            checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
+        return _run(cfg, ds, wfile, run_dir, cache_dir, hooks, ckpt, t_start)
+
+
+def _run(
+    cfg: TrainConfig,
+    ds: dataset.Dataset,
+    wfile: Path,
+    run_dir: Path,
+    cache_dir: str | os.PathLike[str] | None,
+    hooks: Hooks,
+    ckpt: checkpoint.Checkpoint | None,
+    t_start: float,
+) -> TrainResult:
+    """Set up the devices and the feature cache, then let a :class:`Trainer` do the run."""
     own_cache = cache_dir is None
     cache = features.FeatureCache(
         folder=Path(cache_dir) if cache_dir is not None else run_dir / "cache",
@@ -174,7 +189,6 @@ def train(
         devices = runtime.setup_training(cfg.precision)
         runtime.set_seed(cfg.seed)
         seconds = {"setup": time.perf_counter() - t0}
-        hooks = Hooks(on_progress, on_start, on_epoch, callbacks)
         trainer = Trainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
         result = trainer.run(seconds, t_start)
         # The run is complete (model.keras written): its checkpoint is no longer needed.
