@@ -111,6 +111,12 @@ def register(app: typer.Typer) -> None:
             help="Random flips, rotations, zoom (training only).",
             show_default=False,
         ),
+        views: str | None = _opt(
+            "views",
+            "--views",
+            help="Fixed views of each photo, trained on and averaged at prediction: "
+            "image, flip, crop, crop_flip (comma-separated).",
+        ),
         val_split: float | None = _opt(
             "val_split", "--val-split", help="Fraction held out (stable)."
         ),

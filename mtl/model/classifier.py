@@ -1,7 +1,15 @@
 """The trained model: raw RGB in, preprocessing, a MobileNet base, a dense head, class names.
 
 Layout (so the frozen part can be cached and the head trained alone):
-``image -> [augmentation] -> preprocess -> backbone -> pool -> head -> class_names``
+``image -> [augmentation] -> preprocess -> views -> backbone -> pool -> head``
+``-> average over views -> class_names``
+
+*Views* are fixed transforms of the input (the image itself, its mirror, a
+central crop): training sees every view of every photo as a training row
+(augmentation at the price of one more base pass, not one per epoch), and the
+saved model averages its class probabilities over the same views, so every
+consumer of ``model.keras`` (and of its TFLite export) gets the test-time
+averaging. All of it is built from Keras' own layers: no custom code to load.
 
 :func:`build_parts` also returns, for training, the frozen part up to a cut
 (the *extractor*, whose outputs are cached) and the trainable rest (the
@@ -16,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mtl.errors import UsageError
 from mtl.model import backbones
 from mtl.runtime import keras as _keras
+
+VIEWS = ("image", "flip", "crop", "crop_flip")
+CROP = 0.875  # the crop views keep the central 87.5% (as 224 of 256), resized back
 
 # Augmentation: small, label-preserving changes; Keras layers that are identity at inference.
 FLIP = "horizontal"
@@ -61,6 +74,53 @@ def augmentation_layers() -> list[Any]:
     ]
 
 
+def check_views(views: Sequence[str]) -> list[str]:
+    views = list(views)
+    unknown = [v for v in views if v not in VIEWS]
+    if not views or unknown or len(set(views)) != len(views):
+        raise UsageError(
+            f"views must be distinct names among {', '.join(VIEWS)}. Received views={views!r}"
+        )
+    return views
+
+
+def view_layers(views: Sequence[str], size: int) -> dict[str, list[Any]]:
+    """Keras' own layers for each view (built once: the extractor and the saved model
+    share them). A mirror is a fixed permutation matrix applied along the width
+    (Permute + Dense), since Keras has no deterministic flip layer."""
+    keras = _keras()
+    out: dict[str, list[Any]] = {}
+    for view in check_views(views):
+        layers = []
+        if view.startswith("crop"):
+            side = round(size * CROP)
+            layers += [
+                keras.layers.CenterCrop(side, side, name=f"view_{view}_crop"),
+                keras.layers.Resizing(
+                    size, size, interpolation="bilinear", name=f"view_{view}_resize"
+                ),
+            ]
+        if view.endswith("flip"):
+            mirror = keras.layers.Dense(
+                size, use_bias=False, trainable=False, name=f"view_{view}_mirror"
+            )
+            mirror.build((None, size, 3, size))
+            mirror.set_weights([np.eye(size, dtype="float32")[::-1]])
+            layers += [
+                keras.layers.Permute((1, 3, 2), name=f"view_{view}_to_hcw"),
+                mirror,
+                keras.layers.Permute((1, 3, 2), name=f"view_{view}_to_hwc"),
+            ]
+        out[view] = layers
+    return out
+
+
+def _through(layers: Sequence[Any], x: Any, training: bool | None = None) -> Any:
+    for layer in layers:
+        x = layer(x) if training is None else layer(x, training=training)
+    return x
+
+
 def assemble(
     backbone: Any,
     head: Any,
@@ -69,22 +129,25 @@ def assemble(
     size: int,
     info: dict[str, Any] | None = None,
     augment: bool = False,
+    views: dict[str, list[Any]] | None = None,
 ) -> Any:
-    """Join preprocessing, backbone and head into the one model that is saved."""
+    """Join preprocessing, views, backbone and head into the one model that is saved."""
     from mtl.model.layers import ClassNames
 
     keras = _keras()
     inputs = keras.Input((size, size, 3), name="image")
-    x = inputs
-    if augment:
-        for layer in augmentation_layers():
-            x = layer(x)
+    x = _through(augmentation_layers() if augment else [], inputs)
     pre = backbones.preprocessing(model)
     x = pre(x) if pre is not None else x
-    x = backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = head(x)
-    outputs = ClassNames(list(class_names), info=info, dtype="float32")(x)
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    # The view layers are called with training=False: CenterCrop and Resizing default to
+    # training=True, which Keras would pass on to the head's Dropout at prediction time.
+    probs = [
+        head(pool(backbone(_through(v, x, training=False))))
+        for v in (views or {"image": []}).values()
+    ]
+    averaged = probs[0] if len(probs) == 1 else keras.layers.Average(name="views_average")(probs)
+    outputs = ClassNames(list(class_names), info=info, dtype="float32")(averaged)
     return keras.Model(inputs, outputs, name="mtl_classifier")
 
 
@@ -146,9 +209,20 @@ def build_parts(
     backbone: Any = None,
     head: Any = None,
     fine_tune: bool = False,
+    views: Sequence[str] = ("image",),
 ) -> Parts:
-    """Build (or re-cut, given ``backbone`` and ``head``) the model for training."""
+    """Build (or re-cut, given ``backbone`` and ``head``) the model for training.
+
+    With several ``views`` (whole base frozen, no augmentation), the extractor
+    returns ``(views, features)`` per image and the saved model averages over them.
+    """
     keras = _keras()
+    views = check_views(views)
+    if len(views) > 1 and (augment or freeze_layers is not None):
+        raise UsageError(
+            "several views need the whole base frozen and no augmentation. "
+            f"Received views={views!r}, freeze={freeze_layers!r}, augment={augment!r}"
+        )
     if backbone is None:
         backbone = backbones.build(model, alpha, include_top=False, weights=weights, size=size)
     n_layers = len(backbone.layers)
@@ -156,10 +230,13 @@ def build_parts(
     freeze(backbone, n, keep_batchnorm_frozen=fine_tune)
     if head is None:
         head = build_head(int(backbone.output_shape[-1]), len(class_names), head_units, dropout)
-    full = assemble(backbone, head, class_names, model, size, info, augment)
+    layers = view_layers(views, size)
+    full = assemble(backbone, head, class_names, model, size, info, augment, layers)
     base_spec = (
         f"{model}|alpha={float(alpha)}|size={size}|{keras.mixed_precision.dtype_policy().name}"
     )
+    if views != ["image"]:
+        base_spec += f"|views={'+'.join(views)}"
     pre = backbones.preprocessing(model)
 
     def preprocessed(x: Any) -> Any:
@@ -169,9 +246,15 @@ def build_parts(
         return Parts(full, backbone, head, None, full, 0, f"{base_spec}|pixels")
     if n >= n_layers:
         image = keras.Input((size, size, 3), name="image")
-        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(preprocessed(image)))
-        extractor = keras.Model(image, pooled, name="frozen_base")
-        feats = keras.Input((int(backbone.output_shape[-1]),), name="features")
+        x = preprocessed(image)
+        pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        dim = int(backbone.output_shape[-1])
+        pooled = [pool(backbone(_through(v, x, training=False))) for v in layers.values()]
+        if len(pooled) > 1:  # (n, views, features): one cache entry per photo, all views
+            stack = [keras.layers.Reshape((1, dim))(p) for p in pooled]
+            pooled = [keras.layers.Concatenate(axis=1, name="views")(stack)]
+        extractor = keras.Model(image, pooled[0], name="frozen_base")
+        feats = keras.Input((dim,), name="features")
         top = keras.Model(feats, head(feats), name="trainable_head")
         return Parts(full, backbone, head, extractor, top, -1, f"{base_spec}|pooled")
     k = cut_point(backbone, n)

@@ -87,8 +87,9 @@ class BasePass:
         if not self._digest:
             self._digest = features.file_digest(self.weights_file)
         c = self.cfg
+        views = tuple(c.run_views) if freeze is None else ("image",)
         return litebase.BaseSpec(
-            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version()
+            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views
         )
 
     def start_early(self, paths: Sequence[Path], cache: features.FeatureCache) -> None:

@@ -50,6 +50,10 @@ class TrainConfig:
     fine_tune_lr: float = 1e-5
     fine_tune_layers: int = 30
     augment: bool = False
+    # Fixed views of each photo (mtl.model.classifier.VIEWS): every one is a training row,
+    # and the saved model averages its probabilities over them. Used with the whole base
+    # frozen, no augmentation and no fine-tuning; otherwise the image alone.
+    views: list[str] = field(default_factory=lambda: ["image"])
     val_split: float = 0.2
     seed: int = 42
     class_weight: str = "none"
@@ -63,6 +67,14 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         values["freeze"] = "all" if self.freeze is None else self.freeze
         return values
+
+    @property
+    def run_views(self) -> list[str]:
+        """The views a run uses: several only on pooled features of the whole frozen base
+        (no augmentation, no fine-tuning), else the image alone."""
+        if self.freeze is None and not self.augment and not self.fine_tune_epochs:
+            return list(self.views)
+        return ["image"]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "settings") -> TrainConfig:
@@ -129,9 +141,22 @@ def parse_freeze(value: Any) -> int | None:
     return n
 
 
+def parse_views(value: Any) -> list[str]:
+    """``"image,crop"`` or ``["image", "crop"]``."""
+    from mtl.model.classifier import check_views
+
+    if isinstance(value, str):
+        value = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"views must be a list of view names. Received views={value!r}")
+    return check_views(value)
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key == "head":
         return parse_head(value)
+    if key == "views":
+        return parse_views(value)
     if key == "freeze":
         return parse_freeze(value)
     default = getattr(TrainConfig(), key)

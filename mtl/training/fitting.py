@@ -37,10 +37,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return order
 
 
+def _rows(x: np.ndarray) -> np.ndarray:
+    """Cached entries as ``(photos, views, features)``: one view or several."""
+    return x[:, None, :] if x.ndim == 2 else x
+
+
 class CachedBatches(keras.utils.PyDataset):
     """Batches of cached features for ``fit(initial_epoch=first_epoch)``.
 
-    The features are stacked once when they fit in memory, else read per batch.
+    Every view of every photo is a training row (an entry of several views is
+    several rows). The features are stacked once when they fit in memory, else
+    read per batch.
     """
 
     def __init__(
@@ -57,27 +64,34 @@ class CachedBatches(keras.utils.PyDataset):
         super().__init__()
         self.cache, self.keys, self.labels = cache, list(keys), labels
         self.sample_weights, self.batch_size, self.seed = sample_weights, batch_size, seed
-        self.stacked = features.stack(cache, self.keys).astype("float32") if in_memory else None
+        first = _rows(features.stack(cache, self.keys[:1]))
+        self.views = first.shape[1]
+        self.n = len(self.keys) * self.views
+        self.stacked = (
+            _rows(features.stack(cache, self.keys)).astype("float32") if in_memory else None
+        )
         self.epoch = first_epoch
-        self.order = epoch_order(len(self.keys), seed, first_epoch)
+        self.order = epoch_order(self.n, seed, first_epoch)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.keys) / self.batch_size)
+        return math.ceil(self.n / self.batch_size)
 
     def __getitem__(self, i: int) -> Any:
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        photo, view = rows // self.views, rows % self.views
         if self.stacked is not None:
-            x = self.stacked[idx]
+            x = self.stacked[photo, view]
         else:
-            x = features.stack(self.cache, [self.keys[j] for j in idx]).astype("float32")
-        y = self.labels[idx]
+            entries = _rows(features.stack(self.cache, [self.keys[j] for j in photo]))
+            x = entries[np.arange(len(rows)), view].astype("float32")
+        y = self.labels[photo]
         if self.sample_weights is not None:
-            return x, y, self.sample_weights[idx]
+            return x, y, self.sample_weights[photo]
         return x, y
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
-        self.order = epoch_order(len(self.keys), self.seed, self.epoch)
+        self.order = epoch_order(self.n, self.seed, self.epoch)
 
 
 class _OneBatch(keras.utils.PyDataset):
@@ -104,15 +118,30 @@ def predict(
     direct: bool,
     batch: int = PREDICT_BATCH,
 ) -> np.ndarray:
-    """Probabilities of the trained part for cached entries, padded to one batch shape."""
+    """Probabilities of the trained part for cached entries, padded to one batch shape;
+    an entry of several views gets the average of their probabilities, as the saved
+    model computes it."""
     out = []
     for start in range(0, len(keys), batch):
-        x = features.stack(cache, keys[start : start + batch]).astype("float32")
-        n = len(x)
-        x = features.pad_rows(x, batch)
-        y = top(x, training=False) if direct else top.predict_on_batch(x)
-        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64)[:n])
+        entries = features.stack(cache, keys[start : start + batch]).astype("float32")
+        if entries.ndim == 3:  # (photos, views, features)
+            photos, views = entries.shape[:2]
+            probs = _predict_rows(top, entries.reshape(photos * views, -1), direct, batch)
+            out.append(probs.reshape(photos, views, -1).mean(axis=1))
+        else:
+            out.append(_predict_rows(top, entries, direct, batch))
     return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def _predict_rows(top: Any, x: np.ndarray, direct: bool, batch: int) -> np.ndarray:
+    out = []
+    for start in range(0, len(x), batch):
+        rows = x[start : start + batch]
+        n = len(rows)
+        rows = features.pad_rows(rows, batch)
+        y = top(rows, training=False) if direct else top.predict_on_batch(rows)
+        out.append(np.asarray(runtime.as_numpy(y), dtype=np.float64)[:n])
+    return np.concatenate(out)
 
 
 def optimizer(name: str, lr: float) -> Any:

@@ -38,6 +38,7 @@ class BaseSpec:
     freeze: int | None  # None: the whole base (pooled features); else the cut
     weights_digest: str  # SHA-256 of the ImageNet no-top weights file
     keras_version: str  # the architecture comes from keras.applications
+    views: tuple[str, ...] = ("image",)  # the extractor's output has one row per view
 
     def text(self) -> str:
         """Names the cached features too: a LiteRT feature is never mixed with a Keras one."""
@@ -46,6 +47,7 @@ class BaseSpec:
             f"litert{FORMAT}|{self.model}|alpha={float(self.alpha)}|size={self.size}|"
             f"freeze={freeze}|float32|weights={self.weights_digest[:16]}|"
             f"keras={self.keras_version}"
+            + ("" if self.views == ("image",) else f"|views={'+'.join(self.views)}")
         )
 
     def path(self) -> Path:

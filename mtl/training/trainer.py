@@ -285,6 +285,7 @@ class Trainer:
             self.early = EarlyStopping.from_json(ckpt.early, cfg.patience)
             self.best_weights = ckpt.best_weights
         self.key_of: dict[Path, str] = {}  # file -> its cache entry for the current phase
+        self.views = cfg.run_views
         self.compiled: list[Any] = []  # the tops compiled for their phase
         self.phase = "train"
         self.seconds: dict[str, float] = {}
@@ -311,6 +312,7 @@ class Trainer:
                 freeze_layers=freeze,
                 augment=c.augment,
                 info={"model": c.model, "alpha": c.alpha, "image_size": c.image_size},
+                views=reuse.pop("views", self.views),
                 **reuse,
             )
 
@@ -470,7 +472,12 @@ class Trainer:
         t0 = time.perf_counter()
         self.phase = "fine_tune"
         parts = self.build(
-            n, weights=None, backbone=parts.backbone, head=parts.head, fine_tune=True
+            n,
+            weights=None,
+            backbone=parts.backbone,
+            head=parts.head,
+            fine_tune=True,
+            views=["image"],
         )
         if self.best_weights is not None and not resumed_here:
             # The best so far, in the layout of the larger part that fine-tuning trains.
@@ -541,6 +548,11 @@ class Trainer:
         self.ds.drop(feats.failures)
         dataset.check_usable(self.ds)
         warnings = [*self.ds.warnings, *self.base.warnings]
+        if self.views != c.views:
+            warnings.append(
+                f"views {'+'.join(c.views)} need the whole base frozen, no --augment and no "
+                "fine-tuning: this run uses the image alone"
+            )
         if not self.ds.subset("val"):
             self.early.patience = 0  # nothing to stop on
             if c.val_split > 0:
