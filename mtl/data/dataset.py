@@ -17,6 +17,7 @@ from mtl.data.images import IMAGE_EXTENSIONS, is_image_name, list_images
 from mtl.errors import DataError
 
 MANIFEST = "manifest.jsonl"
+REVIEW_FOLDER = "_review"  # photos `mtl review --apply` set aside: never a class
 MIN_PER_CLASS = 10
 MAX_IMBALANCE = 5.0
 
@@ -85,7 +86,11 @@ def stable_split(
 
 
 def class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != REVIEW_FOLDER
+    )
 
 
 def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
