@@ -19,13 +19,14 @@ DATA ?= $(SHARED)/data/hymenoptera/train
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test check bench clean
+.PHONY: help install demo test check bench bench-review browser clean
 
 help:
 	@echo "make demo   - set up .venv and run mtl end to end on real photos"
 	@echo "make test   - set up .venv with the test extra and run the tests"
 	@echo "make check  - ruff (lint + format check) and mypy on mtl/"
 	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make bench-review - mtl review on injected noise (bench/review_noise.results.md)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,17 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	MTL_ALPHA=$(ALPHA) DATA=$(DATA) BIN=$(BIN) bash scripts/demo.sh
 
-test: $(VENV)/.installed-test
+# The review page is checked in a real headless Chromium (tests/test_review.py). pip has no
+# Chromium that runs offline, so: Debian's, installed when root may (best effort; the test
+# skips, saying why, where there is none). NO_BROWSER=1 skips the attempt.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || [ -n "$(NO_BROWSER)" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+	  || (apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "no Chromium: the review page test will be skipped"
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m tests.assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -67,6 +78,10 @@ bench: $(BENCH_VENV)/.installed
 	$(if $(DATA),,$(error bench: set DATA=folder-per-class photos, e.g. DATA=demo/data/hymenoptera/train after make demo))
 	$(BENCH_VENV)/bin/python bench/train_vs_naive.py --data $(DATA) --alpha $(ALPHA) --repeat 3
 	$(BENCH_VENV)/bin/python bench/predict_vs_naive.py --data $(DATA) --alpha $(ALPHA)
+
+# mtl review on injected noise (swapped labels, off-topic photos) in both shared datasets.
+bench-review: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/review_noise.py --alpha $(ALPHA) --shared $(SHARED)/data
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) runs demo .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from mtl import __version__
-from mtl.cli import classify, evaluate, export, fetch, predict, train
+from mtl.cli import classify, evaluate, export, fetch, predict, review, train
 
 app = typer.Typer(
     name="mtl",
@@ -40,13 +40,15 @@ def _root(
 
       mtl fetch "blue tit" crow --limit 100 --out data/
 
+      mtl review data/ --apply
+
       mtl train data/ --epochs 10
 
       mtl predict runs/train/model.keras crow.jpg
     """
 
 
-for module in (classify, fetch, train, predict, evaluate, export):
+for module in (classify, fetch, review, train, predict, evaluate, export):
     module.register(app)
 
 

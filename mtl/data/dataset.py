@@ -18,6 +18,7 @@ from mtl.errors import DataError
 from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
+REVIEW_FOLDER = "_review"  # photos `mtl review --apply` set aside: never a class
 MIN_PER_CLASS = 10
 MAX_IMBALANCE = 5.0
 
@@ -86,7 +87,11 @@ def stable_split(
 
 
 def class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != REVIEW_FOLDER
+    )
 
 
 def _read_manifest(root: Path) -> dict[str, set[Path]] | None:

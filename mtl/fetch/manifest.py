@@ -36,9 +36,15 @@ class ManifestEntry:
     width: int
     height: int
     fetched: str  # ISO 8601, UTC
+    # Set aside by `mtl review --apply` ("review", with the reason in "review"): kept
+    # listed so the same picture is refused again; train skips it.
+    status: str = "ok"
+    review: str | None = None
 
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
+        if data["status"] == "ok":  # unchanged lines for files review never touched
+            del data["status"], data["review"]
         return {"class": data.pop("class_"), **data}
 
     @classmethod
@@ -66,6 +72,8 @@ class ManifestEntry:
             width=int(str(data["width"])),
             height=int(str(data["height"])),
             fetched=str(data.get("fetched", "")),
+            status=str(data.get("status", "ok")),
+            review=None if data.get("review") is None else str(data["review"]),
         )
 
 

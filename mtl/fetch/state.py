@@ -49,12 +49,16 @@ class OutputState:
     index: HashIndex = field(default_factory=HashIndex)
     ambiguous: list[AmbiguousImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    held: list[ManifestEntry] = field(default_factory=list)  # set aside by `mtl review`
 
     @classmethod
     def load(cls, out: Path) -> OutputState:
         state = cls(out=out)
         for entry in load_manifest(out):
-            if (out / entry.file).is_file():
+            if entry.status != "ok":  # set aside by `mtl review --apply`: never kept again
+                state.held.append(entry)
+                state.index.block(entry.sha256, entry.phash)
+            elif (out / entry.file).is_file():
                 state.add(entry)
             else:
                 state.notes.append(f"{entry.file} is gone; dropped from the manifest")
@@ -114,7 +118,7 @@ class OutputState:
 
     def save(self) -> None:
         if self.out.is_dir():
-            save_manifest(self.out, list(self.entries.values()))
+            save_manifest(self.out, [*self.entries.values(), *self.held])
             save_ambiguous(self.out, self.ambiguous)
             clear_pending(self.out)
 

@@ -1,0 +1,149 @@
+"""``mtl review``: find wrong, off-topic and broken photos in a dataset before training.
+
+:func:`review` scores every photo (:mod:`.features` for the pooled base features
+through train's own base pass and cache, :mod:`.scores` for out-of-fold
+probabilities, cleanlab's label issues and the off-topic score,
+:mod:`.quality` for cheap image statistics), flags them (:mod:`.flags`),
+writes the HTML page (:mod:`.report`) and, only when asked, moves them
+(:mod:`.actions`); :func:`undo` puts them back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl.assets import weights
+from mtl.errors import UsageError
+from mtl.progress import StageProgressFn
+from mtl.review import actions
+from mtl.review.actions import UndoResult, undo
+from mtl.review.flags import REASONS, Finding, Thresholds
+from mtl.training.config import TrainConfig
+
+__all__ = ["ReviewResult", "Thresholds", "UndoResult", "review", "undo"]
+
+
+@dataclass
+class ReviewResult:
+    root: Path
+    classes: list[str]
+    total: int
+    findings: list[Finding]  # shown (after --top)
+    flagged: int  # before --top
+    moves: list[actions.Move]
+    report: Path | None
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+    off_topic_method: str
+    thresholds: Thresholds
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(f.reason for f in self.findings)
+        return {r: c[r] for r in REASONS if c[r]}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": str(self.root),
+            "classes": self.classes,
+            "photos": self.total,
+            "flagged": self.flagged,
+            "counts": self.counts(),
+            "findings": [f.to_json(self.root) for f in self.findings],
+            "applied": [m.to_json() for m in self.moves],
+            "report": str(self.report) if self.report else None,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "warnings": self.warnings,
+            "off_topic_method": self.off_topic_method,
+            "thresholds": self.thresholds.__dict__,
+            "seconds": self.seconds,
+        }
+
+
+def review(
+    data: str | os.PathLike[str],
+    cfg: TrainConfig | None = None,
+    *,
+    thresholds: Thresholds | None = None,
+    folds: int = 5,
+    top: int | None = None,
+    apply: bool = False,
+    relabel: bool = False,
+    report: str | os.PathLike[str] | None = None,
+    write_report: bool = True,
+    weights_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_download: weights.DownloadProgress | None = None,
+    on_progress: StageProgressFn | None = None,
+) -> ReviewResult:
+    """Score every photo of ``data`` and flag the suspect ones, worst first.
+
+    ``apply``: move flagged photos to ``DATA/_review/<reason>/`` (recorded, undoable);
+    ``relabel``: move confident wrong-label photos to the suggested class instead (implies
+    ``apply``). ``top``: only the N worst. The page goes to ``report`` (default
+    ``DATA/_review/report.html``). Raises DataError/UsageError (exit 2) for unusable input.
+    """
+    from mtl.review import concepts, flags, quality, scores
+    from mtl.review import report as page
+    from mtl.review.features import pooled_features
+
+    if folds < 2:
+        raise UsageError(f"--folds must be 2 or more. Received {folds}")
+    if top is not None and top < 1:
+        raise UsageError(f"--top must be 1 or more. Received {top}")
+    t = thresholds or Thresholds()
+    cfg = cfg or TrainConfig()
+    root = Path(data)
+    t0 = time.perf_counter()
+    if (apply or relabel) and root.is_dir():
+        actions.read_records(root)  # an unsafe record stops us before any work
+    pooled = pooled_features(
+        root, cfg, weights_dir=weights_dir, cache_dir=cache_dir,
+        on_download=on_download, on_progress=on_progress,
+    )  # fmt: skip
+    seconds = {"features": round(time.perf_counter() - t0, 3)}
+    t1 = time.perf_counter()
+    concept_probs = None
+    warnings = list(pooled.warnings)
+    if concepts.supported(cfg.model):
+        concept_probs = concepts.imagenet_probabilities(
+            pooled.x, cfg.model, cfg.alpha, cfg.image_size,
+            weights_dir=weights_dir, on_download=on_download,
+        )  # fmt: skip
+    else:
+        warnings.append(f"off-topic scores for {cfg.model} use k-nearest neighbours (weaker)")
+    report_fn = (lambda d, n: on_progress("scoring (k-fold)", d, n)) if on_progress else None
+    s = scores.score(
+        pooled.x, pooled.labels, concept_probs, folds=folds, seed=cfg.seed, on_progress=report_fn
+    )
+    stats_fn = (lambda d, n: on_progress("image statistics", d, n)) if on_progress else None
+    stats = quality.all_stats(pooled.paths, stats_fn)
+    seconds["scores"] = round(time.perf_counter() - t1, 3)
+    found = flags.find(pooled.paths, pooled.labels, pooled.classes, s, stats, t)
+    shown = found[:top] if top else found
+    result = ReviewResult(
+        root=root, classes=pooled.classes, total=len(pooled.paths), findings=shown,
+        flagged=len(found), moves=[], report=None, skipped=pooled.skipped, warnings=warnings,
+        off_topic_method=s.off_topic_method, thresholds=t,
+    )  # fmt: skip
+    if write_report:
+        t2 = time.perf_counter()
+        target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
+        settings = (
+            f"Out-of-fold {folds}-fold logistic regression on {cfg.model} alpha {cfg.alpha} "
+            f"features, seed {cfg.seed}; off-topic by {s.off_topic_method}."
+        )
+        html = page.render(root, pooled.classes, shown, result.counts(), result.total, settings)
+        result.report = page.write(target, html)
+        seconds["report"] = round(time.perf_counter() - t2, 3)
+    if apply or relabel:
+        moves = actions.plan(root, shown, relabel=relabel, relabel_confidence=t.relabel)
+        result.moves = actions.apply(root, moves)
+    seconds["total"] = round(time.perf_counter() - t0, 3)
+    result.seconds = seconds
+    return result

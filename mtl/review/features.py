@@ -1,0 +1,121 @@
+"""Pooled base features for every photo of a dataset, through the path `mtl train` takes.
+
+The same scan (:func:`mtl.data.dataset.scan`), the same base pass
+(:class:`mtl.training.basepass.BasePass`: LiteRT on a CPU, started before
+TensorFlow imports), the same model parts and the same :class:`FeatureCache`
+keys, so a review costs one base pass, and a shared ``--cache-dir`` makes the
+`mtl train` that follows it (or preceded it) reuse every feature.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtl import runtime
+from mtl.assets import weights
+from mtl.data import dataset, features
+from mtl.errors import DataError
+from mtl.model import backbones
+from mtl.progress import StageProgressFn
+from mtl.training.basepass import BasePass
+from mtl.training.config import TrainConfig, validate
+
+STAGE = "checking images + computing features"
+
+
+@dataclass
+class Pooled:
+    """One row of features per readable photo, its given class, and what was left out."""
+
+    root: Path
+    classes: list[str]
+    paths: list[Path]
+    labels: np.ndarray  # (n,) int
+    x: np.ndarray  # (n, d) float32, the pooled base features train caches
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+    engine: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def pooled_features(
+    data: str | os.PathLike[str],
+    cfg: TrainConfig,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_download: weights.DownloadProgress | None = None,
+    on_progress: StageProgressFn | None = None,
+) -> Pooled:
+    """Scan ``data`` as `mtl train` does (``_``-folders such as ``_review/`` left out) and
+    return the frozen base's pooled features for every readable photo.
+
+    Raises :class:`~mtl.errors.DataError` for what train refuses (no class folders,
+    one class, no readable photo in a class) and for a class of fewer than two
+    readable photos (out-of-fold predictions need two).
+    """
+    from mtl.training.trainer import Hooks, Trainer
+
+    cfg = validate(cfg)
+    t0 = time.perf_counter()
+    # val_split 0: every photo is scored; the k folds are made later, from the seed.
+    ds = dataset.scan(Path(data), val_split=0.0, seed=cfg.seed)
+    wfile = weights.resolve(
+        backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
+        weights_dir,
+        progress=on_download,
+    )
+    cache = features.FeatureCache(
+        folder=Path(cache_dir) if cache_dir is not None else None,
+        memory_bytes=cfg.cache_memory_mb << 20,
+        persistent=cache_dir is not None,
+    )
+    base = BasePass(cfg, wfile)
+    base.start_early([it.path for it in ds.items], cache)
+    seconds: dict[str, float] = {}
+    try:
+        devices = runtime.setup_training(cfg.precision)
+        seconds["setup"] = time.perf_counter() - t0
+        # A Trainer only to reuse its build and base-pass steps: nothing is trained or written.
+        trainer = Trainer(cfg, ds, wfile, devices, Path("."), cache, base, Hooks(on_progress))
+        base.choose(devices)
+        t1 = time.perf_counter()
+        parts = trainer.build(None, weights=wfile)
+        feats = trainer.base_pass(parts, None, STAGE)
+        seconds["features"] = time.perf_counter() - t1
+    finally:
+        base.stop_early()
+    ds.drop(feats.failures)
+    dataset.check_usable(ds)
+    check_reviewable(ds)
+    x = features.stack(cache, [trainer.key_of[it.path] for it in ds.items]).astype(np.float32)
+    return Pooled(
+        root=Path(data),
+        classes=ds.classes,
+        paths=[it.path for it in ds.items],
+        labels=np.array([it.label for it in ds.items], dtype=np.int64),
+        x=x.reshape(len(x), -1),
+        skipped=list(ds.skipped),
+        warnings=[*ds.warnings, *base.warnings],
+        engine=base.engine,
+        seconds=seconds,
+    )
+
+
+def check_reviewable(ds: dataset.Dataset) -> None:
+    """Out-of-fold predictions hold each photo out of the head that scores it: every class
+    needs a second readable photo to train that head on."""
+    counts = [0] * len(ds.classes)
+    for it in ds.items:
+        counts[it.label] += 1
+    for c, n in zip(ds.classes, counts, strict=True):
+        if n < 2:
+            raise DataError(
+                f"class {c!r} has only {n} readable photo; review scores each photo with a head "
+                "trained on the others, so every class needs at least 2 (10+ work well)"
+            )

@@ -1,0 +1,116 @@
+"""From scores to findings: one reason per flagged photo, a score in [0, 1], worst first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mtl.review.quality import Stats
+from mtl.review.scores import Scores
+
+# Reasons, in the order they win when several apply to one photo.
+REASONS = ("duplicate", "off_topic", "wrong_label", "dark", "blurry", "odd_aspect")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a photo is flagged. Defaults chosen in bench/review_noise.py (both shared
+    datasets, three noise seeds each); see docs/benchmarks.md#review."""
+
+    # cleanlab's confident learning flags the photo, another class wins out of fold, and
+    # the out-of-fold probability of the given class is below this (0.5: cleanlab decides).
+    wrong_label: float = 0.5
+    # Robust z-score of the off-topic score (about standard-normal for typical photos).
+    off_topic: float = 4.0
+    # Cosine similarity of pooled features to a photo of another class.
+    duplicate: float = 0.97
+    dark: float = 0.12  # mean luminance below this (0 black, 1 white)
+    blurry: float = 0.0008  # variance of the Laplacian at 256 px below this
+    aspect: float = 3.0  # long side over short side above this
+    # --relabel moves a wrong-label photo only when the suggested class is this sure.
+    relabel: float = 0.9
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One flagged photo."""
+
+    index: int  # row in the scored photos
+    path: Path
+    given: str
+    suggested: str | None  # the likelier class (wrong label), else None
+    reason: str
+    score: float  # 0-1, higher is worse; comparable within a reason
+    detail: str  # in words
+    probability: float  # out-of-fold probability of the given class
+    suggested_probability: float = 0.0  # out-of-fold probability of the suggested class
+
+    def to_json(self, root: Path) -> dict[str, object]:
+        return {
+            "file": self.path.relative_to(root).as_posix(),
+            "given": self.given,
+            "suggested": self.suggested,
+            "reason": self.reason,
+            "score": round(self.score, 4),
+            "given_probability": round(self.probability, 4),
+            "suggested_probability": round(self.suggested_probability, 4)
+            if self.suggested
+            else None,
+            "detail": self.detail,
+        }
+
+
+def _ratio(value: float, threshold: float) -> float:
+    """0.5 at the threshold, towards 1 the further past it."""
+    return float(value / (value + threshold)) if value + threshold > 0 else 1.0
+
+
+def find(
+    paths: Sequence[Path],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    scores: Scores,
+    stats: Sequence[Stats | None],
+    t: Thresholds,
+) -> list[Finding]:
+    """Every photo past a threshold, with its strongest reason, worst first per reason."""
+    suggested = scores.suggested
+    n = len(paths)
+    q = scores.label_quality
+    out: list[Finding] = []
+    for i in range(n):
+        given = classes[int(labels[i])]
+        p_given = float(scores.probs[i, labels[i]])
+        s = stats[i] if i < len(stats) else None
+        reason, score, detail, suggest = "", 0.0, "", None
+        if scores.duplicate_of[i] >= 0 and scores.duplicate_similarity[i] >= t.duplicate:
+            j = int(scores.duplicate_of[i])
+            reason, score = "duplicate", float(scores.duplicate_similarity[i])
+            detail = f"near-identical to {paths[j].name} in {classes[int(labels[j])]}"
+        elif scores.off_topic[i] >= t.off_topic:
+            z = float(scores.off_topic[i])
+            reason, score = "off_topic", _ratio(z, t.off_topic)
+            detail = f"fits no class (off-topic z {z:.1f})"
+        elif suggested[i] != labels[i] and scores.label_issue[i] and q[i] < t.wrong_label:
+            other = classes[int(suggested[i])]
+            reason, score, suggest = "wrong_label", 1.0 - float(q[i]), other
+            detail = f"looks like {other} ({scores.probs[i, suggested[i]]:.2f} vs {p_given:.2f})"
+        elif s is not None and s.brightness < t.dark:
+            reason, score = "dark", 1.0 - s.brightness / max(t.dark, 1e-9) / 2
+            detail = f"very dark (mean {s.brightness:.2f})"
+        elif s is not None and s.sharpness < t.blurry:
+            reason, score = "blurry", 1.0 - s.sharpness / max(t.blurry, 1e-12) / 2
+            detail = f"blurry (sharpness {s.sharpness:.5f})"
+        elif s is not None and s.aspect > t.aspect:
+            reason, score = "odd_aspect", _ratio(s.aspect, t.aspect)
+            detail = f"aspect ratio {s.aspect:.1f}:1 ({s.width}x{s.height})"
+        if reason:
+            p_suggested = float(scores.probs[i, suggested[i]]) if suggest else 0.0
+            out.append(
+                Finding(i, paths[i], given, suggest, reason, score, detail, p_given, p_suggested)
+            )
+    out.sort(key=lambda f: (-f.score, REASONS.index(f.reason), str(f.path)))
+    return out
