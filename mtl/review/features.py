@@ -94,6 +94,8 @@ def pooled_features(
     dataset.check_usable(ds)
     check_reviewable(ds)
     x = features.stack(cache, [trainer.key_of[it.path] for it in ds.items]).astype(np.float32)
+    if x.ndim == 3:  # (photos, views, features), as train caches them: their mean
+        x = x.mean(axis=1)
     return Pooled(
         root=Path(data),
         classes=ds.classes,
