@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,71 @@ def test_onnx_predict_and_evaluate_without_tensorflow(onnx_file, trained_model):
     assert result.exit_code == 0, result.stderr
     keras_right = np.sum(trained_model.val_probabilities.argmax(1) == trained_model.val_labels)
     assert json.loads(result.stdout)["correct"] == keras_right  # the same answers as Keras
+
+
+# --- the light install (`pip install mtl`, no TensorFlow) ---------------------------------
+
+BLOCK_HEAVY = (
+    "import sys\n"
+    "for name in ('tensorflow', 'keras', 'tf2onnx', 'jax', 'torch'):\n"
+    "    sys.modules[name] = None  # as if not installed: importing it raises ImportError\n"
+)
+
+
+def test_light_install_runs_tflite_and_onnx_with_tensorflow_unimportable(
+    exported, onnx_file, trained_model, tmp_path
+):
+    """What `pip install mtl` (no `train` extra) can do: predict and evaluate exported models;
+    a model.keras asks for the extra in one line."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_HEAVY)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    photo = str(trained_model.val_files[0])
+
+    def mtl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mtl", *args], capture_output=True, text=True, env=env,
+            timeout=300, cwd=ROOT,
+        )  # fmt: skip
+
+    for model in (exported["float"], onnx_file):
+        done = mtl("predict", str(model), photo, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)[0]["predictions"][0]["label"] in ("ants", "bees")
+    done = mtl("evaluate", str(exported["int8"]), str(trained_model.val_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    done = mtl("predict", str(trained_model.path), photo)
+    assert done.returncode == 2 and "pip install 'mtl[train]'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_tflite_predict_leaves_a_clean_terminal(exported, trained_model):
+    """In a real terminal (a pty): no LiteRT "INFO: Created TensorFlow Lite XNNPACK delegate"
+    line and no progress bar left behind, just the table."""
+    import pty
+
+    photos = [str(f) for f in trained_model.val_files[:40]]
+    code = "from mtl.cli import main; main()\n"
+    argv = [sys.executable, "-c", code, "predict", str(exported["float"]), *photos]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal
+        os.chdir(ROOT)
+        os.environ["COLUMNS"] = "80"
+        os.execv(sys.executable, argv)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert "XNNPACK" not in screen and "INFO:" not in screen, screen
+    assert "predicting" in screen  # a bar was drawn ...
+    after_table = screen.split("probability", 1)[1]
+    assert "predicting" not in after_table  # ... and erased before the table
+    last = screen.rstrip().splitlines()[-1]
+    assert last.startswith("└"), last
