@@ -32,8 +32,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The full set: `pip install mtl` alone is the light, inference-only install (docs/install.md).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[all]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
@@ -64,14 +65,14 @@ check: $(VENV)/.installed-test
 	$(BIN)/ruff format --check mtl tests bench
 	$(BIN)/mypy mtl
 
-# Benchmarks run where a user's `pip install` lands: mtl's runtime dependencies only.
+# Benchmarks run where a user's `pip install 'mtl[train]'` lands: runtime dependencies only.
 # (TensorFlow and Keras import JAX and scikit-learn when present: the test extra
 # would add ~1.7 s to every TensorFlow start, in both arms.)
 BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -q -e .
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[train]'
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

@@ -55,7 +55,16 @@ def backend_name() -> str:
 def keras() -> ModuleType:
     """Import Keras (and its backend) once, quietly, and initialise the devices."""
     with quiet_native_stderr():
-        import keras as k
+        try:
+            import keras as k
+        except ImportError as exc:
+            from mtl.errors import UsageError
+
+            raise UsageError(
+                f"this needs Keras and TensorFlow, which this install lacks ({exc.name}): "
+                "pip install 'mtl[train]' (the light install runs exported .tflite and "
+                ".onnx models only)"
+            ) from None
 
         if k.backend.backend() == "tensorflow":
             import tensorflow as tf

@@ -144,6 +144,6 @@ def test_engine_choice(monkeypatch, tmp_path):
 
 def test_unknown_engine_is_refused(cli, tmp_path):
     result = cli.invoke(app, ["train", str(tmp_path), "--base-engine", "onnx"])
-    assert result.exit_code == 2
-    assert "--base-engine must be one of auto, litert, keras" in result.stderr
-    assert "Received base_engine='onnx'" in result.stderr
+    assert result.exit_code == 2  # a choice: the parser names the value and the choices
+    assert "'onnx'" in result.stderr
+    assert all(name in result.stderr for name in ("auto", "litert", "keras"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def exported(trained_model, tmp_path_factory) -> dict[str, Path]:
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert [Path(f["file"]).name for f in data["files"]] == ["model.tflite", "model.labels.txt"]
-    args = ["export", str(trained_model.path), "-q", "int8", "-o", str(out["int8"])]
+    args = ["export", str(trained_model.path), "--quantize", "int8", "-o", str(out["int8"])]
     result = runner.invoke(app, [*args, "--representative", str(trained_model.train_dir)])
     assert result.exit_code == 0, result.stderr
     assert "TFLite int8" in result.stdout and "MiB" in result.stdout  # sizes printed
@@ -113,7 +114,7 @@ def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
 
     target = tmp_path / "phone" / "ants_bees.tflite"
     result = cli.invoke(
-        app, ["export", str(trained_model.path), "-q", "dynamic", "-o", str(target)]
+        app, ["export", str(trained_model.path), "--quantize", "dynamic", "-o", str(target)]
     )
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "phone" / "ants_bees.labels.txt").read_text() == "ants\nbees\n"
@@ -139,12 +140,12 @@ def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
 def test_export_errors(cli, trained_model, exported, tmp_path):
     model = str(trained_model.path)
     cases = [
-        (["-q", "int8"], "--representative"),
-        (["-f", "onnx"], "Received format='onnx'"),
-        (["-q", "tiny"], "Received quantize='tiny'"),
-        (["-f", "saved_model", "-q", "int8"], "tflite only"),
+        (["--quantize", "int8"], "--representative"),
+        (["-f", "coreml"], "'coreml' is not one of"),  # a choice, checked by the parser
+        (["--quantize", "tiny"], "'tiny' is not one of"),
+        (["-f", "saved_model", "--quantize", "int8"], "tflite only"),
         (["-o", str(exported["float"])], "--force"),
-        (["-q", "int8", "--representative", str(tmp_path / "none")], "no representative"),
+        (["--quantize", "int8", "--representative", str(tmp_path / "none")], "no representative"),
     ]
     before = exported["float"].read_bytes()
     for args, expected in cases:
@@ -172,3 +173,136 @@ def test_tflite_labels_missing_or_wrong(cli, exported, trained_model, tmp_path):
     )
     assert result.exit_code == 0
     assert json.loads(result.stdout)[0]["predictions"][0]["label"] in ("left", "right")
+
+
+# --- ONNX: ONNX Runtime, class names inside the file, no TensorFlow to predict ----------
+
+
+@pytest.fixture(scope="module")
+def onnx_file(trained_model, tmp_path_factory) -> Path:
+    """`mtl export RUN --format onnx`: the run folder is enough, labels go inside."""
+    from typer.testing import CliRunner
+
+    run = tmp_path_factory.mktemp("onnx_run")
+    (run / "model.keras").symlink_to(trained_model.path)
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "onnx", "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [Path(f["file"]).name for f in data["files"]] == ["model.onnx"]
+    assert sorted(p.name for p in run.iterdir()) == ["model.keras", "model.onnx"]  # no labels file
+    return run / "model.onnx"
+
+
+def test_onnx_matches_keras_and_carries_its_labels(onnx_file, trained_model, val_pixels):
+    import onnx
+
+    from mtl.inference.onnx import CLASS_NAMES_KEY, ONNXModel
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
+    assert json.loads(meta[CLASS_NAMES_KEY]) == trained_model.class_names == ["ants", "bees"]
+    model = ONNXModel(onnx_file)
+    assert model.class_names == ["ants", "bees"] and model.image_size == 224
+    probs = model(val_pixels)
+    np.testing.assert_allclose(probs, trained_model.val_probabilities, atol=1e-4)
+    assert np.array_equal(probs.argmax(1), trained_model.val_probabilities.argmax(1))
+
+
+def test_onnx_predict_and_evaluate_without_tensorflow(onnx_file, trained_model):
+    """`mtl predict model.onnx` runs on ONNX Runtime and never imports TensorFlow or Keras."""
+    files = [str(f) for f in trained_model.val_files[:4]]
+    code = (
+        "import sys, json\n"
+        "from mtl.cli import app\n"
+        "try:\n"
+        f"    app(['predict', {str(onnx_file)!r}, *{files!r}, '--json', '-k', '2'])\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules)\n"
+        "print('RESULT', json.dumps({'code': code, 'heavy': heavy}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    assert json.loads(line.removeprefix("RESULT ")) == {"code": 0, "heavy": []}, done.stderr
+    rows = json.loads(done.stdout.split("RESULT")[0])
+    for d, row in zip(rows, trained_model.val_probabilities, strict=False):
+        for p in d["predictions"]:
+            assert abs(p["probability"] - row[trained_model.class_names.index(p["label"])]) < 1e-4
+
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(
+        app, ["evaluate", str(onnx_file), str(trained_model.val_dir), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    keras_right = np.sum(trained_model.val_probabilities.argmax(1) == trained_model.val_labels)
+    assert json.loads(result.stdout)["correct"] == keras_right  # the same answers as Keras
+
+
+# --- the light install (`pip install mtl`, no TensorFlow) ---------------------------------
+
+BLOCK_HEAVY = (
+    "import sys\n"
+    "for name in ('tensorflow', 'keras', 'tf2onnx', 'jax', 'torch'):\n"
+    "    sys.modules[name] = None  # as if not installed: importing it raises ImportError\n"
+)
+
+
+def test_light_install_runs_tflite_and_onnx_with_tensorflow_unimportable(
+    exported, onnx_file, trained_model, tmp_path
+):
+    """What `pip install mtl` (no `train` extra) can do: predict and evaluate exported models;
+    a model.keras asks for the extra in one line."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_HEAVY)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    photo = str(trained_model.val_files[0])
+
+    def mtl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mtl", *args], capture_output=True, text=True, env=env,
+            timeout=300, cwd=ROOT,
+        )  # fmt: skip
+
+    for model in (exported["float"], onnx_file):
+        done = mtl("predict", str(model), photo, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)[0]["predictions"][0]["label"] in ("ants", "bees")
+    done = mtl("evaluate", str(exported["int8"]), str(trained_model.val_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    done = mtl("predict", str(trained_model.path), photo)
+    assert done.returncode == 2 and "pip install 'mtl[train]'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_tflite_predict_leaves_a_clean_terminal(exported, trained_model):
+    """In a real terminal (a pty): no LiteRT "INFO: Created TensorFlow Lite XNNPACK delegate"
+    line and no progress bar left behind, just the table."""
+    import pty
+
+    photos = [str(f) for f in trained_model.val_files[:40]]
+    code = "from mtl.cli import main; main()\n"
+    argv = [sys.executable, "-c", code, "predict", str(exported["float"]), *photos]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal
+        os.chdir(ROOT)
+        os.environ["COLUMNS"] = "80"
+        os.execv(sys.executable, argv)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert "XNNPACK" not in screen and "INFO:" not in screen, screen
+    assert "predicting" in screen  # a bar was drawn ...
+    after_table = screen.split("probability", 1)[1]
+    assert "predicting" not in after_table  # ... and erased before the table
+    last = screen.rstrip().splitlines()[-1]
+    assert last.startswith("└"), last

@@ -240,6 +240,52 @@ def test_other_engines_pages_parse(engine: FakeEngine, tmp_path: Path, engine_na
     assert {r["engine"] for r in manifest(tmp_path)} == {engine_name}
 
 
+@pytest.mark.parametrize("engine_name", ["bing", "google", "baidu"])
+def test_png_webp_and_extensionless_results_are_kept(
+    engine: FakeEngine, tmp_path: Path, engine_name: str
+):
+    """Every engine's image URLs count, whatever they end in (icrawler's Bing parser kept
+    only .jpg, its Google parser .jpg/.png/.bmp); the file gets its real format's name."""
+    engine.set_results(
+        "owl",
+        [
+            engine.add("/i/owl.png", png(70), "image/png"),
+            engine.add("/i/owl.webp", encode(picture(71), "WEBP", quality=90), "image/webp"),
+            engine.add("/photo", jpeg(72)) + "?id=73&size=large",
+            engine.add("/i/owl.jpg", jpeg(74)),
+        ],
+    )
+    out = tmp_path / "data"
+    args = ["owl", "--engine", engine_name, "--limit", "4", "--out", str(out), *FAST, "--json"]
+    code, stdout, stderr = run(args)
+    assert code == 0, stdout + stderr
+    assert files(out) == [
+        "manifest.jsonl",
+        "owl/000001.png",
+        "owl/000002.webp",
+        "owl/000003.jpg",
+        "owl/000004.jpg",
+    ]
+    assert [r["url"] for r in manifest(out)][2] == engine.url("/photo?id=73&size=large")
+
+
+def test_no_more_results_only_when_the_list_ended(engine: FakeEngine, tmp_path: Path):
+    """A page of results mtl cannot read is not "no more results"."""
+    engine.set_results("owl", [engine.add("/i/a.png", png(80), "image/png")])
+    code, stdout, _ = run(["owl", "--limit", "2", "--out", str(tmp_path / "a"), *FAST, "--json"])
+    assert code == 3
+    assert json.loads(stdout)["classes"][0]["why_short"] == "the engine has no more results"
+    page = (
+        '<html><div class="imgpt"><a m="{&quot;turl&quot;:&quot;x&quot;}">x</a></div>'
+        '<div class="imgpt"><a m="not json">y</a></div></html>'
+    )
+    engine.add("/images/async", page.encode(), "text/html")
+    code, stdout, _ = run(["owl", "--limit", "2", "--out", str(tmp_path / "b"), *FAST, "--json"])
+    assert code == 3
+    why = json.loads(stdout)["classes"][0]["why_short"]
+    assert "listed 2 result(s) without a readable image URL" in why, why
+
+
 def test_url_list(engine: FakeEngine, tmp_path: Path):
     shared = engine.add("/u/shared.jpg", jpeg(60))
     lines = [
@@ -316,7 +362,11 @@ def test_bad_keywords_are_refused_before_any_download(
 )
 def test_bad_options_exit_2(engine: FakeEngine, tmp_path: Path, args: list[str]):
     code, _, stderr = run([*args, "--out", str(tmp_path / "d")])
-    assert code == 2 and stderr.startswith("error:") and not engine.hits
+    assert code == 2 and not engine.hits
+    if "--engine" in args:  # a choice: the usage error names the value and the choices
+        assert "yahoo" in stderr and "bing" in stderr and "flickr" in stderr
+    else:
+        assert stderr.startswith("error:")
 
 
 def test_unicode_keyword(engine: FakeEngine, tmp_path: Path):

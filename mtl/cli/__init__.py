@@ -9,12 +9,14 @@ from __future__ import annotations
 import typer
 
 from mtl import __version__
-from mtl.cli import classify, evaluate, export, fetch, predict, review, train
+
+# _helpfix: flags shown without a "<bool>" type in every help screen (imported for its effect).
+from mtl.cli import _helpfix, classify, evaluate, export, fetch, predict, review, train  # noqa: F401
 
 app = typer.Typer(
     name="mtl",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # mtl --install-completion bash|zsh|fish|powershell
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
@@ -31,6 +33,12 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or info lines, in every command."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Extra detail (model, timings, every skipped file)."
+    ),
 ) -> None:
     """Image transfer learning with MobileNet.
 
@@ -44,8 +52,17 @@ def _root(
 
       mtl train data/ --epochs 10
 
-      mtl predict runs/train/model.keras crow.jpg
+      mtl predict runs/train crow.jpg
+
+      mtl -q export runs/train --format onnx
+
+    Shell completion: mtl --install-completion (bash, zsh, fish, PowerShell).
     """
+    from mtl.cli._common import verbosity
+
+    # Set for this run (a test runner calls the app many times in one process); a
+    # command's own -q / -v can still turn them on.
+    verbosity.quiet, verbosity.verbose = quiet, verbose and not quiet
 
 
 for module in (classify, fetch, review, train, predict, evaluate, export):

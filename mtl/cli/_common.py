@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -29,6 +30,53 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
+
+
+@dataclass
+class Verbosity:
+    """The root options ``mtl --quiet`` / ``mtl --verbose`` (and each command's ``-q``/``-v``),
+    read by :func:`progress`, :func:`info` and :func:`detail`."""
+
+    quiet: bool = False
+    verbose: bool = False
+
+
+verbosity = Verbosity()
+
+
+def set_quiet(value: bool) -> bool:
+    """Option callback: ``--quiet`` given anywhere turns it on for the whole run."""
+    if value:
+        verbosity.quiet, verbosity.verbose = True, False
+    return value
+
+
+def set_verbose(value: bool) -> bool:
+    if value and not verbosity.quiet:
+        verbosity.verbose = True
+    return value
+
+
+def quiet_option() -> Any:
+    """``--quiet/-q`` for a command: the same switch as ``mtl --quiet``."""
+    return typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        callback=set_quiet,
+        help="No progress bars or info lines (results, warnings and errors only).",
+    )
+
+
+def verbose_option() -> Any:
+    """``--verbose/-v`` for a command: the same switch as ``mtl --verbose``."""
+    return typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        callback=set_verbose,
+        help="Extra detail on stderr: the model, timings, every skipped file.",
+    )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -74,6 +122,27 @@ def shown(value: object) -> str:
     return _escape(str(value))
 
 
+def short_path(text: str, width: int) -> str:
+    """``text`` cut from the left to ``width`` characters at a ``/``: the file name and the
+    folders nearest it are what tells files apart (``…/train/ants/0013035.jpg``)."""
+    if len(text) <= width:
+        return text
+    parts = text.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + 1 + len(kept) + 2 > width:
+            break
+        kept = f"{part}/{kept}"
+    return f"…/{kept}"
+
+
+def path_column_width(*others: int) -> int:
+    """Room left for a path column in a table on stdout beside columns ``others`` wide
+    (each cell has one space of padding a side and a border), at least 24."""
+    overhead = 3 * (len(others) + 1) + 1
+    return max(24, out.width - overhead - sum(others))
+
+
 def print_json(data: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (``jq`` rejects ``NaN``)."""
     from mtl.files import dumps_json
@@ -87,7 +156,15 @@ def warn(message: str) -> None:
 
 
 def info(message: str) -> None:
-    err.print(_escape(message), highlight=False)
+    """A line of what happened, on stderr; hidden by ``--quiet``."""
+    if not verbosity.quiet:
+        err.print(_escape(message), highlight=False)
+
+
+def detail(message: str) -> None:
+    """A line only ``--verbose`` shows, dimmed, on stderr."""
+    if verbosity.verbose:
+        err.print(f"[dim]{_escape(message)}[/dim]", highlight=False)
 
 
 class Bars:
@@ -110,7 +187,7 @@ class Bars:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=err,
-                transient=False,
+                transient=True,  # nothing left on screen once done
             )
             self._progress.start()
         label = _escape(description or name)
@@ -133,7 +210,9 @@ class Bars:
 
 
 def bars_enabled(quiet: bool = False) -> bool:
-    return not quiet and (err.is_terminal or os.environ.get("MTL_PROGRESS") == "1")
+    if quiet or verbosity.quiet:
+        return False
+    return err.is_terminal or os.environ.get("MTL_PROGRESS") == "1"
 
 
 @contextmanager

@@ -5,8 +5,11 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from mtl.cli._common import err, out, print_json
+from mtl.cli._common import err, out, path_column_width, print_json, short_path, verbosity
 from mtl.inference.results import ImageResult
+
+# Skipped files listed one a line on stderr; past this, a count (--verbose lists all).
+MAX_SKIPPED_SHOWN = 10
 
 
 def render_image_results(results: list[ImageResult], *, as_json: bool, title: str) -> int:
@@ -23,19 +26,34 @@ def render_image_results(results: list[ImageResult], *, as_json: bool, title: st
             table.add_column("wnid")
         table.add_column("label")
         table.add_column("probability", justify="right")
+        labels = [p.label for r in results for p in r.predictions]
+        wnids = [p.wnid or "" for r in results for p in r.predictions] if with_wnid else []
+        others = [len("rank"), max(map(len, ["label", *labels])), len("probability")]
+        if with_wnid:
+            others.append(max(map(len, ["wnid", *wnids])))
+        room = path_column_width(*others)
         for r in results:
             if not r.ok:
                 continue
             for p in r.predictions:
-                row = [escape(r.file) if p.rank == 1 else "", str(p.rank)]
+                row = [escape(short_path(r.file, room)) if p.rank == 1 else "", str(p.rank)]
                 if with_wnid:
                     row.append(escape(p.wnid or ""))
                 row += [escape(p.label), f"{p.probability:.4f}"]
                 table.add_row(*row, end_section=p.rank == len(r.predictions))
         if len(results) > len(failed):
             out.print(table)
-    for r in failed:
-        err.print(f"[red]skipped[/red] {escape(r.file)}: {escape(r.error or '')}", highlight=False)
+    print_skipped([(r.file, r.error or "") for r in failed])
     if failed:
         err.print(f"{len(failed)} of {len(results)} images could not be read", highlight=False)
     return 1 if failed else 0
+
+
+def print_skipped(failed: list[tuple[str, str]]) -> None:
+    """One line per unreadable file on stderr (the first few; every one with --verbose)."""
+    shown = failed if verbosity.verbose else failed[:MAX_SKIPPED_SHOWN]
+    for file, reason in shown:
+        err.print(f"[red]skipped[/red] {escape(file)}: {escape(reason)}", highlight=False)
+    if len(failed) > len(shown):
+        more = len(failed) - len(shown)
+        err.print(f"... and {more} more skipped (--verbose lists every one)", highlight=False)

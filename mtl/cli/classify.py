@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from mtl.cli._common import call, download_progress, progress_bar, shown
+from mtl.cli._common import (
+    call,
+    download_progress,
+    progress_bar,
+    quiet_option,
+    shown,
+    verbose_option,
+)
 from mtl.cli._results import render_image_results
 
 EXAMPLES = """
@@ -27,12 +35,9 @@ def register(app: typer.Typer) -> None:
             ..., help="Image files, folders (searched recursively) or quoted globs."
         ),
         top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image."),
-        model: str = typer.Option(
-            "mobilenet",
-            "--model",
-            "-m",
-            help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
-        ),
+        model: Literal[
+            "mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"
+        ] = typer.Option("mobilenet", "--model", "-m", help="The pretrained ImageNet model."),
         alpha: float = typer.Option(
             1.0, "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
         ),
@@ -45,6 +50,8 @@ def register(app: typer.Typer) -> None:
             "else the Keras cache, else a download.",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Classify images into the 1000 ImageNet classes with a pretrained MobileNet."""
         from mtl.inference.classify import classify as run

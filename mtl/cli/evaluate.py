@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mtl.cli._common import call, err, info, out, print_json, progress_bar, warn
+from mtl.cli._common import (
+    call,
+    detail,
+    info,
+    out,
+    path_column_width,
+    print_json,
+    progress_bar,
+    quiet_option,
+    short_path,
+    verbose_option,
+    warn,
+)
+from mtl.cli._results import print_skipped
 
 if TYPE_CHECKING:
     from mtl.inference.evaluate import EvaluationReport
@@ -19,11 +33,15 @@ EXAMPLES = """
 
   mtl evaluate runs/train/model.keras data/test
 
+  mtl evaluate runs/train --split val   [dim](the run's own held-out photos, from split.csv)[/dim]
+
   mtl evaluate model.keras data/test --plot confusion.png
 
   mtl evaluate model.keras data/test --json | jq .accuracy
 
   mtl evaluate model.int8.tflite data/test   [dim](judge the exported model)[/dim]
+
+  mtl evaluate model.onnx data/test
 """
 
 
@@ -31,23 +49,39 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate", epilog=EXAMPLES)
     def evaluate(
         model: Path = typer.Argument(
-            ..., help="model.keras from mtl train, or a .tflite from mtl export."
+            ...,
+            help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
+            "from mtl export.",
         ),
-        data: Path = typer.Argument(
-            ..., help="Test set: one folder per class, named like the model's classes."
+        data: Path | None = typer.Argument(
+            None,
+            help="Test set: one folder per class, named like the model's classes (or use --split).",
+            show_default=False,
+        ),
+        split: Literal["val", "train"] | None = typer.Option(
+            None,
+            "--split",
+            help="Instead of DATA: the photos the run held out (val) or trained on, "
+            "as listed in RUN/split.csv; MODEL is the run folder or its model.keras.",
+            show_default=False,
         ),
         plot: Path | None = typer.Option(
             None, "--plot", help="Write the confusion matrix as a PNG to this file."
         ),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
         labels: Path | None = typer.Option(
-            None, "--labels", help="Labels of a .tflite model (default: MODEL.labels.txt)."
+            None,
+            "--labels",
+            help="Labels of a .tflite or .onnx model, one per line.",
+            show_default="MODEL.labels.txt; an .onnx: inside it",
         ),
         show: int = typer.Option(
             20, "--show", help="How many misclassified files to list in the table output."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Score a trained model on a labelled test set (one folder per class).
 
@@ -56,11 +90,13 @@ def register(app: typer.Typer) -> None:
         """
         from mtl.inference.evaluate import evaluate as run
 
+        start = time.perf_counter()
         with progress_bar("evaluating") as on_progress:
             report = call(
                 run,
                 model,
                 data,
+                split=split,
                 batch_size=batch_size,
                 labels=labels,
                 plot_path=plot,
@@ -69,8 +105,11 @@ def register(app: typer.Typer) -> None:
             )
         for message in report.warnings:
             warn(message)
-        for file, reason in report.bad_files:
-            err.print(f"[red]skipped[/red] {escape(file)}: {escape(reason)}", highlight=False)
+        print_skipped(report.bad_files)
+        detail(
+            f"{report.model}: {report.images + len(report.bad_files)} image(s) of {report.data} "
+            f"in {time.perf_counter() - start:.2f} s"
+        )
         if as_json:
             print_json(report.to_json())
         else:
@@ -113,9 +152,12 @@ def _render(report: EvaluationReport, show: int) -> None:
         wrong.add_column("true")
         wrong.add_column("predicted")
         wrong.add_column("probability", justify="right")
-        for w in report.misclassified[: max(show, 0)]:
+        listed = report.misclassified[: max(show, 0)]
+        widest = max(len(n) for n in names)
+        room = path_column_width(max(widest, 4), max(widest, 9), len("probability"))
+        for w in listed:
             wrong.add_row(
-                escape(w.file),
+                escape(short_path(w.file, room)),
                 escape(w.true_label),
                 escape(w.predicted_label),
                 f"{w.probability:.4f}",

@@ -1,19 +1,34 @@
-"""`mtl export`: a trained model as TFLite (float, dynamic or int8) or a TF SavedModel."""
+"""`mtl export`: a trained model as TFLite (float, dynamic or int8), a TF SavedModel or ONNX."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mtl.cli._common import call, out, print_json, progress_bar, shown
+from mtl.cli._common import (
+    call,
+    detail,
+    out,
+    path_column_width,
+    print_json,
+    progress_bar,
+    quiet_option,
+    short_path,
+    shown,
+    verbose_option,
+)
 
 EXAMPLES = """
 [bold]Examples[/bold]
 
   mtl export runs/train/model.keras   [dim](model.tflite + model.labels.txt)[/dim]
+
+  mtl export runs/train --format onnx   [dim](runs/train/model.onnx, labels inside)[/dim]
 
   mtl export model.keras --quantize int8 --representative data/train
 
@@ -39,12 +54,17 @@ def _size(n: int) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("export", epilog=EXAMPLES)
     def export(
-        model: Path = typer.Argument(..., help="model.keras from mtl train."),
-        fmt: str = typer.Option("tflite", "--format", "-f", help="tflite or saved_model."),
-        quantize: str = typer.Option(
+        model: Path = typer.Argument(..., help="model.keras from mtl train, or its run folder."),
+        fmt: Literal["tflite", "saved_model", "onnx"] = typer.Option(
+            "tflite",
+            "--format",
+            "-f",
+            help="tflite (phones, LiteRT), saved_model (TF Serving) or onnx (ONNX Runtime; "
+            "class names inside the file).",
+        ),
+        quantize: Literal["none", "dynamic", "int8"] = typer.Option(
             "none",
             "--quantize",
-            "-q",
             help="TFLite weights: none (float32), dynamic (int8 weights) or int8 "
             "(int8 weights and activations; needs --representative).",
         ),
@@ -60,10 +80,13 @@ def register(app: typer.Typer) -> None:
             None,
             "--out",
             "-o",
-            help="Output file (tflite) or folder (saved_model); default: beside the model.",
+            help="Output file (tflite, onnx) or folder (saved_model).",
+            show_default="beside the model: model.tflite, model.onnx, model_saved_model/",
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Export a trained model for phones and servers, with its labels file.
 
@@ -72,6 +95,7 @@ def register(app: typer.Typer) -> None:
         """
         from mtl.inference.export import export_model
 
+        start = time.perf_counter()
         with progress_bar("calibrating") as on_progress:
             report = call(
                 export_model,
@@ -84,19 +108,24 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 on_progress=on_progress,
             )
+        detail(f"exported {report.source.path} in {time.perf_counter() - start:.2f} s")
         if as_json:
             print_json(report.to_json())
             return
-        table = Table(
-            title=f"exported {shown(model.name)} ({shown(fmt)}, quantize {shown(quantize)})"
-        )
+        how = f"{fmt}, quantize {quantize}" if fmt == "tflite" else fmt
+        table = Table(title=f"exported {shown(report.source.path.name)} ({shown(how)})")
         table.add_column("file", overflow="fold")
         table.add_column("what")
         table.add_column("size", justify="right")
         table.add_column("vs .keras", justify="right")
         src = report.source
-        table.add_row(escape(str(src.path)), escape(src.what), _size(src.bytes), "1.00x")
+        whats = [src.what, *(f.what for f in report.files)]
+        room = path_column_width(max(map(len, ["what", *whats])), 9, 9)
+        table.add_row(
+            escape(short_path(str(src.path), room)), escape(src.what), _size(src.bytes), "1.00x"
+        )
         for f in report.files:
             ratio = f"{f.bytes / src.bytes:.2f}x" if not f.what.startswith("labels") else ""
-            table.add_row(escape(str(f.path)), escape(f.what), _size(f.bytes), ratio)
+            name = escape(short_path(str(f.path), room))
+            table.add_row(name, escape(f.what), _size(f.bytes), ratio)
         out.print(table)

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.table import Table
 
-from mtl.cli._common import call, out, print_json, progress, shown, warn
+from mtl.cli._common import (
+    call,
+    out,
+    print_json,
+    progress,
+    quiet_option,
+    shown,
+    verbose_option,
+    warn,
+)
 
 if TYPE_CHECKING:
     from mtl.fetch import FetchResult
@@ -67,12 +76,14 @@ def register(app: typer.Typer) -> None:
             None, metavar="KEYWORD...", help="Search keywords, one class (folder) each."
         ),
         out_dir: Path = typer.Option(Path("data"), "--out", "-o", help="Output folder."),
-        engine: str = typer.Option("bing", help="bing, google, baidu or flickr."),
+        engine: Literal["bing", "google", "baidu", "flickr"] = typer.Option(
+            "bing", help="The image search engine (flickr needs FLICKR_API_KEY)."
+        ),
         urls: Path = typer.Option(
             None, "--urls", help="Download these URLs instead (url or label<TAB>url a line)."
         ),
         limit: int = typer.Option(100, "--limit", "-n", help="Images wanted per keyword."),
-        min_size: str = typer.Option("224x224", help="Smallest WIDTHxHEIGHT kept."),
+        min_size: str = typer.Option("224x224", "--min-size", help="Smallest WIDTHxHEIGHT kept."),
         threads: int = typer.Option(4, help="Parallel downloads."),
         timeout: float = typer.Option(
             10.0, help="Seconds for one whole download or search page (wall clock)."
@@ -80,7 +91,8 @@ def register(app: typer.Typer) -> None:
         deadline: float = typer.Option(600.0, help="Seconds at most per keyword."),
         max_mb: float = typer.Option(20.0, help="Largest download kept, in MB."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
         dataset: str = typer.Option(
             None, "--dataset", help="Get a known dataset (see --list) into --out, not a crawl."
         ),

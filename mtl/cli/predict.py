@@ -1,18 +1,30 @@
-"""`mtl predict`: apply a trained model (model.keras or an exported .tflite) to images."""
+"""`mtl predict`: apply a trained model (model.keras, a run folder, an exported .tflite or
+.onnx) to images."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 
-from mtl.cli._common import call, info, progress_bar, shown
+from mtl.cli._common import (
+    call,
+    detail,
+    info,
+    progress_bar,
+    quiet_option,
+    shown,
+    verbose_option,
+)
 from mtl.cli._results import render_image_results
 
 EXAMPLES = """
 [bold]Examples[/bold]
 
   mtl predict runs/train/model.keras crow.jpg
+
+  mtl predict runs/train crow.jpg   [dim](a run folder: its model.keras)[/dim]
 
   mtl predict model.keras photos/ "more/**/*.png" --top-k 3
 
@@ -21,6 +33,11 @@ EXAMPLES = """
   mtl predict model.keras photos/ --csv predictions.csv
 
   mtl predict model.tflite photos/   [dim](reads model.labels.txt beside it; no TensorFlow)[/dim]
+
+  mtl predict model.onnx photos/   [dim](ONNX Runtime, labels inside the file; no TensorFlow)[/dim]
+
+Exit codes: 0 all images predicted, 1 some could not be read (listed on
+stderr), 2 bad arguments, an unusable model, or not one readable image.
 """
 
 
@@ -28,7 +45,9 @@ def register(app: typer.Typer) -> None:
     @app.command("predict", epilog=EXAMPLES)
     def predict(
         model: Path = typer.Argument(
-            ..., help="model.keras from mtl train, or a .tflite from mtl export."
+            ...,
+            help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
+            "from mtl export.",
         ),
         images: list[Path] = typer.Argument(
             ..., help="Image files, folders (searched recursively) or quoted globs."
@@ -36,13 +55,18 @@ def register(app: typer.Typer) -> None:
         top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to show per image."),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
         labels: Path | None = typer.Option(
-            None, "--labels", help="Labels of a .tflite model (default: MODEL.labels.txt)."
+            None,
+            "--labels",
+            help="Labels of a .tflite or .onnx model, one per line.",
+            show_default="MODEL.labels.txt; an .onnx: inside it",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         csv_file: Path | None = typer.Option(
             None, "--csv", help="Also write the predictions to this CSV file."
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing --csv file."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Predict the classes of images with a model trained by mtl train.
 
@@ -51,6 +75,7 @@ def register(app: typer.Typer) -> None:
         """
         from mtl.inference.predict import predict as run
 
+        start = time.perf_counter()
         with progress_bar("predicting") as on_progress:
             report = call(
                 run,
@@ -63,8 +88,13 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 on_progress=on_progress,
             )
+        detail(
+            f"{report.model} ({report.kind}, {len(report.class_names)} classes): "
+            f"{len(report.results)} image(s) in {time.perf_counter() - start:.2f} s"
+        )
+        name = Path(report.model).name
         code = render_image_results(
-            report.results, as_json=as_json, title=f"{shown(model.name)} ({report.kind})"
+            report.results, as_json=as_json, title=f"{shown(name)} ({report.kind})"
         )
         if report.csv_file is not None:
             info(f"wrote {report.csv_file}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         learning_rate: float | None = _opt(
             "learning_rate", "--lr", "--learning-rate", help="Learning rate."
         ),
-        optimizer: str | None = _opt(
+        optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] | None = _opt(
             "optimizer", "--optimizer", help="adam, adamw, sgd or rmsprop."
         ),
         head: str | None = _opt(
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
             "val_split", "--val-split", help="Fraction held out (stable)."
         ),
         seed: int | None = _opt("seed", "--seed", help="Seed for the split and training."),
-        class_weight: str | None = _opt(
+        class_weight: Literal["none", "auto"] | None = _opt(
             "class_weight", "--class-weight", help="'auto': weight classes by inverse frequency."
         ),
         patience: int | None = _opt(
@@ -129,7 +129,8 @@ def register(app: typer.Typer) -> None:
             "--patience",
             help="Early stopping on val loss (keeps the best epoch); 0: off.",
         ),
-        model: str | None = _opt(
+        model: Literal["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+        | None = _opt(
             "model",
             "--model",
             "-m",
@@ -139,10 +140,10 @@ def register(app: typer.Typer) -> None:
             "alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
         ),
         image_size: int | None = _opt("image_size", "--image-size", help="Input size in pixels."),
-        precision: str | None = _opt(
+        precision: Literal["auto", "float32", "mixed"] | None = _opt(
             "precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
         ),
-        base_engine: str | None = _opt(
+        base_engine: Literal["auto", "litert", "keras"] | None = _opt(
             "base_engine",
             "--base-engine",
             help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "

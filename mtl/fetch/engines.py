@@ -1,14 +1,20 @@
 """Image URLs from a search engine, found by icrawler's own feeders and parsers.
 
 Only the page fetching is ours (deadline, byte cap, ``MTL_ENGINE_URL``);
-which pages to ask for and how to read them stays icrawler's, so its fixes
-for engine changes apply here too.
+which pages to ask for stays icrawler's, so its fixes for engine changes
+apply here too. The Bing and Google parsers are our subclasses: icrawler's
+keep only URLs ending in ``.jpg`` (Bing) or ``.jpg/.png/.bmp`` (Google), which
+throws away PNG, WebP and extension-less image URLs; ours keep every image URL
+the page lists (the download check decides what is an image).
 """
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import queue
+import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -76,13 +82,81 @@ class _Page:
     url: str
 
 
+# Google lists each picture as ["URL",height,width]; its own thumbnails live on gstatic.
+_GOOGLE_ITEM = re.compile(r'\["(https?://(?:[^"\\]|\\.)+)",\d+,\d+\]')
+_THUMBNAIL_HOSTS = ("gstatic.com",)
+
+
+def bing_urls(page: bytes) -> tuple[list[str], int]:
+    """Every full-size image URL (``murl``) of a Bing result page, any extension or none,
+    and how many result entries the page had."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(page.decode("utf-8", "ignore"), "lxml")
+    entries = soup.find_all("div", class_="imgpt")
+    urls = []
+    for div in entries:
+        link = div.find("a", attrs={"m": True})
+        if link is None:
+            continue
+        url = _murl(str(link["m"])) or _murl(html.unescape(str(link["m"])))
+        if isinstance(url, str) and url:
+            urls.append(url)
+    return urls, len(entries)
+
+
+def _murl(raw: str) -> str | None:
+    """The ``murl`` of a Bing result's ``m`` attribute (JSON; a regex if it is not quite)."""
+    try:
+        meta = json.loads(raw)
+        url = meta.get("murl") if isinstance(meta, dict) else None
+    except ValueError:
+        found = re.search(r'"murl"\s*:\s*"((?:[^"\\]|\\.)*)"', raw)
+        try:
+            url = json.loads(f'"{found.group(1)}"') if found else None
+        except ValueError:
+            url = None
+    return url if isinstance(url, str) and url else None
+
+
+def google_urls(page: bytes) -> tuple[list[str], int]:
+    """Every full-size image URL of a Google result page (``["URL",h,w]`` items), any
+    extension or none, thumbnails left out."""
+    text = page.decode("utf-8", "ignore")
+    urls = []
+    for match in _GOOGLE_ITEM.finditer(text):
+        try:
+            url = json.loads(f'"{match.group(1)}"')  # \u003d and friends
+        except ValueError:
+            continue
+        host = urlsplit(url).hostname or ""
+        if not any(host == h or host.endswith("." + h) for h in _THUMBNAIL_HOSTS):
+            urls.append(url)
+    return list(dict.fromkeys(urls)), len(urls)
+
+
+def _own_parser(base: Any, read: Any) -> Any:
+    """icrawler's parser ``base`` with its ``parse`` replaced by ``read`` (page -> URLs);
+    ``entries`` tells how many results the last page listed, readable or not."""
+
+    class Parser(base):
+        entries = 0
+
+        def parse(self, response: Any, **_: Any) -> Iterable[dict[str, Any]]:
+            urls, self.entries = read(response.content)
+            return [{"file_url": u} for u in urls]
+
+    Parser.__name__ = f"Mtl{base.__name__}"
+    return Parser
+
+
 def _components(engine: str) -> tuple[Any, Any]:
     # Imported here: icrawler pulls in bs4/lxml, which `mtl --help` does not need.
     from icrawler.builtin import baidu, bing, flickr, google
 
     return {
-        "bing": (bing.BingFeeder, bing.BingParser),
-        "google": (google.GoogleFeeder, google.GoogleParser),
+        "bing": (bing.BingFeeder, _own_parser(bing.BingParser, bing_urls)),
+        "google": (google.GoogleFeeder, _own_parser(google.GoogleParser, google_urls)),
         "baidu": (baidu.BaiduFeeder, baidu.BaiduParser),
         "flickr": (flickr.FlickrFeeder, flickr.FlickrParser),
     }[engine]
@@ -120,6 +194,7 @@ class EngineSource:
     _buffer: deque[str] = field(default_factory=deque)
     _seen: set[str] = field(default_factory=set)
     _stale: int = 0
+    _asked: int = 0
     _parser: Any = None
 
     def stop(self, why: str) -> None:
@@ -144,13 +219,15 @@ class EngineSource:
         feeder.out_queue = queue.Queue()  # unbounded: the feeder runs here, not in a thread
         feeder.feed(**_feed_args(self.engine, self.keyword, self.api_key))
         self._parser = parser_cls(1, signal, self.session)
-        return deque(feeder.out_queue.get_nowait() for _ in range(feeder.out_queue.qsize()))
+        pages = deque(feeder.out_queue.get_nowait() for _ in range(feeder.out_queue.qsize()))
+        self._asked = len(pages)
+        return pages
 
     def _next_page(self, end: float) -> None:
         if self._pages is None:
             self._pages = self._setup()
         if not self._pages:
-            self.stop("the engine has no more results")
+            self.stop(f"reached the last result page mtl asks the engine for ({self._asked})")
             return
         url = self._pages.popleft()
         try:
@@ -174,12 +251,16 @@ class EngineSource:
     def _add(self, found: list[str]) -> None:
         new = [u for u in found if u not in self._seen and u.startswith(("http://", "https://"))]
         if not found:
-            first = not self._seen
-            self.stop(
-                "the engine returned no results (no hits, or its page layout changed)"
-                if first
-                else "the engine has no more results"
-            )
+            listed = int(getattr(self._parser, "entries", 0) or 0)
+            if listed:  # results on the page, but not one image URL read from them
+                self.stop(
+                    f"the engine's page listed {listed} result(s) without a readable image URL "
+                    "(its page layout changed?)"
+                )
+            elif not self._seen:
+                self.stop("the engine returned no results (no hits, or its page layout changed)")
+            else:  # an empty page after pages of results: the engine's list ended
+                self.stop("the engine has no more results")
             return
         self._stale = 0 if new else self._stale + 1
         if self._stale >= STALE_PAGES:

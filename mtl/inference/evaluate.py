@@ -107,6 +107,95 @@ def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
     return classes
 
 
+SPLIT_FILE = "split.csv"  # file,class,subset: written by mtl train in its run folder
+SUBSETS = ("train", "val")
+
+
+def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
+    """The run folder a model was given by: the folder itself, or the folder of its model.keras."""
+    path = Path(model_path)
+    return path if path.is_dir() else path.parent
+
+
+def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[Path]]:
+    """Class -> files of ``subset`` ("val": the run's held-out photos) from ``RUN/split.csv``.
+
+    Every row is checked before anything is read: three columns, a known subset, a
+    path without control characters that names an existing regular file (a FIFO, a
+    folder or a missing photo is refused, naming the line). Relative paths are
+    taken from the current folder, as ``mtl train`` wrote them (the data folder as
+    given), else from the run's data folder (``config.json``).
+    """
+    import csv
+    import json
+
+    from mtl.data.images import not_regular
+
+    if subset not in SUBSETS:
+        raise UsageError(f"--split must be one of {', '.join(SUBSETS)}. Received split={subset!r}")
+    run = Path(run_dir)
+    table = run / SPLIT_FILE
+    if not table.is_file():
+        raise DataError(
+            f"no {SPLIT_FILE} in {run}: --split needs the run folder of mtl train "
+            "(or give a test folder instead)"
+        )
+    data_root: Path | None = None
+    try:
+        recorded = json.loads((run / "config.json").read_text(encoding="utf-8")).get("data")
+        if isinstance(recorded, str) and recorded:
+            data_root = Path(recorded)
+    except (OSError, ValueError, AttributeError):
+        data_root = None
+    by_class: dict[str, list[Path]] = {}
+    seen: set[str] = set()
+    try:
+        with table.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header != ["file", "class", "subset"]:
+                raise DataError(f"{table} line 1: expected the header file,class,subset")
+            for row in reader:
+                where = f"{table} line {reader.line_num}"
+                if len(row) != 3:
+                    raise DataError(f"{where}: expected 3 columns (file,class,subset)")
+                name, label, side = row
+                if side not in SUBSETS:
+                    raise DataError(f"{where}: unknown subset {side!r} (expected train or val)")
+                if not label or any(ord(c) < 32 or ord(c) == 127 for c in label):
+                    raise DataError(f"{where}: bad class name {label!r}")
+                if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+                    raise DataError(f"{where}: bad file name {name!r}")
+                if name in seen:
+                    raise DataError(f"{where}: {name} is listed twice")
+                seen.add(name)
+                if side != subset:
+                    continue
+                path = Path(name)
+                beside_data = data_root / path if data_root is not None else None
+                if (
+                    beside_data is not None
+                    and not path.is_absolute()
+                    and not path.exists()
+                    and beside_data.is_absolute()
+                    and beside_data.exists()
+                ):
+                    path = beside_data
+                if not path.exists():
+                    raise DataError(f"{where}: {name} does not exist (moved since training?)")
+                why = not_regular(path)
+                if why:
+                    raise DataError(f"{where}: {name} {why}")
+                by_class.setdefault(label, []).append(path)
+    except UnicodeDecodeError:
+        raise DataError(f"{table} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DataError(f"{table}: not a readable CSV file ({exc})") from None
+    if not by_class:
+        raise DataError(f"{table} lists no {subset!r} photos (was the run trained without them?)")
+    return by_class
+
+
 def check_classes(folder_classes: list[str], model_classes: list[str], data: str) -> list[str]:
     """Raise for folder classes the model cannot predict; warn for model classes with no images."""
     unknown = [c for c in folder_classes if c not in model_classes]
@@ -127,15 +216,17 @@ def check_classes(folder_classes: list[str], model_classes: list[str], data: str
 
 def evaluate(
     model_path: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
     *,
+    split: str | None = None,
     batch_size: int = 32,
     labels: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     force: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> EvaluationReport:
-    """Predict every image of a folder-per-class test set and score the predictions."""
+    """Predict every image of a folder-per-class test set (or, with ``split``, of the run's
+    own ``split.csv`` subset) and score the predictions."""
     from mtl import files
     from mtl.inference.predict import open_model, predict_paths
 
@@ -143,7 +234,18 @@ def evaluate(
         raise UsageError(f"--batch-size must be at least 1. Received batch_size={batch_size}")
     if plot_path is not None:
         files.check_new(plot_path, force=force)
-    by_class = scan_test_set(data_dir)
+    if (data_dir is None) == (split is None):
+        raise UsageError(
+            "give a test folder or --split val (the run's held-out photos), not both"
+            if split is not None
+            else "missing DATA: a test folder (one folder per class), or --split val with a run"
+        )
+    if split is not None:
+        by_class = read_split(run_folder_of(model_path), split)
+        data_dir = f"{run_folder_of(model_path) / SPLIT_FILE} ({split})"
+    else:
+        assert data_dir is not None
+        by_class = scan_test_set(data_dir)
     predictor = open_model(model_path, labels)
     names = predictor.class_names
     warnings = check_classes(list(by_class), names, str(data_dir))
@@ -178,7 +280,7 @@ def evaluate(
     ]
     wrong.sort(key=lambda m: -m.probability)  # the most confident mistakes first
     report = EvaluationReport(
-        model=str(model_path),
+        model=str(predictor.path),
         data=str(data_dir),
         class_names=names,
         files=[str(p) for p in ok],

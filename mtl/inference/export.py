@@ -1,15 +1,18 @@
-"""Exporting a trained model for deployment: TFLite (float, dynamic-range or int8) or SavedModel.
+"""Exporting a trained model for deployment: TFLite (float, dynamic-range or int8),
+SavedModel or ONNX.
 
 Every exported model keeps mtl's contract: raw RGB 0-255 in (float32, at the
-model's own size), class probabilities out; preprocessing is inside. Labels go
-to a text file beside it (one per line, in output order), since a ``.tflite``
-has nowhere standard to keep them. This is the one core module besides
-:mod:`mtl.runtime` that uses TensorFlow directly: conversion to TFLite is
-TensorFlow's.
+model's own size), class probabilities out; preprocessing is inside. For a
+``.tflite`` (nowhere standard to keep them) and a SavedModel, labels go to a
+text file (one per line, in output order); an ``.onnx`` carries them inside, in
+its ``metadata_props`` (:data:`mtl.inference.onnx.CLASS_NAMES_KEY`). This is the
+one core module besides :mod:`mtl.runtime` that uses TensorFlow directly:
+conversion to TFLite is TensorFlow's, to ONNX tf2onnx's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +27,7 @@ from mtl import files
 from mtl.errors import DataError, UsageError
 from mtl.progress import ProgressFn
 
-FORMATS = ("tflite", "saved_model")
+FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "int8")
 
 
@@ -54,9 +57,12 @@ class ExportReport:
 
 
 def default_output(model_path: Path, fmt: str, quantize: str) -> Path:
-    """model.keras -> model.tflite, model.dynamic.tflite, model.int8.tflite, model_saved_model/."""
+    """model.keras -> model.tflite, model.dynamic.tflite, model.int8.tflite,
+    model_saved_model/, model.onnx."""
     if fmt == "saved_model":
         return model_path.with_name(model_path.stem + "_saved_model")
+    if fmt == "onnx":
+        return model_path.with_name(model_path.stem + ".onnx")
     suffix = ".tflite" if quantize == "none" else f".{quantize}.tflite"
     return model_path.with_name(model_path.stem + suffix)
 
@@ -103,7 +109,9 @@ def export_model(
     force: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> ExportReport:
-    """Export ``model_path`` (a model.keras from mtl train); files appear only when complete."""
+    """Export ``model_path`` (a model.keras from mtl train, or its run folder); files
+    appear only when complete."""
+    from mtl.inference.predict import resolve_model_path
     from mtl.model.modelio import load_model
 
     if fmt not in FORMATS:
@@ -120,7 +128,7 @@ def export_model(
         raise UsageError("--representative is used by --quantize int8 only")
     if calibration_count < 1:
         raise UsageError(f"--calibration-images must be at least 1. Received {calibration_count}")
-    model_path = Path(model_path)
+    model_path = resolve_model_path(model_path)
     target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
     if fmt == "tflite":
         from mtl.inference.tflite import labels_path_for
@@ -128,6 +136,10 @@ def export_model(
         labels_file = labels_path_for(target)
         files.check_new(target, force=force)
         files.check_new(labels_file, force=force)
+    elif fmt == "onnx":
+        labels_file = target  # inside, in the metadata
+        files.check_new(target, force=force)
+        _check_onnx_tools()
     else:
         labels_file = target / "labels.txt"
         files.check_new(target, force=force, what="folder")
@@ -147,6 +159,13 @@ def export_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        if fmt == "onnx":
+            data = _convert_onnx(loaded, work / "model.onnx")
+            files.write_bytes(target, data, force=force)
+            report.files.append(
+                ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")
+            )
+            return report
         saved = work / "saved_model"
         _export_saved_model(loaded.model, saved)
         if fmt == "saved_model":
@@ -174,6 +193,56 @@ def _export_saved_model(model: Any, folder: Path) -> None:
 
     with quiet_native_stderr():
         model.export(str(folder), format="tf_saved_model", verbose=False)
+
+
+def _check_onnx_tools() -> None:
+    import importlib.util
+
+    missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"--format onnx needs {' and '.join(missing)}: pip install 'mtl[onnx]' "
+            "(or pip install tf2onnx onnx onnxruntime)"
+        )
+
+
+def _convert_onnx(loaded: Any, path: Path) -> bytes:
+    """The model as ONNX (via Keras' own export, tf2onnx underneath), class names inside."""
+    import logging
+    import warnings
+
+    import onnx
+
+    from mtl import __version__
+    from mtl.inference.onnx import CLASS_NAMES_KEY, IMAGE_SIZE_KEY, VERSION_KEY
+    from mtl.runtime import keras, quiet_native_stderr
+
+    k = keras()
+    size = loaded.image_size
+    # A loaded model was never called, so Keras cannot infer the signature: give it.
+    signature = [k.InputSpec(shape=(None, size, size, 3), dtype="float32", name="pixels")]
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras' tf2onnx patch warns about np.object
+        try:
+            loaded.model.export(str(path), format="onnx", verbose=False, input_signature=signature)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"ONNX conversion failed: {first[:300]}") from None
+    proto = onnx.load(str(path))
+    meta = {
+        CLASS_NAMES_KEY: json.dumps(loaded.class_names, ensure_ascii=False),
+        IMAGE_SIZE_KEY: str(size),
+        VERSION_KEY: __version__,
+    }
+    for prop in list(proto.metadata_props):
+        if prop.key in meta:
+            proto.metadata_props.remove(prop)
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = f"mtl {__version__} (tf2onnx)"
+    return bytes(proto.SerializeToString())
 
 
 def _convert_tflite(

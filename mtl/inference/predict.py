@@ -1,4 +1,5 @@
-"""Applying a trained model (``model.keras`` or an exported ``.tflite``) to images.
+"""Applying a trained model (``model.keras``, a run folder, an exported ``.tflite`` or
+``.onnx``) to images.
 
 The model takes raw RGB 0-255 at its own input size and does its own
 preprocessing, and the class names travel inside it (or, for ``.tflite``, in
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl.data.images import expand_inputs, iter_batches
-from mtl.errors import ModelFileError, UsageError
+from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.inference.results import ImageResult, top_k
 from mtl.progress import ProgressFn
 
@@ -28,7 +29,7 @@ class Predictor:
     """A model ready to run: uint8 pixels (n, size, size, 3) in, probabilities out."""
 
     path: Path
-    kind: str  # "keras" or "tflite"
+    kind: str  # "keras", "tflite" or "onnx"
     class_names: list[str]
     image_size: int
     run: Callable[[np.ndarray], np.ndarray]
@@ -41,15 +42,47 @@ class Predictor:
         return f"{self.path.name} ({self.kind}, {len(self.class_names)} classes)"
 
 
+MODEL_FILE = "model.keras"  # what a run folder of mtl train holds
+
+
+def resolve_model_path(path: str | os.PathLike[str]) -> Path:
+    """A model given as a file, or as the run folder of ``mtl train`` (its ``model.keras``).
+
+    A SavedModel folder (from ``mtl export --format saved_model``) is for TensorFlow
+    Serving, not for mtl: it gets a message saying what to use instead.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    if (path / "saved_model.pb").is_file():
+        raise ModelFileError(
+            f"{path} is a TensorFlow SavedModel folder (for TF Serving): mtl reads model.keras, "
+            ".tflite or .onnx; give the run folder or its model.keras instead"
+        )
+    if (path / "checkpoint").is_dir():
+        raise ModelFileError(
+            f"{path} is an unfinished training run (no {MODEL_FILE} yet): "
+            f"finish it with `mtl train --resume {path}`"
+        )
+    raise ModelFileError(f"no {MODEL_FILE} in folder {path} (expected a run folder of mtl train)")
+
+
 def open_model(
     path: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
 ) -> Predictor:
-    """Load a ``.keras`` model from ``mtl train`` or a ``.tflite`` from ``mtl export``."""
-    path = Path(path)
+    """Load a ``.keras`` model (or a run folder holding one) from ``mtl train``, or a
+    ``.tflite`` / ``.onnx`` from ``mtl export``."""
+    path = resolve_model_path(path)
     if path.suffix.lower() == ".tflite":
         return _open_tflite(path, labels)
+    if path.suffix.lower() == ".onnx":
+        return _open_onnx(path, labels)
     if labels is not None:
-        raise UsageError("--labels is only for .tflite models; a .keras model carries its labels")
+        raise UsageError(
+            "--labels is only for .tflite and .onnx models; a .keras model carries its labels"
+        )
     from mtl.model.modelio import load_model
 
     loaded = load_model(path)
@@ -61,6 +94,32 @@ def open_model(
         return np.asarray(model.predict_on_batch(pixels.astype(np.float32)))
 
     return Predictor(path, "keras", loaded.class_names, loaded.image_size, run)
+
+
+def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
+    """An ``.onnx`` on ONNX Runtime; class names from --labels, else from inside the file,
+    else from ``MODEL.labels.txt`` beside it."""
+    from mtl.inference.onnx import CLASS_NAMES_KEY, ONNXModel
+    from mtl.inference.tflite import labels_path_for, read_labels
+
+    model = ONNXModel(path)
+    where = f"the file's metadata ({CLASS_NAMES_KEY})"
+    if labels is not None:
+        names, where = read_labels(labels), str(labels)
+    elif model.class_names is not None:
+        names = model.class_names
+    elif labels_path_for(path).is_file():
+        names, where = read_labels(labels_path_for(path)), str(labels_path_for(path))
+    else:
+        raise ModelFileError(
+            f"no class names for {path}: not in its metadata ({CLASS_NAMES_KEY}, written by "
+            f"mtl export) nor in {labels_path_for(path)}; pass --labels FILE"
+        )
+    if len(names) != model.num_classes:
+        raise ModelFileError(
+            f"{where} has {len(names)} labels but {path} predicts {model.num_classes} classes"
+        )
+    return Predictor(path, "onnx", names, model.image_size, model)
 
 
 def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
@@ -121,6 +180,26 @@ def predict_paths(
     return [by_path[p] for p in paths], probs_by_path
 
 
+def _listed(items: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def check_some_exist(paths: Sequence[Path]) -> None:
+    """Every input missing is a usage error (exit 2), found before the model loads."""
+    if paths and not any(os.path.lexists(p) for p in paths):
+        what = "no such file or folder" if len(paths) == 1 else "no such files or folders"
+        raise UsageError(f"{what}: {_listed([str(p) for p in paths])}")
+
+
+def unusable_inputs(results: Sequence[ImageResult]) -> str:
+    """The one-line error when not one input could be read (exit 2, not 1)."""
+    reasons = [f"{r.file} ({r.error})" for r in results if not r.ok]
+    n = len(results)
+    which = "the input is not" if n == 1 else f"none of the {n} inputs is"
+    return f"{which} a readable image: {_listed(reasons)}"
+
+
 def results_csv(results: Sequence[ImageResult]) -> str:
     """One row per (image, rank); a failed image is one row with its error."""
     buf = io.StringIO()
@@ -157,6 +236,7 @@ def predict(
     paths = expand_inputs(inputs)
     if not paths:
         raise UsageError("no images given")
+    check_some_exist(paths)
     predictor = open_model(model_path, labels)
     results, _ = predict_paths(
         predictor,
@@ -165,11 +245,13 @@ def predict(
         batch_size=batch_size,
         on_progress=on_progress,
     )
+    if not any(r.ok for r in results):
+        raise DataError(unusable_inputs(results))
     written = None
     if csv_path is not None:
         written = files.write_text(csv_path, results_csv(results), force=force)
     return PredictReport(
-        model=str(model_path),
+        model=str(predictor.path),
         kind=predictor.kind,
         class_names=predictor.class_names,
         results=results,

@@ -1,0 +1,99 @@
+"""Running an exported ``.onnx`` model with ONNX Runtime, without TensorFlow.
+
+``mtl export --format onnx`` writes the class names inside the file, in the
+model's ``metadata_props`` (key :data:`CLASS_NAMES_KEY`, a JSON list in output
+order), so an ``.onnx`` needs no labels file beside it. Nothing here may
+import TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.errors import ModelFileError
+
+CLASS_NAMES_KEY = "mtl.class_names"
+IMAGE_SIZE_KEY = "mtl.image_size"
+VERSION_KEY = "mtl.version"
+
+
+def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str] | None:
+    """The class names stored by ``mtl export``, or None when the file has none."""
+    raw = metadata.get(CLASS_NAMES_KEY)
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ModelFileError(f"{path} has damaged class names in its metadata ({CLASS_NAMES_KEY})")
+    return names
+
+
+class ONNXModel:
+    """An ONNX Runtime session taking raw RGB 0-255 batches and returning probabilities."""
+
+    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"no model file at {self.path}")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelFileError(
+                "running .onnx models needs onnxruntime (pip install 'mtl[onnx]' or onnxruntime)"
+            ) from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no "Removing initializer" chatter
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session: Any = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own types for a bad file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelFileError(
+                f"{self.path} is not a readable ONNX model: {first[:200]}"
+            ) from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"{self.path} is not an mtl image classifier (not one input)")
+        shape = list(inputs[0].shape)
+        if (
+            len(shape) != 4
+            or shape[3] != 3
+            or not isinstance(shape[1], int)
+            or shape[1] != shape[2]
+        ):
+            raise ModelFileError(
+                f"{self.path} is not an mtl image classifier (input shape {shape})"
+            )
+        classes = outputs[0].shape[-1] if outputs[0].shape else None
+        if not isinstance(classes, int):
+            raise ModelFileError(f"{self.path} is not an mtl image classifier (output shape)")
+        self.input_name = inputs[0].name
+        self.image_size = int(shape[1])
+        self.num_classes = classes
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        meta = self.session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
+        self.class_names = class_names_from_metadata(self.metadata, self.path)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) RGB 0-255 to (n, classes) probabilities."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        if self._fixed_batch == 1 and len(pixels) > 1:
+            return np.concatenate([self._run(pixels[i : i + 1]) for i in range(len(pixels))])
+        return self._run(pixels)
