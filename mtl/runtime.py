@@ -278,3 +278,50 @@ def tflite_flatbuffer(model: Any, input_shape: tuple[int, ...]) -> bytes:
         frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
         converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
         return bytes(converter.convert())
+
+
+class EventLog:
+    """TensorBoard event files in ``folder`` (``tf.summary``): per-epoch scalars and
+    images. A no-op on the JAX and Torch backends, which have no TensorFlow to write them."""
+
+    def __init__(self, folder: Any) -> None:
+        self.folder = folder
+        self._writer: Any = None  # opened by the first write: nothing is created unasked
+        self.failed = False
+
+    @property
+    def active(self) -> bool:
+        return self._writer is not None
+
+    def _open(self) -> bool:
+        if self._writer is None and not self.failed and backend_name() == "tensorflow":
+            try:
+                import tensorboard  # noqa: F401  (tf.summary's implementation)
+                import tensorflow as tf
+
+                self._tf = tf
+                self._writer = tf.summary.create_file_writer(str(self.folder))
+            except (ImportError, OSError, ValueError):  # logs are never worth a failed run
+                self.failed = True
+        return self._writer is not None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self._open():
+            return
+        with self._writer.as_default():
+            for tag, value in values.items():
+                if value == value:  # NaN (no validation) is left out
+                    self._tf.summary.scalar(tag, value, step=step)
+        self._writer.flush()
+
+    def png(self, tag: str, data: bytes, step: int = 0) -> None:
+        if not self._open():
+            return
+        image = self._tf.image.decode_png(data, channels=3)[None]
+        with self._writer.as_default():
+            self._tf.summary.image(tag, image, step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

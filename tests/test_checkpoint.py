@@ -103,3 +103,17 @@ def test_early_stopping():
     last.update(1, 0.5)
     last.update(2, 0.7)
     assert not last.should_stop(2, last=2)  # the phase ends anyway: not an early stop
+
+
+def test_fine_tune_note_says_when_it_never_helped():
+    from mtl.training.tracking import EpochLog, fine_tune_notes
+
+    def log(epoch: int, phase: str, best: bool) -> EpochLog:
+        return EpochLog(phase, epoch, 5, 0.1, 0.9, 0.2, 0.9, 1e-3, 0.1, best)
+
+    never = [log(1, "train", True), log(2, "train", True), log(3, "fine_tune", False)]
+    (note,) = fine_tune_notes(never, kept=2, first_phase_epochs=2)
+    assert "none beat the first phase" in note and "first phase's best" in note
+    helped = [*never[:2], log(3, "fine_tune", True)]
+    assert fine_tune_notes(helped, kept=3, first_phase_epochs=2) == []
+    assert fine_tune_notes(never[:2], kept=2, first_phase_epochs=2) == []

@@ -16,9 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mtl.cli import app
-from mtl.fetch import FetchRequest, fetch
-from mtl.fetch.engines import rewrite_url
-from mtl.fetch.keywords import slugify
+from mtl.crawler import FetchRequest, fetch
+from mtl.crawler.engines import rewrite_url
+from mtl.crawler.keywords import slugify
 from tests.fakes.engine_server import FakeEngine, encode, jpeg, picture, png
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtl.cli import app
+from mtl.crawler import FetchRequest, fetch
 from mtl.errors import DataError, ImageError, UsageError, WeightsUnavailable
-from mtl.fetch import FetchRequest, fetch
 from tests.fakes.engine_server import FakeEngine, jpeg
 
 FAST = ["--min-size", "100x100", "--timeout", "2", "--threads", "2", "--quiet"]
@@ -61,7 +61,7 @@ def test_an_absolute_manifest_path_cannot_delete_a_file_elsewhere(engine, tmp_pa
     victim.write_bytes(b"precious")
     # The entry claims the picture bees is about to download, so the run would call it
     # ambiguous and delete "its" file: PurePosixPath("/x").parts == ("/", "x").
-    from mtl.fetch.validate import inspect_image
+    from mtl.crawler.validate import inspect_image
 
     probe = tmp_path / "probe.jpg"
     probe.write_bytes(jpeg(2))
@@ -101,7 +101,7 @@ def test_an_absolute_manifest_path_cannot_delete_a_file_elsewhere(engine, tmp_pa
     ],
 )
 def test_every_unsafe_manifest_path_is_refused_naming_file_and_line(tmp_path, class_, file):
-    from mtl.fetch.manifest import load_manifest
+    from mtl.crawler.manifest import load_manifest
 
     good = {"class": "crow", "file": "crow/a.jpg", "sha256": "0" * 64, "phash": "0" * 16}
     good |= {"width": 9, "height": 9}
@@ -112,7 +112,7 @@ def test_every_unsafe_manifest_path_is_refused_naming_file_and_line(tmp_path, cl
 
 
 def test_a_symlinked_class_folder_cannot_lead_outside_out(tmp_path):
-    from mtl.fetch.manifest import load_manifest
+    from mtl.crawler.manifest import load_manifest
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -303,9 +303,9 @@ def fifo_watch(tmp_path) -> Iterator[tuple[Path, list[str]]]:
 
 
 def test_a_fifo_is_skipped_with_a_reason_by_every_reader(fifo_watch, sample_photos, engine):
+    from mtl.crawler.validate import inspect_image
     from mtl.data.features import file_digest
     from mtl.data.images import expand_inputs, iter_batches, list_images, load_image
-    from mtl.fetch.validate import inspect_image
 
     fifo, opened = fifo_watch
     good = fifo.parent / "good.jpg"
@@ -318,7 +318,7 @@ def test_a_fifo_is_skipped_with_a_reason_by_every_reader(fifo_watch, sample_phot
     assert "FIFO" in batch.failures[0][1]
     with pytest.raises(OSError, match="FIFO"):
         file_digest(fifo)
-    from mtl.fetch.reasons import Rejected
+    from mtl.crawler.reasons import Rejected
 
     with pytest.raises(Rejected, match="FIFO"):
         inspect_image(fifo, (1, 1))
@@ -470,7 +470,7 @@ def test_labels_are_read_one_per_newline(tmp_path):
 
 
 def test_files_placed_before_a_crash_keep_their_urls(engine, tmp_path, monkeypatch):
-    from mtl.fetch import state
+    from mtl.crawler import state
 
     urls = [engine.add(f"/i/k{i}.jpg", jpeg(300 + i)) for i in range(3)]
     engine.set_results("crow", urls)
@@ -491,7 +491,7 @@ def test_files_placed_before_a_crash_keep_their_urls(engine, tmp_path, monkeypat
 
 
 def test_a_torn_journal_line_is_ignored(tmp_path):
-    from mtl.fetch.manifest import PENDING, load_pending
+    from mtl.crawler.manifest import PENDING, load_pending
 
     (tmp_path / PENDING).write_text('{"class": "crow", "file": "cr')
     assert load_pending(tmp_path) == []

@@ -57,7 +57,7 @@ def make_trained_model(
     from mtl.data.images import load_image
     from mtl.model import backbones
     from mtl.model.classifier import build_parts
-    from mtl.model.modelio import save_model
+    from mtl.model.modelio import model_meta, save_model
     from mtl.runtime import keras
 
     k = keras()
@@ -70,7 +70,7 @@ def make_trained_model(
     info = {"model": "mobilenet", "alpha": alpha, "image_size": 224}
     model = build_parts(
         CLASSES, model="mobilenet", alpha=alpha, weights=wfile, size=224,
-        head_units=(), dropout=0.2, freeze_layers=None, info=info,
+        head_units=(), dropout=0.2, freeze_layers=None,
     ).model  # fmt: skip
     size = int(model.input_shape[1])
     features = k.Model(model.input, model.get_layer("pool").output)
@@ -95,7 +95,7 @@ def make_trained_model(
     head.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
     val_probs = np.asarray(head.predict_on_batch(x_val))
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = save_model(model, out_dir / "model.keras")
+    path = save_model(model, out_dir / "model.keras", model_meta(list(CLASSES), info))
     return TrainedModel(
         path=path,
         class_names=list(CLASSES),

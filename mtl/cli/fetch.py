@@ -1,4 +1,4 @@
-"""`mtl fetch`: parse options, call :func:`mtl.fetch.fetch`, render the table or JSON."""
+"""`mtl fetch`: parse options, call :func:`mtl.crawler.fetch`, render the table or JSON."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from mtl.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from mtl.fetch import FetchResult
-    from mtl.fetch.crawl import ProgressFn
+    from mtl.crawler import FetchResult
+    from mtl.crawler.crawl import ProgressFn
 
 EXIT_SHORT = 3
 
@@ -107,8 +107,8 @@ def register(app: typer.Typer) -> None:
                 json_out=json_out, quiet=quiet,
             )  # fmt: skip
             return
-        from mtl.fetch import FetchRequest
-        from mtl.fetch import fetch as run_fetch
+        from mtl.crawler import FetchRequest
+        from mtl.crawler import fetch as run_fetch
 
         request = FetchRequest(
             keywords=list(keywords or []),

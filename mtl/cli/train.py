@@ -111,6 +111,13 @@ def register(app: typer.Typer) -> None:
             help="Random flips, rotations, zoom (training only).",
             show_default=False,
         ),
+        refit: bool | None = typer.Option(
+            None,
+            "--refit/--no-refit",
+            help="After the validated run, train the saved model again on every photo "
+            "(validation photos too) for the same epochs.",
+            show_default=str(_DEFAULTS["refit"]).lower(),
+        ),
         views: str | None = _opt(
             "views",
             "--views",
@@ -240,10 +247,15 @@ class _Display:
     def epoch(self, e: Any) -> None:
         self.bars.update("training", e.epoch, e.epochs, f"epoch {e.epoch}/{e.epochs}")
         mark = " *" if e.best else ""
-        phase = " fine-tune" if e.phase == "fine_tune" else ""
+        phase = {"fine_tune": " fine-tune", "refit": " refit (all photos)"}.get(e.phase, "")
         self.bars.print(
             f"epoch {e.epoch:>3}/{e.epochs}{phase}  loss {e.loss:.4f}  acc {e.accuracy:.4f}  "
-            f"val_loss {e.val_loss:.4f}  val_acc {e.val_accuracy:.4f}  {e.seconds:.2f}s{mark}"
+            + (
+                ""
+                if math.isnan(e.val_loss)
+                else f"val_loss {e.val_loss:.4f}  val_acc {e.val_accuracy:.4f}  "
+            )
+            + f"{e.seconds:.2f}s{mark}"
         )
 
 

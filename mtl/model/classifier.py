@@ -127,13 +127,14 @@ def assemble(
     class_names: Sequence[str],
     model: str,
     size: int,
-    info: dict[str, Any] | None = None,
     augment: bool = False,
     views: dict[str, list[Any]] | None = None,
 ) -> Any:
-    """Join preprocessing, views, backbone and head into the one model that is saved."""
-    from mtl.model.layers import ClassNames
+    """Join preprocessing, views, backbone and head into the one model that is saved.
 
+    Only Keras' own layers: the class names travel beside the network in the same file
+    (:func:`mtl.model.modelio.save_model`), so plain Keras loads ``model.keras``.
+    """
     keras = _keras()
     inputs = keras.Input((size, size, 3), name="image")
     x = _through(augmentation_layers() if augment else [], inputs)
@@ -147,7 +148,7 @@ def assemble(
         for v in (views or {"image": []}).values()
     ]
     averaged = probs[0] if len(probs) == 1 else keras.layers.Average(name="views_average")(probs)
-    outputs = ClassNames(list(class_names), info=info, dtype="float32")(averaged)
+    outputs = keras.layers.Identity(name="class_names", dtype="float32")(averaged)
     return keras.Model(inputs, outputs, name="mtl_classifier")
 
 
@@ -205,7 +206,6 @@ def build_parts(
     dropout: float,
     freeze_layers: int | None,  # None: the whole base
     augment: bool = False,
-    info: dict[str, Any] | None = None,
     backbone: Any = None,
     head: Any = None,
     fine_tune: bool = False,
@@ -231,7 +231,7 @@ def build_parts(
     if head is None:
         head = build_head(int(backbone.output_shape[-1]), len(class_names), head_units, dropout)
     layers = view_layers(views, size)
-    full = assemble(backbone, head, class_names, model, size, info, augment, layers)
+    full = assemble(backbone, head, class_names, model, size, augment, layers)
     base_spec = (
         f"{model}|alpha={float(alpha)}|size={size}|{keras.mixed_precision.dtype_policy().name}"
     )

@@ -10,7 +10,8 @@ from mtl.runtime import keras as _load_keras
 _load_keras()  # quiet, configured import first
 import keras  # noqa: E402
 
-# Bumped when a saved model's layout changes in a way older mtl cannot read.
+# The model format of files whose class names live in this layer (mtl before format 2,
+# which keeps them in mtl.json inside the file); kept so those files still load.
 MODEL_FORMAT = 1
 
 

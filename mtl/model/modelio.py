@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
@@ -10,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from mtl.errors import ModelFileError
+
+# 2: the class names in mtl.json inside the file and Keras' own layers only (plain Keras
+# loads it); 1: the class names in mtl's ClassNames layer (still read).
+MODEL_FORMAT = 2
 
 # A real model.keras' config.json is tens of kB; a zip bomb's inflates to gigabytes.
 MAX_CONFIG_BYTES = 64 * 2**20
@@ -28,14 +33,41 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``path`` atomically: the file appears only when complete."""
+META_ENTRY = "mtl.json"  # inside model.keras, beside Keras' own entries (Keras ignores it)
+MAX_META_BYTES = 16 << 20
+
+
+def model_meta(class_names: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What travels inside ``model.keras`` besides the network: the class names in output
+    order, mtl's version and model format, and how the model was built."""
+    from mtl import __version__
+
+    return {
+        "model_format": MODEL_FORMAT,
+        "class_names": [str(c) for c in class_names],
+        "mtl_version": __version__,
+        "info": dict(info or {}),
+    }
+
+
+def save_model(
+    model: Any, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` to ``path`` atomically: the file appears only when complete.
+
+    ``meta`` (:func:`model_meta`) goes into the file as ``mtl.json``: the network itself
+    is made of Keras' own layers only, so plain ``keras.saving.load_model`` reads it
+    without mtl, and the class names still travel inside the one file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
     try:
         model.save(tmp)
+        if meta is not None:
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(META_ENTRY, json.dumps(meta, ensure_ascii=False, indent=1))
         os.chmod(tmp, 0o644)  # mkstemp made it 0600; every other run file is 0644
         os.replace(tmp, path)
     except BaseException:
@@ -61,27 +93,30 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not an mtl model (expected a .keras file from mtl train)")
     check_model_file(path)
-    from mtl.model.layers import MODEL_FORMAT
     from mtl.runtime import keras
 
+    meta = read_meta(path)
     k = keras()
     try:
         model = k.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a foreign or broken file
         raise ModelFileError(f"cannot load {path}: {_why_unloadable(path, exc)}") from None
-    layer = find_class_names_layer(model)
-    if layer is None:
+    if meta is None:  # model format 1: the names in mtl's own ClassNames layer
+        layer = find_class_names_layer(model)
+        if layer is None:
+            raise ModelFileError(
+                f"{path} has no class names: it was not made by mtl train "
+                "(use `mtl classify` for ImageNet models)"
+            )
+        meta = model_meta(list(layer.class_names), dict(layer.info))
+        meta.update(model_format=layer.model_format, mtl_version=layer.mtl_version)
+    if int(meta["model_format"]) > MODEL_FORMAT:
         raise ModelFileError(
-            f"{path} has no class names: it was not made by mtl train "
-            "(use `mtl classify` for ImageNet models)"
-        )
-    if layer.model_format > MODEL_FORMAT:
-        raise ModelFileError(
-            f"{path} was made by mtl {layer.mtl_version} (model format {layer.model_format}); "
-            f"this mtl reads format {MODEL_FORMAT} or older: upgrade mtl"
+            f"{path} was made by mtl {meta['mtl_version']} (model format "
+            f"{meta['model_format']}); this mtl reads format {MODEL_FORMAT} or older: upgrade mtl"
         )
     shape = model.input_shape
-    names = list(layer.class_names)
+    names = list(meta["class_names"])
     outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if not isinstance(outputs, int) or outputs != len(names):
         raise ModelFileError(
@@ -95,9 +130,33 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         model=model,
         class_names=names,
         image_size=int(shape[1]),
-        mtl_version=layer.mtl_version,
-        info=dict(layer.info),
+        mtl_version=str(meta["mtl_version"]),
+        info=dict(meta["info"]),
     )
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """``mtl.json`` from inside ``path``, checked; None for a file without one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if META_ENTRY not in z.namelist():
+                return None
+            if z.getinfo(META_ENTRY).file_size > MAX_META_BYTES:
+                raise ModelFileError(f"{path} is damaged: its {META_ENTRY} is too large")
+            meta = json.loads(z.read(META_ENTRY).decode("utf-8"))
+    except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is damaged: cannot read its {META_ENTRY} ({exc})") from None
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) for n in names)
+        or not isinstance(meta.get("model_format"), int)
+        or not isinstance(meta.get("info", {}), dict)
+    ):
+        raise ModelFileError(f"{path} is damaged: its {META_ENTRY} has no valid class names")
+    meta.setdefault("info", {})
+    meta.setdefault("mtl_version", "unknown")
+    return meta
 
 
 def check_model_file(path: Path) -> None:

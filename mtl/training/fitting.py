@@ -37,9 +37,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return order
 
 
-def _rows(x: np.ndarray) -> np.ndarray:
-    """Cached entries as ``(photos, views, features)``: one view or several."""
-    return x[:, None, :] if x.ndim == 2 else x
+def _rows(x: np.ndarray, views: int) -> np.ndarray:
+    """Cached entries as ``(photos, views, ...)``: entries of several views carry that
+    axis already; single-view entries (features, cut tensors, pixels) get it added."""
+    return x if views > 1 else x[:, None]
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -60,15 +61,15 @@ class CachedBatches(keras.utils.PyDataset):
         seed: int,
         first_epoch: int,
         in_memory: bool,
+        views: int = 1,
     ) -> None:
         super().__init__()
         self.cache, self.keys, self.labels = cache, list(keys), labels
         self.sample_weights, self.batch_size, self.seed = sample_weights, batch_size, seed
-        first = _rows(features.stack(cache, self.keys[:1]))
-        self.views = first.shape[1]
-        self.n = len(self.keys) * self.views
+        self.views = views
+        self.n = len(self.keys) * views
         self.stacked = (
-            _rows(features.stack(cache, self.keys)).astype("float32") if in_memory else None
+            _rows(features.stack(cache, self.keys), views).astype("float32") if in_memory else None
         )
         self.epoch = first_epoch
         self.order = epoch_order(self.n, seed, first_epoch)
@@ -82,7 +83,7 @@ class CachedBatches(keras.utils.PyDataset):
         if self.stacked is not None:
             x = self.stacked[photo, view]
         else:
-            entries = _rows(features.stack(self.cache, [self.keys[j] for j in photo]))
+            entries = _rows(features.stack(self.cache, [self.keys[j] for j in photo]), self.views)
             x = entries[np.arange(len(rows)), view].astype("float32")
         y = self.labels[photo]
         if self.sample_weights is not None:
@@ -116,6 +117,7 @@ def predict(
     cache: features.FeatureCache,
     keys: Sequence[str],
     direct: bool,
+    views: int = 1,
     batch: int = PREDICT_BATCH,
 ) -> np.ndarray:
     """Probabilities of the trained part for cached entries, padded to one batch shape;
@@ -124,7 +126,7 @@ def predict(
     out = []
     for start in range(0, len(keys), batch):
         entries = features.stack(cache, keys[start : start + batch]).astype("float32")
-        if entries.ndim == 3:  # (photos, views, features)
+        if views > 1:  # (photos, views, features)
             photos, views = entries.shape[:2]
             probs = _predict_rows(top, entries.reshape(photos * views, -1), direct, batch)
             out.append(probs.reshape(photos, views, -1).mean(axis=1))

@@ -25,7 +25,8 @@ RUN_FILES = (
     "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json",
     "learning_curves.png", "confusion_matrix.png", MODEL_FILE,
 )  # fmt: skip
-RUN_FOLDERS = ("checkpoint", "cache")
+EVENTS_FOLDER = "tensorboard"  # tensorboard --logdir runs/
+RUN_FOLDERS = ("checkpoint", "cache", EVENTS_FOLDER)
 # Above this many classes the confusion matrix is left out of metrics.json and its plot
 # (1000 classes would be 10^6 cells: 22 MB of JSON and a plot that does not finish).
 MAX_MATRIX_CLASSES = 100
@@ -131,7 +132,7 @@ def write_run(
 ) -> tuple[list[str], list[str]]:
     """Write the run folder's files, ``model.keras`` last (the commit point: a run
     folder holding it is complete); returns their names and any warnings."""
-    from mtl.model.modelio import save_model
+    from mtl.model.modelio import model_meta, save_model
 
     written = ["labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
     files.write_text(run_dir / "labels.txt", "".join(c + "\n" for c in run.classes), force=True)
@@ -165,7 +166,9 @@ def write_run(
             f"{len(run.classes)} classes: the confusion matrix is left out of metrics.json "
             f"and the plots (shown up to {MAX_MATRIX_CLASSES} classes)"
         )
-    save_model(model, run_dir / MODEL_FILE)
+    info = {"model": run.config.model, "alpha": run.config.alpha,
+            "image_size": run.config.image_size, "views": run.config.run_views}  # fmt: skip
+    save_model(model, run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
 
 

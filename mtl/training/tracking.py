@@ -67,3 +67,14 @@ class EarlyStopping:
     def from_json(cls, data: dict[str, Any], patience: int) -> EarlyStopping:
         known = {f.name for f in fields(cls)} - {"patience"}
         return cls(patience, **{k: v for k, v in data.items() if k in known})
+
+
+def fine_tune_notes(history: list[EpochLog], kept: int, first_phase_epochs: int) -> list[str]:
+    """Say so when fine-tuning never beat the first phase on validation loss."""
+    tuned = [h for h in history if h.phase == "fine_tune"]
+    if not tuned or any(h.best for h in tuned):
+        return []
+    note = f"fine-tuning ran {len(tuned)} epoch(s) and none beat the first phase's validation loss"
+    if kept <= first_phase_epochs:
+        note += "; the model is the first phase's best"
+    return [note]

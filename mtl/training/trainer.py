@@ -34,7 +34,7 @@ from mtl.report import metrics
 from mtl.training import checkpoint, rundir
 from mtl.training.basepass import BasePass, base_batch
 from mtl.training.config import TrainConfig, validate
-from mtl.training.tracking import EarlyStopping, EpochLog
+from mtl.training.tracking import EarlyStopping, EpochLog, fine_tune_notes
 
 FIRST_PASS = "checking images + computing features"
 
@@ -289,6 +289,7 @@ class Trainer:
         self.compiled: list[Any] = []  # the tops compiled for their phase
         self.phase = "train"
         self.seconds: dict[str, float] = {}
+        self.events = runtime.EventLog(run_dir / rundir.EVENTS_FOLDER)
 
     @property
     def total_epochs(self) -> int:
@@ -311,7 +312,6 @@ class Trainer:
                 dropout=c.dropout,
                 freeze_layers=freeze,
                 augment=c.augment,
-                info={"model": c.model, "alpha": c.alpha, "image_size": c.image_size},
                 views=reuse.pop("views", self.views),
                 **reuse,
             )
@@ -409,7 +409,7 @@ class Trainer:
             sample_weights = np.array([cw[y] for y in y_train], dtype=np.float32)
 
         def validate() -> tuple[float, float]:
-            probs = fitting.predict(parts.top, self.cache, keys_v, self.direct)
+            probs = fitting.predict(parts.top, self.cache, keys_v, self.direct, self.n_views(parts))
             return _val_scores(probs, y_val)
 
         def keep_best(weights: list[np.ndarray]) -> None:
@@ -426,7 +426,15 @@ class Trainer:
             lambda log: self.end_epoch(parts, log),
         )
         batches = fitting.CachedBatches(
-            self.cache, keys_t, y_train, sample_weights, c.batch_size, c.seed, first, in_memory
+            self.cache,
+            keys_t,
+            y_train,
+            sample_weights,
+            c.batch_size,
+            c.seed,
+            first,
+            in_memory,
+            self.n_views(parts),
         )
         parts.top.fit(
             batches,
@@ -437,10 +445,24 @@ class Trainer:
         )
 
     def end_epoch(self, parts: Any, log: EpochLog) -> None:
-        """Report the epoch, then checkpoint it (a kill after this loses nothing)."""
+        """Report the epoch (hooks, TensorBoard), then checkpoint it (a kill after this
+        loses nothing)."""
+        self.report_epoch(log)
+        self.save_checkpoint(parts)
+
+    def report_epoch(self, log: EpochLog) -> None:
         if self.hooks.on_epoch:
             self.hooks.on_epoch(log)
-        self.save_checkpoint(parts)
+        self.events.scalars(
+            log.epoch,
+            {
+                f"{log.phase}/loss": log.loss,
+                f"{log.phase}/accuracy": log.accuracy,
+                "val/loss": log.val_loss,
+                "val/accuracy": log.val_accuracy,
+                f"{log.phase}/learning_rate": log.learning_rate,
+            },
+        )
 
     def save_checkpoint(self, parts: Any) -> None:
         store: dict[str, Any] = {}
@@ -489,15 +511,20 @@ class Trainer:
         self.seconds["fine_tune_fit"] = time.perf_counter() - t0
         return parts
 
-    def final_eval(self, parts: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Metrics of the kept model on the training and validation images."""
+    def final_eval(
+        self, parts: Any, subsets: tuple[str, ...] = ("train",)
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Metrics of the kept model on its training photos (``subsets``) and on the
+        validation photos."""
         from mtl.training import fitting
 
-        def summary(subset: str) -> dict[str, Any]:
-            probs = fitting.predict(parts.top, self.cache, self.keys(subset), self.direct)
-            return metrics.summary(probs, self.labels(subset), self.ds.classes)
+        def summary(names: tuple[str, ...]) -> dict[str, Any]:
+            keys = [k for s in names for k in self.keys(s)]
+            labels = np.concatenate([self.labels(s) for s in names])
+            probs = fitting.predict(parts.top, self.cache, keys, self.direct, self.n_views(parts))
+            return metrics.summary(probs, labels, self.ds.classes)
 
-        return summary("train"), summary("val") if self.ds.subset("val") else None
+        return summary(subsets), summary(("val",)) if self.ds.subset("val") else None
 
     def keep(self, parts: Any) -> tuple[int, list[str]]:
         """Put the kept epoch's weights in place; returns it and how it was chosen, in words."""
@@ -519,13 +546,7 @@ class Trainer:
                 f"kept epoch {last} of {last}, the last (--patience 0 keeps the last); "
                 f"the lowest validation loss was at epoch {early.best_epoch}"
             )
-        tuned = [h for h in self.history if h.phase == "fine_tune"]
-        if tuned and not any(h.best for h in tuned):
-            notes.append(
-                f"fine-tuning ran {len(tuned)} epoch(s) and none beat the first phase's "
-                "validation loss"
-                + ("; the model is the first phase's best" if kept <= c.epochs else "")
-            )
+        notes += fine_tune_notes(self.history, kept, c.epochs)
         return kept, notes
 
     # --- the whole run -----------------------------------------------------------------
@@ -548,7 +569,7 @@ class Trainer:
         self.ds.drop(feats.failures)
         dataset.check_usable(self.ds)
         warnings = [*self.ds.warnings, *self.base.warnings]
-        if self.views != c.views:
+        if self.views != c.views and c.views != TrainConfig().views:  # asked for, not default
             warnings.append(
                 f"views {'+'.join(c.views)} need the whole base frozen, no --augment and no "
                 "fine-tuning: this run uses the image alone"
@@ -576,7 +597,55 @@ class Trainer:
             parts = self.fine_tune(parts, n_base)
         kept, notes = self.keep(parts)
         train_metrics, val_metrics = self.final_eval(parts)
+        if c.refit and val_metrics is not None and c.pooled_only:
+            t0 = time.perf_counter()
+            parts = self.refit(parts, kept)
+            train_metrics = self.final_eval(parts, subsets=("train", "val"))[0]
+            self.seconds["refit"] = time.perf_counter() - t0
+            notes.append(
+                f"the saved model was then refit on all {len(self.ds.items)} photos for {kept} "
+                "epoch(s); the validation scores are those of the same recipe without the "
+                "validation photos"
+            )
         return self.write(parts, kept, notes, train_metrics, val_metrics, warnings, t_start)
+
+    def refit(self, parts: Any, epochs: int) -> Any:
+        """Train a fresh head the same way on every photo, validation photos included, for
+        the epochs the validated run kept: the saved model learns from all the data, and
+        the validation scores stay honest (they come from the run that did not see them)."""
+        from mtl.training import fitting
+
+        c = self.cfg
+        runtime.set_seed(c.seed)
+        fresh = self.build(None, weights=None, backbone=parts.backbone)
+        self.compile(fresh, c.learning_rate, 0)
+        keys = self.keys("train") + self.keys("val")
+        labels = np.concatenate([self.labels("train"), self.labels("val")])
+        sample_weights = None
+        if c.class_weight == "auto":
+            cw = dataset.class_weights([a + b for a, b in zip(
+                self.ds.counts("train"), self.ds.counts("val"), strict=True)])  # fmt: skip
+            sample_weights = np.array([cw[y] for y in labels], dtype=np.float32)
+        batches = fitting.CachedBatches(
+            self.cache, keys, labels, sample_weights, c.batch_size, c.seed, 0, True,
+            self.n_views(fresh),
+        )  # fmt: skip
+        refit_history: list[EpochLog] = []
+        epoch_end = fitting.EpochEnd(
+            fresh.top,
+            "refit",
+            epochs,
+            EarlyStopping(0),
+            refit_history,
+            lambda: (float("nan"), float("nan")),  # nothing held out any more
+            lambda weights: None,
+            self.report_epoch,
+        )
+        fresh.top.fit(
+            batches, epochs=epochs, callbacks=[epoch_end, *self.hooks.callbacks], verbose=0
+        )
+        self.history.extend(refit_history)
+        return fresh
 
     def announce(self, parts: Any, n_base: int, warnings: list[str]) -> None:
         if self.hooks.on_start is None:
@@ -639,6 +708,12 @@ class Trainer:
             files=[],
         )
         written, plot_warnings = rundir.write_run(self.run_dir, parts.model, self.ds, result)
+        matrix = self.run_dir / "confusion_matrix.png"
+        if matrix.is_file():
+            self.events.png("confusion_matrix", matrix.read_bytes())
+        self.events.close()
+        if self.events.active:
+            written.append(rundir.EVENTS_FOLDER + "/")
         self.seconds["write"] = time.perf_counter() - t0
         self.seconds["total"] = time.perf_counter() - t_start
         return dataclasses.replace(
@@ -649,6 +724,10 @@ class Trainer:
         )
 
     # --- helpers -----------------------------------------------------------------------
+
+    def n_views(self, parts: Any) -> int:
+        """Views per cached entry: several only for pooled features (the extractor's rows)."""
+        return len(self.views) if parts.cut < 0 else 1
 
     def keys(self, subset: str) -> list[str]:
         return [self.key_of[it.path] for it in self.ds.subset(subset)]

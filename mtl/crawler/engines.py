@@ -24,9 +24,9 @@ from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
 
+from mtl.crawler.download import USER_AGENT, fetch_bytes
+from mtl.crawler.reasons import Rejected
 from mtl.errors import UsageError
-from mtl.fetch.download import USER_AGENT, fetch_bytes
-from mtl.fetch.reasons import Rejected
 
 ENGINES = ("bing", "google", "baidu", "flickr")
 ENGINE_URL_ENV = "MTL_ENGINE_URL"

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mtl.data.images import is_image_name, open_regular
-from mtl.fetch.dedupe import Entry, HashIndex
-from mtl.fetch.download import TEMP_PREFIX, TEMP_SUFFIX
-from mtl.fetch.manifest import (
+from mtl.crawler.dedupe import Entry, HashIndex
+from mtl.crawler.download import TEMP_PREFIX, TEMP_SUFFIX
+from mtl.crawler.manifest import (
     AmbiguousImage,
     ManifestEntry,
     append_pending,
@@ -25,8 +24,9 @@ from mtl.fetch.manifest import (
     save_ambiguous,
     save_manifest,
 )
-from mtl.fetch.reasons import Rejected
-from mtl.fetch.validate import inspect_image
+from mtl.crawler.reasons import Rejected
+from mtl.crawler.validate import inspect_image
+from mtl.data.images import is_image_name, open_regular
 
 
 def now_iso() -> str:

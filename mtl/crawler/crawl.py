@@ -14,14 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl.errors import UsageError
-from mtl.fetch.download import download, new_session
-from mtl.fetch.engines import EngineSession, EngineSource, ListSource
-from mtl.fetch.keywords import Keyword
-from mtl.fetch.manifest import MANIFEST, AmbiguousImage, ManifestEntry
-from mtl.fetch.plan import FetchRequest, Plan, make_plan
-from mtl.fetch.reasons import REASONS, Reason, Rejected
-from mtl.fetch.state import (
+from mtl.crawler.download import download, new_session
+from mtl.crawler.engines import EngineSession, EngineSource, ListSource
+from mtl.crawler.keywords import Keyword
+from mtl.crawler.manifest import MANIFEST, AmbiguousImage, ManifestEntry
+from mtl.crawler.plan import FetchRequest, Plan, make_plan
+from mtl.crawler.reasons import REASONS, Reason, Rejected
+from mtl.crawler.state import (
     OutputState,
     first_free_index,
     next_free_name,
@@ -29,7 +28,8 @@ from mtl.fetch.state import (
     place,
     remove_temp_files,
 )
-from mtl.fetch.validate import ImageInfo, inspect_image
+from mtl.crawler.validate import ImageInfo, inspect_image
+from mtl.errors import UsageError
 from mtl.locks import folder_lock
 
 # Ambiguous images found late can empty a class that was already full; it gets

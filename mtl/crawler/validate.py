@@ -13,8 +13,8 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mtl.crawler.reasons import Rejected
 from mtl.data.images import MAX_PIXELS, NotRegularFile, open_regular, to_rgb
-from mtl.fetch.reasons import Rejected
 
 # Pillow format name -> the extension a kept file gets, whatever the URL said.
 FORMAT_EXTENSIONS = {

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 import urllib3
 
-from mtl.fetch.reasons import Rejected
+from mtl.crawler.reasons import Rejected
 
 CHUNK = 64 * 1024
 TEMP_PREFIX = ".mtl-tmp-"

@@ -3,7 +3,7 @@
 The CLI calls :func:`fetch` only; the modules below each do one thing.
 """
 
-from mtl.fetch.crawl import ClassResult, FetchResult, fetch
-from mtl.fetch.plan import FetchRequest
+from mtl.crawler.crawl import ClassResult, FetchResult, fetch
+from mtl.crawler.plan import FetchRequest
 
 __all__ = ["ClassResult", "FetchRequest", "FetchResult", "fetch"]

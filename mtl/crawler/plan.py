@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl.crawler.engines import check_engine, engine_base, flickr_key
+from mtl.crawler.keywords import Keyword, parse_keywords, parse_size
+from mtl.crawler.urllist import read_url_list
 from mtl.errors import UsageError
-from mtl.fetch.engines import check_engine, engine_base, flickr_key
-from mtl.fetch.keywords import Keyword, parse_keywords, parse_size
-from mtl.fetch.urllist import read_url_list
 
 
 @dataclass(frozen=True)

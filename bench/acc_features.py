@@ -1,0 +1,173 @@
+"""Pooled MobileNet v1 features of every image, per dataset and per view, cached as .npy.
+
+Used by bench/accuracy.py. A *view* is how a file becomes 224x224 RGB pixels:
+
+- ``resize``: ``mtl.data.images.load_image`` (whole image, bilinear antialiased, aspect not kept)
+- ``crop``: short side resized to 224 (bilinear), then the central 224x224
+- ``crop256``: short side resized to 256, then the central 224x224 (ImageNet eval style)
+- ``<view>_flip``: the same pixels mirrored left-right
+
+The base is ``keras.applications.MobileNet(alpha, include_top=False)`` on
+``x / 127.5 - 1`` with global average pooling: what ``mtl train`` caches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+SIZE = 224
+DATA = Path(os.environ.get("MTL_BENCH_DATA", "/work/shared/data"))
+CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache"))
+PHOTO_VIEWS = ("resize", "resize_flip", "crop", "crop_flip", "crop256", "crop256_flip")
+
+
+@dataclass
+class Split:
+    """Files and integer labels of one folder-per-class tree."""
+
+    files: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+
+
+def read_tree(root: Path) -> Split:
+    from mtl.data.images import list_images
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for i, name in enumerate(classes):
+        for f in list_images(root / name):
+            files.append(f)
+            labels.append(i)
+    return Split(files, np.array(labels), classes)
+
+
+def digits_tree() -> Path:
+    """sklearn's 8x8 digits as 8x8 RGB PNGs, one folder per class (mtl's loader upsizes them)."""
+    from sklearn.datasets import load_digits
+
+    root = CACHE / "digits-png"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    d = load_digits()
+    for i, (img, y) in enumerate(zip(d.images, d.target, strict=True)):
+        folder = root / f"d{y}"
+        folder.mkdir(parents=True, exist_ok=True)
+        grey = np.clip(img / 16.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        Image.fromarray(grey).convert("RGB").save(folder / f"{i:04d}.png")
+    done.touch()
+    return root
+
+
+def dataset_splits(name: str) -> dict[str, Split]:
+    """The folder trees of a dataset: ``all`` (split by the benchmark) or ``train``/``test``."""
+    if name == "hymenoptera":
+        return {"all": read_tree(DATA / "hymenoptera/train")}
+    if name == "clothing":
+        return {p: read_tree(DATA / "clothing" / p) for p in ("train", "test")}
+    if name == "digits":
+        return {"all": read_tree(digits_tree())}
+    raise SystemExit(f"unknown dataset {name}")
+
+
+def views_for(name: str) -> tuple[str, ...]:
+    return PHOTO_VIEWS  # on square digits ``crop`` equals ``resize``; kept for uniformity
+
+
+def load_view(path: Path, view: str) -> np.ndarray:
+    """uint8 (224, 224, 3) pixels of ``path`` as ``view`` sees it."""
+    from mtl.data.images import load_image, to_rgb
+
+    base = view.removesuffix("_flip")
+    if base == "resize":
+        px = load_image(path, SIZE)
+    else:
+        short = {"crop": SIZE, "crop256": 256}[base]
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (short, short))
+            img.seek(0)
+            img.load()
+            img = to_rgb(ImageOps.exif_transpose(img))
+            w, h = img.size
+            s = short / min(w, h)
+            nw, nh = max(short, round(w * s)), max(short, round(h * s))
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+            left, top = (nw - SIZE) // 2, (nh - SIZE) // 2
+            px = np.asarray(img.crop((left, top, left + SIZE, top + SIZE)), dtype=np.uint8)
+    return px[:, ::-1] if view.endswith("_flip") else px
+
+
+_BASE = None
+
+
+def base_model(alpha: float):
+    global _BASE
+    if _BASE is None:
+        import keras
+
+        weights = Path(os.environ.get("MTL_WEIGHTS_DIR", "/work/shared/weights"))
+        tag = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}[alpha]
+        file = weights / f"mobilenet_{tag}_224_tf_no_top.h5"
+        _BASE = keras.applications.MobileNet(
+            input_shape=(SIZE, SIZE, 3), alpha=alpha, include_top=False, weights=str(file),
+            pooling="avg",
+        )  # fmt: skip
+    return _BASE
+
+
+def compute(files: list[Path], view: str, alpha: float, batch: int = 32) -> np.ndarray:
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = base_model(alpha)
+    out = []
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(0, len(files), batch):
+            px = np.stack(list(pool.map(lambda f: load_view(f, view), files[i : i + batch])))
+            x = px.astype(np.float32) / 127.5 - 1.0
+            out.append(np.asarray(net(x, training=False)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def features(dataset: str, part: str, view: str, alpha: float, split: Split) -> np.ndarray:
+    """Cached (n, d) pooled features of ``split``'s files under ``view``."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stem = f"{dataset}-{part}-{view}-alpha{alpha}"
+    npy, index = CACHE / f"{stem}.npy", CACHE / f"{stem}.json"
+    names = [str(f) for f in split.files]
+    if npy.exists() and index.exists() and json.loads(index.read_text()) == names:
+        return np.load(npy)
+    x = compute(split.files, view, alpha)
+    np.save(npy, x)
+    index.write_text(json.dumps(names))
+    return x
+
+
+def all_features(dataset: str, alpha: float) -> dict[str, dict[str, np.ndarray]]:
+    """``{part: {view: features}}`` for a dataset, computing what is not cached."""
+    import time
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for part, split in dataset_splits(dataset).items():
+        out[part] = {}
+        for view in views_for(dataset):
+            t0 = time.perf_counter()
+            out[part][view] = features(dataset, part, view, alpha, split)
+            dt = time.perf_counter() - t0
+            if dt > 1:
+                print(f"  features {dataset}/{part}/{view}: {len(split.files)} images, {dt:.0f}s")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for ds in sys.argv[1:] or ["hymenoptera", "clothing", "digits"]:
+        all_features(ds, 0.75)

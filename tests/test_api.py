@@ -1,0 +1,59 @@
+"""The Python API, used as a notebook user would: import mtl, call the six functions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import mtl
+from mtl.errors import MtlError, UsageError
+from tests.conftest import ALPHA, HYMENOPTERA
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("api_data")
+    for cls in ("ants", "bees"):
+        (root / cls).mkdir()
+        for f in sorted((HYMENOPTERA / cls).iterdir())[:10]:
+            shutil.copy(f, root / cls / f.name)
+    return root
+
+
+def test_train_predict_evaluate_export(data, tmp_path):
+    import keras
+
+    seen: list[int] = []
+
+    class Count(keras.callbacks.Callback):  # any Keras callback runs every epoch
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    run = mtl.train(data, alpha=ALPHA, epochs=3, views=["image", "flip"], out=tmp_path / "run",
+                    callbacks=[Count()], seed=1)  # fmt: skip
+    assert run.model_path.is_file() and run.classes == ["ants", "bees"]
+    assert run.val_metrics is not None and 0.0 <= run.val_metrics["accuracy"] <= 1.0
+    assert seen == [0, 1, 2, 0, 1, 2]  # the validated run, then the refit
+    assert json.loads(json.dumps(run.to_json()))["model"] == str(run.model_path)
+
+    report = mtl.predict(run.run_dir, HYMENOPTERA / "ants" / "0013035.jpg", top_k=2)
+    assert len(report.results) == 1 and report.results[0].ok
+    assert {p.label for p in report.results[0].predictions} == {"ants", "bees"}
+
+    held_out = mtl.evaluate(run.run_dir, split="val")
+    assert held_out.images == run.val_metrics["count"] == 4
+
+    exported = mtl.export(run.model_path, format="tflite", out=tmp_path / "m.tflite")
+    assert exported.files[0].path.is_file()
+
+
+def test_errors_are_mtl_errors(tmp_path):
+    with pytest.raises(MtlError, match="no such folder"):
+        mtl.train(tmp_path / "missing", alpha=ALPHA)
+    with pytest.raises(UsageError, match="did you mean"):
+        mtl.train(tmp_path, alpha=ALPHA, epoch=3)
