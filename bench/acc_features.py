@@ -24,7 +24,10 @@ from PIL import Image, ImageOps
 SIZE = 224
 DATA = Path(os.environ.get("MTL_BENCH_DATA", "/work/shared/data"))
 CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache"))
-PHOTO_VIEWS = ("resize", "resize_flip", "crop", "crop_flip", "crop256", "crop256_flip")
+PHOTO_VIEWS = ("resize", "resize_flip", "crop", "crop_flip", "crop256", "crop256_flip", "mcrop",
+               "mcrop_flip")  # fmt: skip
+# mcrop: what mtl's saved model computes (mtl.model.classifier.view_layers): the central
+# 87.5% of the 224x224 input (the whole photo, squashed), resized back with Keras' Resizing.
 
 
 @dataclass
@@ -86,8 +89,8 @@ def load_view(path: Path, view: str) -> np.ndarray:
     from mtl.data.images import load_image, to_rgb
 
     base = view.removesuffix("_flip")
-    if base == "resize":
-        px = load_image(path, SIZE)
+    if base in ("resize", "mcrop"):
+        px = load_image(path, SIZE)  # mcrop: cropped in compute(), as the model does
     else:
         short = {"crop": SIZE, "crop256": 256}[base]
         with Image.open(path) as img:
@@ -123,6 +126,16 @@ def base_model(alpha: float):
     return _BASE
 
 
+def model_crop(x: np.ndarray) -> np.ndarray:
+    import keras
+
+    side = round(SIZE * 0.875)
+    x = keras.layers.CenterCrop(side, side)(x, training=False)
+    return np.asarray(
+        keras.layers.Resizing(SIZE, SIZE, interpolation="bilinear")(x, training=False)
+    )
+
+
 def compute(files: list[Path], view: str, alpha: float, batch: int = 32) -> np.ndarray:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -132,6 +145,8 @@ def compute(files: list[Path], view: str, alpha: float, batch: int = 32) -> np.n
         for i in range(0, len(files), batch):
             px = np.stack(list(pool.map(lambda f: load_view(f, view), files[i : i + batch])))
             x = px.astype(np.float32) / 127.5 - 1.0
+            if view.startswith("mcrop"):
+                x = model_crop(x)
             out.append(np.asarray(net(x, training=False)))
     return np.concatenate(out).astype(np.float32)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -75,3 +76,27 @@ def check_weights_file(name: str, path: str | os.PathLike[str]) -> None:
     expected = KNOWN_SHA256.get(name)
     if expected is not None and sha256_file(path) != expected:
         raise ValueError(f"the download's SHA-256 is not {expected[:16]}...")
+
+
+def download_failure(exc: BaseException) -> object:
+    """Why a download failed, in a few words: the HTTP status, or the network's reason."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    return getattr(exc, "reason", None) or exc
+
+
+def copy_download(response: Any, fh: Any, name: str, progress: Any = None) -> None:
+    """Copy an HTTP response body into ``fh``, reporting ``progress(name, done, total)``;
+    a body shorter or longer than its Content-Length is refused (ValueError)."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    done = 0
+    while chunk := response.read(1 << 16):
+        fh.write(chunk)
+        done += len(chunk)
+        if progress:
+            progress(name, done, total)
+    if total is not None and done != total:
+        raise ValueError(f"download ended after {done} of {total} bytes")

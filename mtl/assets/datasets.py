@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from mtl.assets import checksums
 from mtl.assets.cache import cache_root
-from mtl.errors import DatasetUnavailable, UsageError
+from mtl.errors import DatasetUnavailable, MtlError, UsageError
 
 DOWNLOAD_TIMEOUT_S = 30.0
 MARKER = ".mtl-dataset.json"  # written last into a verified cache folder
@@ -183,20 +184,13 @@ def resolve(
     )
     if not download:
         raise DatasetUnavailable(f"missing dataset {name}; download {url}, {where}")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{dataset.name}."))
-    except OSError as exc:
-        raise DatasetUnavailable(f"cannot write the dataset cache {target.parent}: {exc}") from None
+    work = _work_dir(target.parent, dataset.name, DatasetUnavailable, "the dataset cache ")
     try:
         archive = work / dataset.file_name
         try:
             _download(url, archive, dataset.file_name, progress)
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
-            if isinstance(exc, urllib.error.HTTPError):
-                reason: object = f"HTTP {exc.code} {exc.reason}"
-            else:
-                reason = getattr(exc, "reason", None) or exc
+            reason = checksums.download_failure(exc)
             raise DatasetUnavailable(
                 f"missing dataset {name} and cannot download it from {url} ({reason}); "
                 f"download it by hand, {where}"
@@ -224,19 +218,21 @@ def resolve(
     return Located(dataset, target, "download", count(target, dataset))
 
 
+def _work_dir(parent: Path, name: str, error: type[MtlError], what: str) -> Path:
+    """A temp folder beside the final one (same file system: the rename is atomic)."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+    except OSError as exc:
+        raise error(f"cannot write {what}{parent}: {exc}") from None
+
+
 def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        with open(target, "wb") as fh:
-            while chunk := response.read(1 << 16):
-                fh.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(name, done, total)
-    if total is not None and done != total:
-        raise ValueError(f"download ended after {done} of {total} bytes")
+    with (
+        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
+        open(target, "wb") as fh,
+    ):
+        checksums.copy_download(response, fh, name, progress)
 
 
 def _member_path(name: str) -> PurePosixPath:
@@ -353,11 +349,7 @@ def place(located: Located, out: str | os.PathLike[str]) -> Placed:
             f"{target} already exists and is not a complete copy of {dataset.name}; "
             "remove it or choose another --out"
         )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{dataset.name}."))
-    except OSError as exc:
-        raise UsageError(f"cannot write to {target.parent}: {exc}") from None
+    work = _work_dir(target.parent, dataset.name, UsageError, "to ")
     try:
         for split in located.splits:
             shutil.copytree(located.path / split, work / dataset.name / split)

@@ -73,10 +73,7 @@ def resolve(
     try:
         _download(url, target, remote.name, progress)
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        if isinstance(exc, urllib.error.HTTPError):
-            reason: object = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc
+        reason = checksums.download_failure(exc)
         raise WeightsUnavailable(
             f"missing {remote.name} and cannot download it from {url} ({reason}); "
             f"download it by hand and put it in {where}"
@@ -99,19 +96,10 @@ def _check_found(remote: RemoteFile, path: Path, url: str, *, in_cache: bool) ->
 def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
         try:
-            done = 0
             with os.fdopen(fd, "wb") as fh:
-                while chunk := response.read(1 << 16):
-                    fh.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(name, done, total)
-            if total is not None and done != total:
-                raise ValueError(f"download ended after {done} of {total} bytes")
+                checksums.copy_download(response, fh, name, progress)
             checksums.check_weights_file(name, tmp)  # a bad file is never kept
             os.replace(tmp, target)
         except BaseException:

@@ -57,6 +57,45 @@ def set_verbose(value: bool) -> bool:
     return value
 
 
+def model_argument() -> Any:
+    """The MODEL argument of predict and evaluate: every kind of model mtl makes."""
+    return typer.Argument(
+        ...,
+        help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
+        "from mtl export.",
+    )
+
+
+def labels_option() -> Any:
+    """``--labels`` of predict and evaluate: for exports whose labels are not inside."""
+    return typer.Option(
+        None,
+        "--labels",
+        help="Labels of a .tflite or .onnx model, one per line.",
+        show_default="MODEL.labels.txt; an .onnx: inside it",
+    )
+
+
+def weights_dir_option() -> Any:
+    """``--weights-dir``: where Keras weight files are found first."""
+    return typer.Option(
+        None,
+        "--weights-dir",
+        envvar="MTL_WEIGHTS_DIR",
+        help="Folder holding Keras weight files; else the Keras cache, else a download.",
+    )
+
+
+def cache_dir_option() -> Any:
+    """``--cache-dir``: a feature cache train and review share across runs."""
+    return typer.Option(
+        None,
+        "--cache-dir",
+        help="Keep base features here; later train and review runs reuse them.",
+        show_default="in memory",
+    )
+
+
 def quiet_option() -> Any:
     """``--quiet/-q`` for a command: the same switch as ``mtl --quiet``."""
     return typer.Option(

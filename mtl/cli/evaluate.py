@@ -14,6 +14,8 @@ from mtl.cli._common import (
     call,
     detail,
     info,
+    labels_option,
+    model_argument,
     out,
     path_column_width,
     print_json,
@@ -48,11 +50,7 @@ EXAMPLES = """
 def register(app: typer.Typer) -> None:
     @app.command("evaluate", epilog=EXAMPLES)
     def evaluate(
-        model: Path = typer.Argument(
-            ...,
-            help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
-            "from mtl export.",
-        ),
+        model: Path = model_argument(),
         data: Path | None = typer.Argument(
             None,
             help="Test set: one folder per class, named like the model's classes (or use --split).",
@@ -69,12 +67,7 @@ def register(app: typer.Typer) -> None:
             None, "--plot", help="Write the confusion matrix as a PNG to this file."
         ),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-        labels: Path | None = typer.Option(
-            None,
-            "--labels",
-            help="Labels of a .tflite or .onnx model, one per line.",
-            show_default="MODEL.labels.txt; an .onnx: inside it",
-        ),
+        labels: Path | None = labels_option(),
         show: int = typer.Option(
             20, "--show", help="How many misclassified files to list in the table output."
         ),

@@ -12,6 +12,8 @@ from mtl.cli._common import (
     call,
     detail,
     info,
+    labels_option,
+    model_argument,
     progress_bar,
     quiet_option,
     shown,
@@ -44,22 +46,13 @@ stderr), 2 bad arguments, an unusable model, or not one readable image.
 def register(app: typer.Typer) -> None:
     @app.command("predict", epilog=EXAMPLES)
     def predict(
-        model: Path = typer.Argument(
-            ...,
-            help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
-            "from mtl export.",
-        ),
+        model: Path = model_argument(),
         images: list[Path] = typer.Argument(
             ..., help="Image files, folders (searched recursively) or quoted globs."
         ),
         top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to show per image."),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-        labels: Path | None = typer.Option(
-            None,
-            "--labels",
-            help="Labels of a .tflite or .onnx model, one per line.",
-            show_default="MODEL.labels.txt; an .onnx: inside it",
-        ),
+        labels: Path | None = labels_option(),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
         csv_file: Path | None = typer.Option(
             None, "--csv", help="Also write the predictions to this CSV file."

@@ -7,7 +7,18 @@ from typing import Any
 
 import typer
 
-from mtl.cli._common import call, download_progress, info, out, print_json, progress, shown, warn
+from mtl.cli._common import (
+    cache_dir_option,
+    call,
+    download_progress,
+    info,
+    out,
+    print_json,
+    progress,
+    shown,
+    warn,
+    weights_dir_option,
+)
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -74,18 +85,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mobilenet", "--model", "-m", help="Base model (as mtl train)."),
         alpha: float = typer.Option(1.0, "--alpha", "-a", help="Width multiplier (as mtl train)."),
         image_size: int = typer.Option(224, "--image-size", help="Input size in pixels."),
-        weights_dir: Path | None = typer.Option(
-            None,
-            "--weights-dir",
-            envvar="MTL_WEIGHTS_DIR",
-            help="Folder holding Keras weight files.",
-        ),
-        cache_dir: Path | None = typer.Option(
-            None,
-            "--cache-dir",
-            help="Keep base features here; mtl train --cache-dir reuses them.",
-            show_default="in memory",
-        ),
+        weights_dir: Path | None = weights_dir_option(),
+        cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
     ) -> None:
         """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken

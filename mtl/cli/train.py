@@ -10,6 +10,7 @@ import typer
 
 from mtl.cli._common import (
     Bars,
+    cache_dir_option,
     call,
     download_progress,
     fail,
@@ -18,6 +19,7 @@ from mtl.cli._common import (
     print_json,
     progress,
     warn,
+    weights_dir_option,
 )
 from mtl.training.config import KEYS, TrainConfig
 
@@ -156,18 +158,8 @@ def register(app: typer.Typer) -> None:
             help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
             "Keras on accelerators), litert or keras.",
         ),
-        weights_dir: Path | None = typer.Option(
-            None,
-            "--weights-dir",
-            envvar="MTL_WEIGHTS_DIR",
-            help="Folder holding Keras weight files; else the Keras cache, else a download.",
-        ),
-        cache_dir: Path | None = typer.Option(
-            None,
-            "--cache-dir",
-            help="Keep base features here and reuse them in later runs.",
-            show_default="in memory",
-        ),
+        weights_dir: Path | None = weights_dir_option(),
+        cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
