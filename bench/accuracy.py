@@ -74,6 +74,7 @@ R = ("resize",)
 V2 = ("resize", "crop256")  # whole image + central 87.5% crop, no mirror
 VF = ("resize", "resize_flip", "crop256", "crop256_flip")
 V2M = ("resize", "mcrop")
+V2F = ("resize", "resize_flip")
 VFM = ("resize", "resize_flip", "mcrop", "mcrop_flip")
 BASELINE = Head(policy="early")  # mtl's defaults, in feature space
 RECIPE = Head(units=(1024, 1024, 512), dropout=0.0, epochs=10)
@@ -97,6 +98,8 @@ ARMS: dict[str, Head] = {
     "best": Head(epochs=30, train_views=V2, test_views=V2),  # the recommendation
     # What mtl's saved model can compute from its 224x224 input (mcrop: see acc_features).
     "h512_v2m_e30": Head(epochs=30, train_views=V2M, test_views=V2M),
+    "h512_v2f_e30": Head(epochs=30, train_views=V2F, test_views=V2F),
+    "h512_v2m_e40": Head(epochs=40, train_views=V2M, test_views=V2M),
     "h512_vfm_e20": Head(epochs=20, train_views=VFM, test_views=VFM),
     "h512_vfm_e30": Head(epochs=30, train_views=VFM, test_views=VFM),
     "h512_v2_e30": Head(epochs=30, train_views=V2, test_views=V2),

@@ -115,6 +115,7 @@ def main() -> None:
         help="run the naive arm and mtl's default arm N times each, alternating, and "
         "compare medians (the machine's noise is +-10%% between runs)",
     )
+    ap.add_argument("--quick", action="store_true", help="only the first run and the default arm")
     ap.add_argument(
         "--replicate",
         type=int,
@@ -142,14 +143,26 @@ def main() -> None:
         # A fresh mtl cache folder: the first run converts the base for LiteRT, as the
         # first run on any machine does (once per backbone, like the weights download).
         env["MTL_CACHE_DIR"] = str(Path(tmp) / "mtl_cache")
-        defaults = "mtl train (defaults: 4 views, 20 epochs, refit on every photo)"
+        defaults = "mtl train (defaults: 2 views, 30 epochs, refit on every photo)"
         variants = [
             ("mtl train, first run on this machine (converts the base once)", []),
             *[(defaults, [])] * args.repeat,
-            ("mtl train --views image (one view: the photo alone)", ["--views", "image"]),
-            ("mtl train --base-engine keras (the base pass on Keras)", ["--base-engine", "keras"]),
-            ("mtl train --cache-dir C (first run fills the cache)", ["--cache-dir", cache]),
-            ("mtl train --cache-dir C (rerun: features from the cache)", ["--cache-dir", cache]),
+            *(
+                []
+                if args.quick
+                else [
+                    ("mtl train --views image (one view: the photo alone)", ["--views", "image"]),
+                    (
+                        "mtl train --base-engine keras (the base pass on Keras)",
+                        ["--base-engine", "keras"],
+                    ),
+                    ("mtl train --cache-dir C (first run fills the cache)", ["--cache-dir", cache]),
+                    (
+                        "mtl train --cache-dir C (rerun: features from the cache)",
+                        ["--cache-dir", cache],
+                    ),
+                ]
+            ),
         ]
         naive_cmd = [sys.executable, "-c", NAIVE, str(split / "train"), str(split / "val"),
                      str(args.alpha), str(args.epochs), str(args.seed)]  # fmt: skip

@@ -52,6 +52,24 @@ def test_train_predict_evaluate_export(data, tmp_path):
     assert exported.files[0].path.is_file()
 
 
+def test_mirror_view_is_an_exact_mirror(data, tmp_path):
+    """With views image+flip the model averages a photo and its mirror: a mirrored photo
+    gets the same probabilities."""
+    import numpy as np
+
+    from mtl.data.images import load_image
+    from mtl.model.modelio import load_model
+
+    run = mtl.train(data, alpha=ALPHA, epochs=2, views=["image", "flip"], out=tmp_path / "r",
+                    refit=False)  # fmt: skip
+    model = load_model(run.model_path).model
+    x = np.stack([load_image(f, 224) for f in sorted((data / "ants").iterdir())[:2]])
+    x = x.astype("float32")
+    np.testing.assert_allclose(
+        model.predict_on_batch(x), model.predict_on_batch(x[:, :, ::-1]), atol=1e-5
+    )
+
+
 def test_errors_are_mtl_errors(tmp_path):
     with pytest.raises(MtlError, match="no such folder"):
         mtl.train(tmp_path / "missing", alpha=ALPHA)

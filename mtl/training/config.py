@@ -44,7 +44,7 @@ class TrainConfig:
     freeze: int | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 32
     # 0: a fixed number of epochs, the last kept. Early stopping on a 20% split chose
     # worse models than fixed epochs on every dataset of bench/accuracy.py.
@@ -56,7 +56,7 @@ class TrainConfig:
     # Fixed views of each photo (mtl.model.classifier.VIEWS): every one is a training row,
     # and the saved model averages its probabilities over them. Used with the whole base
     # frozen, no augmentation and no fine-tuning; otherwise the image alone.
-    views: list[str] = field(default_factory=lambda: ["image", "flip", "crop", "crop_flip"])
+    views: list[str] = field(default_factory=lambda: ["image", "crop"])
     val_split: float = 0.2
     # After the validated run, train a fresh head the same way on every photo (validation
     # photos too) for the epochs that run kept; that is the saved model. Pooled runs only.
