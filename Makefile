@@ -19,13 +19,14 @@ DATA ?= $(SHARED)/data/hymenoptera/train
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test check bench bench-review browser clean
+.PHONY: help install demo test check bench bench-accuracy bench-review browser clean
 
 help:
 	@echo "make demo   - set up .venv and run mtl end to end on real photos"
 	@echo "make test   - set up .venv with the test extra and run the tests"
 	@echo "make check  - ruff (lint + format check) and mypy on mtl/"
 	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make bench-accuracy - held-out accuracy: mtl vs the Keras recipe and a linear probe"
 	@echo "make bench-review - mtl review on injected noise (bench/review_noise.results.md)"
 
 $(BIN)/python:
@@ -79,6 +80,12 @@ bench: $(BENCH_VENV)/.installed
 	$(if $(DATA),,$(error bench: set DATA=folder-per-class photos, e.g. DATA=demo/data/hymenoptera/train after make demo))
 	$(BENCH_VENV)/bin/python bench/train_vs_naive.py --data $(DATA) --alpha $(ALPHA) --repeat 3
 	$(BENCH_VENV)/bin/python bench/predict_vs_naive.py --data $(DATA) --alpha $(ALPHA)
+
+# Held-out accuracy of mtl's defaults against the plain Keras recipe and a linear probe,
+# on every shared dataset plus scikit-learn's digits, 3 seeds each (docs/benchmarks.md#accuracy).
+bench-accuracy: $(VENV)/.installed-test
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/accuracy.py --alpha $(ALPHA) --seeds 3 \
+	  --datasets hymenoptera,clothing,digits --arms mtl,probe,probe_cv,recipe
 
 # mtl review on injected noise (swapped labels, off-topic photos) in both shared datasets.
 bench-review: $(BENCH_VENV)/.installed

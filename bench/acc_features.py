@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 SIZE = 224
-DATA = Path(os.environ.get("MTL_BENCH_DATA", "/work/shared/data"))
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
+DATA = Path(os.environ.get("MTL_BENCH_DATA", SHARED / "data"))
 CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache"))
 PHOTO_VIEWS = ("resize", "resize_flip", "crop", "crop_flip", "crop256", "crop256_flip", "mcrop",
                "mcrop_flip")  # fmt: skip
@@ -116,7 +117,7 @@ def base_model(alpha: float):
     if _BASE is None:
         import keras
 
-        weights = Path(os.environ.get("MTL_WEIGHTS_DIR", "/work/shared/weights"))
+        weights = Path(os.environ.get("MTL_WEIGHTS_DIR", SHARED / "weights"))
         tag = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}[alpha]
         file = weights / f"mobilenet_{tag}_224_tf_no_top.h5"
         _BASE = keras.applications.MobileNet(

@@ -1,3 +1,5 @@
+"""`python -m mtl`: the same as the `mtl` command."""
+
 from mtl.cli import main
 
 main()

@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         Unreadable images are listed and counted apart; they never count as
         wrong predictions.
         """
+        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl.inference.evaluate import evaluate as run
 
         start = time.perf_counter()

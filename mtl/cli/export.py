@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
         The exported model takes raw RGB 0-255 float32 pixels at the model's
         size, like the Keras model; int8 quantizes the inside only.
         """
+        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl.inference.export import export_model
 
         start = time.perf_counter()

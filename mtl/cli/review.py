@@ -91,6 +91,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken
         images; show them (table, HTML page); move them only when asked."""
+        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl import review as core
         from mtl.training.config import TrainConfig
 

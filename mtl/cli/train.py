@@ -163,6 +163,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
+        # Long only by its Typer option declarations: the body parses, calls, renders.
         params = dict(locals())
         overrides = {k: v for k, v in params.items() if k in KEYS}
         from mtl.training.config import resolve

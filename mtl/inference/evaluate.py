@@ -126,6 +126,7 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
     taken from the current folder, as ``mtl train`` wrote them (the data folder as
     given), else from the run's data folder (``config.json``).
     """
+    # Long by design: every row read back from split.csv is checked before use.
     import csv
     import json
 
@@ -227,6 +228,7 @@ def evaluate(
 ) -> EvaluationReport:
     """Predict every image of a folder-per-class test set (or, with ``split``, of the run's
     own ``split.csv`` subset) and score the predictions."""
+    # Reason for its length: scoring and the misclassified list share the predictions.
     from mtl import files
     from mtl.inference.predict import open_model, predict_paths
 

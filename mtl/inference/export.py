@@ -111,6 +111,7 @@ def export_model(
 ) -> ExportReport:
     """Export ``model_path`` (a model.keras from mtl train, or its run folder); files
     appear only when complete."""
+    # Reason for its length: one branch per format, each writing its files atomically.
     from mtl.inference.predict import resolve_model_path
     from mtl.model.modelio import load_model
 

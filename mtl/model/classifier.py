@@ -216,6 +216,7 @@ def build_parts(
     With several ``views`` (whole base frozen, no augmentation), the extractor
     returns ``(views, features)`` per image and the saved model averages over them.
     """
+    # Long by design: one branch per kind of cut (augmented, pooled, inside the base).
     keras = _keras()
     views = check_views(views)
     if len(views) > 1 and (augment or freeze_layers is not None):

@@ -88,6 +88,7 @@ def review(
     ``apply``). ``top``: only the N worst. The page goes to ``report`` (default
     ``DATA/_review/report.html``). Raises DataError/UsageError (exit 2) for unusable input.
     """
+    # Reason for its length: the review's steps in order (features, scores, flags, page).
     from mtl.review import concepts, flags, quality, scores
     from mtl.review import report as page
     from mtl.review.features import pooled_features

@@ -59,6 +59,7 @@ def pooled_features(
     one class, no readable photo in a class) and for a class of fewer than two
     readable photos (out-of-fold predictions need two).
     """
+    # Reason for its length: train's own scan, base pass and cache steps, reused in order.
     from mtl.training.trainer import Hooks, Trainer
 
     cfg = validate(cfg)

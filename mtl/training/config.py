@@ -195,6 +195,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
+    # Long by design: one flat check per setting, each naming its option.
     backbones.check(cfg.model, cfg.alpha, cfg.image_size)
 
     def need(ok: bool, what: str, value: Any, name: str) -> None:
