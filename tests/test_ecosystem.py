@@ -191,3 +191,18 @@ def test_tables_stay_readable_at_80_columns(trained_model, tmp_path):
     lines = done.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, done.stdout
     assert f"│ …/held-out/ants/{photo.name} " in done.stdout  # whole names, one line
+
+
+def test_parser_errors_are_one_line_exit_2(tmp_path):
+    """A value outside its choices or an unknown option is one line, like every bad input."""
+    import subprocess
+    import sys
+
+    for args in (["export", "m.keras", "--format", "bogus"], ["train", "--bogus"]):
+        proc = subprocess.run([sys.executable, "-m", "mtl", *args], capture_output=True,
+                              text=True, cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    bare = subprocess.run([sys.executable, "-m", "mtl"], capture_output=True, text=True)
+    assert bare.returncode == 0 and "Usage" in bare.stdout

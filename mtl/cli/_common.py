@@ -272,9 +272,15 @@ def progress_bar(description: str, *, quiet: bool = False) -> Iterator[ProgressF
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run the app; no traceback reaches the user unless MTL_DEBUG is set."""
+    """Run the app; no traceback reaches the user unless MTL_DEBUG is set. A bad option
+    (an unknown one, a value outside its choices) is one line on stderr and exit 2,
+    like every other bad input, not Click's boxed usage screen."""
     try:
-        app(standalone_mode=True)
+        try:
+            code = app(standalone_mode=False)
+        except Exception as exc:
+            _parser_error(exc)  # Typer's own (vendored Click) errors; anything else re-raised
+        _leave(code if isinstance(code, int) else 0)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             _leave(exc.code or 0)
@@ -299,6 +305,23 @@ def run_app(app: typer.Typer) -> None:
             highlight=False,
         )
         sys.exit(1)
+
+
+def _parser_error(exc: Exception) -> NoReturn:
+    """Typer's parser errors, told apart by shape (Typer vendors Click privately): a usage
+    error is one line and exit 2; a bare ``mtl`` shows the help; Ctrl-C is 130."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        out.print(ctx.get_help(), highlight=False, markup=False)
+        _leave(0)
+    if type(exc).__name__ == "Abort":
+        raise KeyboardInterrupt from None
+    if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        err.print(f"[bold red]error:[/bold red] {_escape(where + message)}", highlight=False)
+        sys.exit(2)
+    raise exc
 
 
 def _leave(code: int) -> NoReturn:
