@@ -73,7 +73,7 @@ def test_model_is_written_last(cli, small, cache, tmp_path, monkeypatch):
     """A crash while writing the run leaves no model.keras: the run is clearly unfinished."""
     from mtl.model import modelio
 
-    def crash(model, path):
+    def crash(model, path, meta=None):
         assert (Path(path).parent / "metrics.json").is_file()  # everything else came first
         raise RuntimeError("killed while writing the model")
 

@@ -17,7 +17,8 @@ from mtl.training.trainer import train
 
 def main() -> None:
     data, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    options = {"alpha": 0.75, "epochs": epochs, "patience": 0, "batch_size": 4, "head": "8"}
+    options = {"alpha": 0.75, "epochs": epochs, "patience": 0, "batch_size": 4, "head": "8",
+               "refit": False}  # fmt: skip
     result = train(data, resolve(None, options), out=out)
     loaded = load_model(result.model_path)
     files = sorted(Path(data).rglob("*.jpg"))[:2]

@@ -56,4 +56,8 @@ def print_skipped(failed: list[tuple[str, str]]) -> None:
         err.print(f"[red]skipped[/red] {escape(file)}: {escape(reason)}", highlight=False)
     if len(failed) > len(shown):
         more = len(failed) - len(shown)
-        err.print(f"... and {more} more skipped (--verbose lists every one)", highlight=False)
+        err.print(
+            f"... and {more} more skipped (--verbose lists every one)",
+            highlight=False,
+            markup=False,
+        )

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
                 print_json(undone.to_json())
             else:
                 n, k = len(undone.restored), len(undone.already)
-                out.print(f"{n} photo(s) put back in {shown(data)}; {k} already in place")
+                out.print(f"{n} photo(s) put back in {data}; {k} already in place", markup=False)
             return
         cfg = TrainConfig(model=model, alpha=alpha, image_size=image_size, seed=seed)
         thresholds = core.Thresholds(
@@ -159,7 +159,7 @@ def _table(result: Any) -> None:
         )  # fmt: skip
     out.print(table)
     counts = ", ".join(f"{r} {n}" for r, n in result.counts().items()) or "nothing flagged"
-    out.print(f"{counts}; {result.seconds.get('total', 0):.1f}s", highlight=False)
+    out.print(f"{counts}; {result.seconds.get('total', 0):.1f}s", highlight=False, markup=False)
     if result.report:
         out.print(f"report: {result.report}", highlight=False, markup=False)
     if result.moves:

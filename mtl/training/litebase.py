@@ -23,6 +23,7 @@ import numpy as np
 from mtl import files
 from mtl.assets.cache import cache_root
 from mtl.data.features import pad_rows
+from mtl.errors import MtlError
 from mtl.litert import LiteModel
 
 FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
@@ -69,7 +70,7 @@ def store(spec: BaseSpec, flatbuffer: bytes) -> Path | None:
     """Keep a converted base for later runs; None when the cache folder is not writable."""
     try:
         return files.write_bytes(spec.path(), flatbuffer, force=True)
-    except OSError:
+    except (OSError, MtlError):  # MtlError: mtl.files found the folder unwritable first
         return None
 
 
