@@ -23,8 +23,8 @@ bee=$(find "$DATA" -type f -iname '*.jpg' -path '*bees*' | sort | awk 'NR == 1')
 echo "== 1/3 ImageNet classification with a pretrained MobileNet (alpha $ALPHA)"
 "$MTL" classify --alpha "$ALPHA" --top-k 3 "$ant" "$bee"
 
-echo "== 2/3 transfer learning on $DATA"
-"$MTL" train "$DATA" --alpha "$ALPHA" --epochs 10 --out "$OUT/run" --force
+echo "== 2/3 transfer learning on $DATA (defaults; --no-refit keeps the validation photos unseen)"
+"$MTL" train "$DATA" --alpha "$ALPHA" --no-refit --out "$OUT/run" --force
 
 echo "== 3/3 predicting held-out photos (the run's validation split) with the trained model"
 mapfile -t held_out < <(awk -F, '$3 == "val" {print $1}' "$OUT/run/split.csv" | sort | awk 'NR % 8 == 1')
