@@ -296,3 +296,33 @@ def test_report_opens_in_a_headless_browser_with_every_thumbnail(applied, tmp_pa
         capture_output=True, env=env, check=False,
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_relabel_moves_confident_wrong_labels_to_the_suggested_class_and_undo_restores(tmp_path):
+    """--relabel: a confident wrong label goes to the suggested class folder (recorded like
+    any move); an unsure one is set aside; --undo puts both back byte for byte."""
+    from mtl.review import actions
+    from mtl.review.flags import Finding
+
+    root = tmp_path / "data"
+    for cls, src in (("ants", HYMENOPTERA / "ants"), ("bees", HYMENOPTERA / "bees")):
+        (root / cls).mkdir(parents=True)
+        for p in photos(src, 0, 3):
+            shutil.copy(p, root / cls / p.name)
+    before = snapshot(root)
+    sure, unsure = sorted((root / "ants").iterdir())[:2]
+    findings = [
+        Finding(0, sure, "ants", "bees", "wrong_label", 0.9, "bees far likelier", 0.05, 0.95),
+        Finding(1, unsure, "ants", "bees", "wrong_label", 0.6, "bees likelier", 0.3, 0.6),
+    ]
+    moves = actions.plan(root, findings, relabel=True, relabel_confidence=0.9)
+    assert [m.action for m in moves] == ["relabel", "set_aside"]
+    actions.apply(root, moves)
+    assert (root / "bees" / sure.name).is_file() and not sure.exists()
+    assert (actions.review_dir(root) / "wrong_label" / "ants" / unsure.name).is_file()
+    records = actions.read_records(root)
+    assert [(r.action, r.original) for r in records] == [
+        ("relabel", f"ants/{sure.name}"), ("set_aside", f"ants/{unsure.name}")]  # fmt: skip
+    assert dataset.scan(root, val_split=0).counts("train") == [1, 4]  # the relabelled photo
+    actions.undo(root)
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith("_review")} == before
