@@ -117,6 +117,17 @@ def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def was_refit(run_dir: Path) -> bool:
+    """Whether the run's saved model was refit on every photo (``metrics.json`` says so)."""
+    import json
+
+    try:
+        notes = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("notes")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(notes, list) and any("refit on all" in str(n) for n in notes)
+
+
 def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[Path]]:
     """Class -> files of ``subset`` ("val": the run's held-out photos) from ``RUN/split.csv``.
 
@@ -251,6 +262,11 @@ def evaluate(
     predictor = open_model(model_path, labels)
     names = predictor.class_names
     warnings = check_classes(list(by_class), names, str(data_dir))
+    if split is not None and was_refit(run_folder_of(model_path)):
+        warnings.append(
+            "this model was refit on every photo, the validation photos included: these scores "
+            "are not held out (metrics.json's val scores, from before the refit, are)"
+        )
     paths = [p for images in by_class.values() for p in images]
     truth = {p: names.index(c) for c, images in by_class.items() for p in images}
     results, probs_by_path = predict_paths(
