@@ -96,24 +96,12 @@ def register(app: typer.Typer) -> None:
         from mtl.training.config import TrainConfig
 
         if undo:
-            if apply or relabel:
-                from mtl.cli._common import fail
-
-                raise fail("--undo cannot be combined with --apply or --relabel", 2)
-            undone = call(core.undo, data)
-            if as_json:
-                print_json(undone.to_json())
-            else:
-                n, k = len(undone.restored), len(undone.already)
-                out.print(f"{n} photo(s) put back in {data}; {k} already in place", markup=False)
+            _undo(data, apply or relabel, as_json)
             return
         cfg = TrainConfig(model=model, alpha=alpha, image_size=image_size, seed=seed)
-        thresholds = core.Thresholds(
-            wrong_label=label_threshold,
-            off_topic=off_topic_threshold,
-            duplicate=duplicate_threshold,
-            relabel=relabel_confidence,
-        )
+        thresholds = core.Thresholds(wrong_label=label_threshold, off_topic=off_topic_threshold,
+                                     duplicate=duplicate_threshold,
+                                     relabel=relabel_confidence)  # fmt: skip
         with download_progress() as on_download, progress() as bars:
             result = call(
                 core.review,
@@ -130,16 +118,34 @@ def register(app: typer.Typer) -> None:
                 on_download=on_download,
                 on_progress=lambda stage, d, t: bars.update(stage, d, t),
             )
-        if result.skipped:
-            warn(f"skipped {len(result.skipped)} unreadable file(s):")
-            for f, reason in result.skipped:
-                info(f"  {f}: {reason}")
-        for message in result.warnings:
-            warn(message)
-        if as_json:
-            print_json(result.to_json())
-        else:
-            _table(result)
+        _render(result, as_json)
+
+
+def _undo(data: Path, also_moving: bool, as_json: bool) -> None:
+    from mtl import review as core
+    from mtl.cli._common import fail
+
+    if also_moving:
+        raise fail("--undo cannot be combined with --apply or --relabel", 2)
+    undone = call(core.undo, data)
+    if as_json:
+        print_json(undone.to_json())
+    else:
+        n, k = len(undone.restored), len(undone.already)
+        out.print(f"{n} photo(s) put back in {data}; {k} already in place", markup=False)
+
+
+def _render(result: Any, as_json: bool) -> None:
+    if result.skipped:
+        warn(f"skipped {len(result.skipped)} unreadable file(s):")
+        for f, reason in result.skipped:
+            info(f"  {f}: {reason}")
+    for message in result.warnings:
+        warn(message)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _table(result)
 
 
 def _table(result: Any) -> None:

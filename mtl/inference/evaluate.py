@@ -239,7 +239,6 @@ def evaluate(
 ) -> EvaluationReport:
     """Predict every image of a folder-per-class test set (or, with ``split``, of the run's
     own ``split.csv`` subset) and score the predictions."""
-    # Reason for its length: scoring and the misclassified list share the predictions.
     from mtl import files
     from mtl.inference.predict import open_model, predict_paths
 
@@ -247,21 +246,10 @@ def evaluate(
         raise UsageError(f"--batch-size must be at least 1. Received batch_size={batch_size}")
     if plot_path is not None:
         files.check_new(plot_path, force=force)
-    if (data_dir is None) == (split is None):
-        raise UsageError(
-            "give a test folder or --split val (the run's held-out photos), not both"
-            if split is not None
-            else "missing DATA: a test folder (one folder per class), or --split val with a run"
-        )
-    if split is not None:
-        by_class = read_split(run_folder_of(model_path), split)
-        data_dir = f"{run_folder_of(model_path) / SPLIT_FILE} ({split})"
-    else:
-        assert data_dir is not None
-        by_class = scan_test_set(data_dir)
+    by_class, where = _test_photos(model_path, data_dir, split)
     predictor = open_model(model_path, labels)
     names = predictor.class_names
-    warnings = check_classes(list(by_class), names, str(data_dir))
+    warnings = check_classes(list(by_class), names, where)
     if split is not None and was_refit(run_folder_of(model_path)):
         warnings.append(
             "this model was refit on every photo, the validation photos included: these scores "
@@ -273,11 +261,46 @@ def evaluate(
         predictor, paths, batch_size=batch_size, on_progress=on_progress
     )
     ok = [p for p in paths if p in probs_by_path]
-    bad = [(r.file, r.error or "") for r in results if not r.ok]
     if not ok:
-        raise DataError(f"none of the {len(paths)} images in {data_dir} could be read")
+        raise DataError(f"none of the {len(paths)} images in {where} could be read")
     probs = np.stack([probs_by_path[p] for p in ok]).astype(np.float64)
     y_true = np.array([truth[p] for p in ok], dtype=np.int64)
+    report = _report(str(predictor.path), where, names, ok, probs, y_true)
+    report.bad_files = [(r.file, r.error or "") for r in results if not r.ok]
+    report.warnings = warnings
+    if plot_path is not None:
+        report.plot_file = plot_confusion_matrix(report, plot_path, force=force)
+    return report
+
+
+def _test_photos(
+    model_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None,
+    split: str | None,
+) -> tuple[dict[str, list[Path]], str]:
+    """Class -> photos to score, from a test folder or the run's split, and where from."""
+    if (data_dir is None) == (split is None):
+        raise UsageError(
+            "give a test folder or --split val (the run's held-out photos), not both"
+            if split is not None
+            else "missing DATA: a test folder (one folder per class), or --split val with a run"
+        )
+    if split is not None:
+        run = run_folder_of(model_path)
+        return read_split(run, split), f"{run / SPLIT_FILE} ({split})"
+    assert data_dir is not None
+    return scan_test_set(data_dir), str(data_dir)
+
+
+def _report(
+    model: str,
+    data: str,
+    names: list[str],
+    files: list[Path],
+    probs: np.ndarray,
+    y_true: np.ndarray,
+) -> EvaluationReport:
+    """Every number of the report from the predictions (:mod:`mtl.report.metrics`)."""
     y_pred = np.argmax(probs, axis=1)
     cm = metrics.confusion_matrix(y_true, y_pred, len(names))
     precision, recall, f1, support = metrics.precision_recall_f1(cm)
@@ -293,15 +316,15 @@ def evaluate(
             probability=float(row[q]),
             true_probability=float(row[t]),
         )
-        for p, t, q, row in zip(ok, y_true, y_pred, probs, strict=True)
+        for p, t, q, row in zip(files, y_true, y_pred, probs, strict=True)
         if t != q
     ]
     wrong.sort(key=lambda m: -m.probability)  # the most confident mistakes first
-    report = EvaluationReport(
-        model=str(predictor.path),
-        data=str(data_dir),
+    return EvaluationReport(
+        model=model,
+        data=data,
         class_names=names,
-        files=[str(p) for p in ok],
+        files=[str(p) for p in files],
         y_true=y_true.tolist(),
         y_pred=y_pred.tolist(),
         probabilities=probs,
@@ -310,13 +333,9 @@ def evaluate(
         macro_f1=metrics.macro_f1(cm),
         confusion=cm,
         misclassified=wrong,
-        bad_files=bad,
+        bad_files=[],
         summary=metrics.summary(probs, y_true, names),
-        warnings=warnings,
     )
-    if plot_path is not None:
-        report.plot_file = plot_confusion_matrix(report, plot_path, force=force)
-    return report
 
 
 def plot_confusion_matrix(

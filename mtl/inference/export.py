@@ -111,10 +111,42 @@ def export_model(
 ) -> ExportReport:
     """Export ``model_path`` (a model.keras from mtl train, or its run folder); files
     appear only when complete."""
-    # Reason for its length: one branch per format, each writing its files atomically.
     from mtl.inference.predict import resolve_model_path
     from mtl.model.modelio import load_model
 
+    _check_options(fmt, quantize, representative, calibration_count)
+    model_path = resolve_model_path(model_path)
+    target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
+    labels_file = _check_targets(fmt, target, force)
+    calibration: list[Path] = []
+    if quantize == "int8":
+        assert representative is not None
+        calibration, _ = representative_images(representative, calibration_count)
+
+    loaded = load_model(model_path)
+    report = ExportReport(
+        source=ExportedFile(model_path, model_path.stat().st_size, "Keras model"),
+        format=fmt,
+        quantize=quantize,
+        calibration_images=len(calibration),
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        report.files += _write_export(
+            loaded, fmt, quantize, calibration, target, labels_file, work, force, on_progress
+        )
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_options(
+    fmt: str,
+    quantize: str,
+    representative: str | os.PathLike[str] | None,
+    calibration_count: int,
+) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received format={fmt!r}")
     if quantize not in QUANTIZATIONS:
@@ -129,63 +161,58 @@ def export_model(
         raise UsageError("--representative is used by --quantize int8 only")
     if calibration_count < 1:
         raise UsageError(f"--calibration-images must be at least 1. Received {calibration_count}")
-    model_path = resolve_model_path(model_path)
-    target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
+
+
+def _check_targets(fmt: str, target: Path, force: bool) -> Path:
+    """Refuse existing outputs before any slow work; returns where the labels go."""
     if fmt == "tflite":
         from mtl.inference.tflite import labels_path_for
 
         labels_file = labels_path_for(target)
         files.check_new(target, force=force)
         files.check_new(labels_file, force=force)
-    elif fmt == "onnx":
-        labels_file = target  # inside, in the metadata
+        return labels_file
+    if fmt == "onnx":
         files.check_new(target, force=force)
         _check_onnx_tools()
-    else:
-        labels_file = target / "labels.txt"
-        files.check_new(target, force=force, what="folder")
-    calibration: list[Path] = []
-    if quantize == "int8":
-        assert representative is not None
-        calibration, _ = representative_images(representative, calibration_count)
+        return target  # inside, in the metadata
+    files.check_new(target, force=force, what="folder")
+    return target / "labels.txt"
 
-    loaded = load_model(model_path)
-    labels = labels_text(loaded.class_names)
-    report = ExportReport(
-        source=ExportedFile(model_path, model_path.stat().st_size, "Keras model"),
-        format=fmt,
-        quantize=quantize,
-        calibration_images=len(calibration),
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        if fmt == "onnx":
-            data = _convert_onnx(loaded, work / "model.onnx")
-            files.write_bytes(target, data, force=force)
-            report.files.append(
-                ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")
-            )
-            return report
-        saved = work / "saved_model"
-        _export_saved_model(loaded.model, saved)
-        if fmt == "saved_model":
-            (saved / "labels.txt").write_text(labels, encoding="utf-8")
-            files.replace_dir(saved, target, force=force)
-            report.files.append(ExportedFile(target, _dir_size(target), "SavedModel folder"))
-            report.files.append(
-                ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)")
-            )
-            return report
-        data = _convert_tflite(saved, quantize, calibration, loaded.image_size, on_progress)
-        files.write_bytes(target, data, force=force)
-        files.write_text(labels_file, labels, force=force)
-        what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
-        report.files.append(ExportedFile(target, target.stat().st_size, what[quantize]))
-        report.files.append(ExportedFile(labels_file, labels_file.stat().st_size, "labels"))
-        return report
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+def _write_export(
+    loaded: Any,
+    fmt: str,
+    quantize: str,
+    calibration: list[Path],
+    target: Path,
+    labels_file: Path,
+    work: Path,
+    force: bool,
+    on_progress: ProgressFn | None,
+) -> list[ExportedFile]:
+    """Convert in ``work``, then move the files into place, one branch per format."""
+    labels = labels_text(loaded.class_names)  # also refuses names a labels file cannot hold
+    if fmt == "onnx":
+        files.write_bytes(target, _convert_onnx(loaded, work / "model.onnx"), force=force)
+        return [ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")]
+    saved = work / "saved_model"
+    _export_saved_model(loaded.model, saved)
+    if fmt == "saved_model":
+        (saved / "labels.txt").write_text(labels, encoding="utf-8")
+        files.replace_dir(saved, target, force=force)
+        return [
+            ExportedFile(target, _dir_size(target), "SavedModel folder"),
+            ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)"),
+        ]
+    data = _convert_tflite(saved, quantize, calibration, loaded.image_size, on_progress)
+    files.write_bytes(target, data, force=force)
+    files.write_text(labels_file, labels, force=force)
+    what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
+    return [
+        ExportedFile(target, target.stat().st_size, what[quantize]),
+        ExportedFile(labels_file, labels_file.stat().st_size, "labels"),
+    ]
 
 
 def _export_saved_model(model: Any, folder: Path) -> None:

@@ -88,9 +88,7 @@ def review(
     ``apply``). ``top``: only the N worst. The page goes to ``report`` (default
     ``DATA/_review/report.html``). Raises DataError/UsageError (exit 2) for unusable input.
     """
-    # Reason for its length: the review's steps in order (features, scores, flags, page).
-    from mtl.review import concepts, flags, quality, scores
-    from mtl.review import report as page
+    from mtl.review import flags, quality, scores
     from mtl.review.features import pooled_features
 
     if folds < 2:
@@ -109,15 +107,8 @@ def review(
     )  # fmt: skip
     seconds = {"features": round(time.perf_counter() - t0, 3)}
     t1 = time.perf_counter()
-    concept_probs = None
     warnings = list(pooled.warnings)
-    if concepts.supported(cfg.model):
-        concept_probs = concepts.imagenet_probabilities(
-            pooled.x, cfg.model, cfg.alpha, cfg.image_size,
-            weights_dir=weights_dir, on_download=on_download,
-        )  # fmt: skip
-    else:
-        warnings.append(f"off-topic scores for {cfg.model} use k-nearest neighbours (weaker)")
+    concept_probs = _concepts(pooled.x, cfg, weights_dir, on_download, warnings)
     report_fn = (lambda d, n: on_progress("scoring (k-fold)", d, n)) if on_progress else None
     s = scores.score(
         pooled.x, pooled.labels, concept_probs, folds=folds, seed=cfg.seed, on_progress=report_fn
@@ -134,13 +125,11 @@ def review(
     )  # fmt: skip
     if write_report:
         t2 = time.perf_counter()
-        target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
         settings = (
             f"Out-of-fold {folds}-fold logistic regression on {cfg.model} alpha {cfg.alpha} "
             f"features, seed {cfg.seed}; off-topic by {s.off_topic_method}."
         )
-        html = page.render(root, pooled.classes, shown, result.counts(), result.total, settings)
-        result.report = page.write(target, html)
+        result.report = _write_page(result, report, settings)
         seconds["report"] = round(time.perf_counter() - t2, 3)
     if apply or relabel:
         moves = actions.plan(root, shown, relabel=relabel, relabel_confidence=t.relabel)
@@ -148,3 +137,34 @@ def review(
     seconds["total"] = round(time.perf_counter() - t0, 3)
     result.seconds = seconds
     return result
+
+
+def _concepts(
+    x: Any,
+    cfg: TrainConfig,
+    weights_dir: str | os.PathLike[str] | None,
+    on_download: weights.DownloadProgress | None,
+    warnings: list[str],
+) -> Any:
+    """MobileNet's own ImageNet probabilities of the cached features (the off-topic score),
+    or None (with a warning) for a backbone without that layer here."""
+    from mtl.review import concepts
+
+    if not concepts.supported(cfg.model):
+        warnings.append(f"off-topic scores for {cfg.model} use k-nearest neighbours (weaker)")
+        return None
+    return concepts.imagenet_probabilities(
+        x, cfg.model, cfg.alpha, cfg.image_size, weights_dir=weights_dir, on_download=on_download
+    )
+
+
+def _write_page(result: ReviewResult, report: str | os.PathLike[str] | None, settings: str) -> Path:
+    """The self-contained HTML page (default ``DATA/_review/report.html``)."""
+    from mtl.review import report as page
+
+    root = result.root
+    target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
+    html = page.render(
+        root, result.classes, result.findings, result.counts(), result.total, settings
+    )
+    return page.write(target, html)
