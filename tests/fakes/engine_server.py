@@ -16,17 +16,17 @@ from __future__ import annotations
 import html
 import io
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PIL import Image
+
+from tests.fakes.loopback import LoopbackServer
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Resource:
     trickle: float = 0.0
 
 
-class FakeEngine:
+class FakeEngine(LoopbackServer):
     """The server plus what it serves; use as a context manager."""
 
     def __init__(self, page_size: int = 20) -> None:
@@ -48,20 +48,7 @@ class FakeEngine:
         self.results: dict[str, list[str]] = {}
         self.hits: Counter[str] = Counter()
         self.queries: list[str] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        # A short poll interval: shutdown() waits for the next poll.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.base + path
+        super().__init__(_handler(self))
 
     def add(
         self,
@@ -78,19 +65,6 @@ class FakeEngine:
     def set_results(self, keyword: str, urls: list[str]) -> None:
         """The image URLs every engine's search page lists for ``keyword``, in order."""
         self.results[keyword] = list(urls)
-
-    def __enter__(self) -> FakeEngine:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     # --- what a request gets -------------------------------------------------
 

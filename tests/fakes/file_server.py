@@ -10,45 +10,20 @@ a connection that drops in the middle of a download.
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.loopback import LoopbackServer
 
 
-class FileServer:
+class FileServer(LoopbackServer):
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, int | None]] = {}
         self.asked: list[str] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.base + path
+        super().__init__(_handler(self))
 
     def add(self, path: str, body: bytes, *, cut: int | None = None) -> str:
         self.files[path] = (body, cut)
         return self.url(path)
-
-    def __enter__(self) -> FileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
