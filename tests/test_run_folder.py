@@ -71,13 +71,14 @@ def test_force_clears_the_old_run_first(cli, small, cache, tmp_path):
 
 def test_model_is_written_last(cli, small, cache, tmp_path, monkeypatch):
     """A crash while writing the run leaves no model.keras: the run is clearly unfinished."""
-    from mtl.model import modelio
+    from mtl.model import modelio, skeleton
 
-    def crash(model, path, meta=None):
+    def crash(first, path, *rest):  # save_model(model, path, meta), write(arch, path, ...)
         assert (Path(path).parent / "metrics.json").is_file()  # everything else came first
         raise RuntimeError("killed while writing the model")
 
     monkeypatch.setattr(modelio, "save_model", crash)
+    monkeypatch.setattr(skeleton, "write", crash)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="killed"):
         cli.invoke(app, ["train", str(small), "--alpha", str(ALPHA), "--cache-dir", str(cache),

@@ -67,6 +67,33 @@ def decide_engine(
     return "litert"
 
 
+def gpu_visible() -> bool:
+    """Whether an NVIDIA or AMD GPU is visible to this process, known without importing
+    a framework (TensorFlow would train on it)."""
+    hidden = ("", "-1")
+    nvidia = os.environ.get("CUDA_VISIBLE_DEVICES") not in hidden and (
+        Path("/dev/nvidiactl").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+    )
+    amd = os.environ.get("HIP_VISIBLE_DEVICES") not in hidden and Path("/dev/kfd").exists()
+    return nvidia or amd
+
+
+def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool) -> str:
+    """What trains the head: "numpy" (:mod:`mtl.training.headfit`) or "keras".
+
+    NumPy when the run trains on pooled features (the whole base frozen, no
+    augmentation or fine-tuning) on one CPU in float32, decided from the settings
+    and the machine alone, like :func:`decide_engine`: a GPU, several devices or
+    mixed precision train on Keras, and so do Keras callbacks (the API's
+    ``callbacks=``) and a resumed Keras checkpoint.
+    """
+    if not cfg.pooled_only or callbacks or resuming or cfg.augment:
+        return "keras"
+    if _needs_strategy() or cfg.precision == "mixed" or gpu_visible():
+        return "keras"
+    return "numpy"
+
+
 class BasePass:
     """Runs the frozen part once per image for one training run, on the chosen engine."""
 
@@ -92,8 +119,11 @@ class BasePass:
             c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views
         )
 
-    def start_early(self, paths: Sequence[Path], cache: features.FeatureCache) -> None:
-        """Start the pass in a thread now if a converted base is on disk and LiteRT may run it."""
+    def start_early(
+        self, paths: Sequence[Path], cache: features.FeatureCache, *, importing: bool = True
+    ) -> None:
+        """Start the pass in a thread now if a converted base is on disk and LiteRT may run it
+        (``importing``: while this thread imports TensorFlow, on one core)."""
         c = self.cfg
         if c.freeze == 0:  # nothing frozen: nothing to compute once
             return
@@ -112,7 +142,7 @@ class BasePass:
         if not path.is_file():
             return
         # The import keeps one core busy; the pass gets the others.
-        threads = max(1, (os.cpu_count() or 2) - 1)
+        threads = max(1, (os.cpu_count() or 2) - importing)
         try:
             extractor = litebase.LiteExtractor(path, spec.text(), threads=threads)
         except (ValueError, RuntimeError, OSError):
@@ -164,38 +194,80 @@ class BasePass:
 
         ``while_waiting`` runs first if the early pass is still going.
         """
-        extractor: features.FeatureExtractor | None = None
         if parts.extractor is not None and self.engine == "litert":
-            spec = self.spec(freeze)
-            if self._early is not None and self._early_spec == spec:
-                early, self._early = self._early, None
-                if while_waiting is not None and not early.future.done():
-                    while_waiting()  # main-thread work that overlaps the pass
-                if self._early_extractor is not None:
-                    self._early_extractor.set_threads(os.cpu_count() or 1)  # this thread waits
-                try:
-                    result = early.result(on_progress)
-                except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below
-                    pass
-                else:
-                    assert self._early_extractor is not None
-                    self.extractors.append(self._early_extractor)
-                    return result
-            extractor = self._lite(parts, spec)
-        if parts.extractor is not None and extractor is None:
+            result = self.fill_lite(
+                lambda: parts,
+                freeze,
+                paths,
+                cache,
+                batch_size=batch_size,
+                on_progress=on_progress,
+                while_waiting=while_waiting,
+            )
+            if result is not None:
+                return result
+        return self.fill_keras(parts, paths, cache, direct, batch_size, on_progress)
+
+    def fill_keras(
+        self,
+        parts: Any,
+        paths: Sequence[Path],
+        cache: features.FeatureCache,
+        direct: bool,
+        batch_size: int,
+        on_progress: ProgressFn | None,
+    ) -> features.Features:
+        """The pass on Keras (or the decoded pixels, when nothing is frozen)."""
+        extractor: features.FeatureExtractor | None = None
+        if parts.extractor is not None:
             extractor = features.Extractor(parts.extractor, parts.spec, direct=direct)
-        if extractor is not None:
             self.extractors.append(extractor)
         return features.compute(
-            paths,
-            extractor,
-            cache,
-            self.cfg.image_size,
-            batch_size=batch_size,
+            paths, extractor, cache, self.cfg.image_size, batch_size=batch_size,
             on_progress=on_progress,
-        )
+        )  # fmt: skip
 
-    def _lite(self, parts: Any, spec: litebase.BaseSpec) -> litebase.LiteExtractor | None:
+    def fill_lite(
+        self,
+        get_parts: Callable[[], Any],
+        freeze: int | None,
+        paths: Sequence[Path],
+        cache: features.FeatureCache,
+        *,
+        batch_size: int,
+        on_progress: ProgressFn | None,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> features.Features | None:
+        """The pass on LiteRT: the early one if it matches, else the converted base from
+        disk, else converted now (``get_parts()`` builds the Keras model only then).
+        None: LiteRT cannot run it (:attr:`engine` is then "keras", with a warning)."""
+        spec = self.spec(freeze)
+        if self._early is not None and self._early_spec == spec:
+            early, self._early = self._early, None
+            if while_waiting is not None and not early.future.done():
+                while_waiting()  # main-thread work that overlaps the pass
+            if self._early_extractor is not None:
+                self._early_extractor.set_threads(os.cpu_count() or 1)  # this thread waits
+            try:
+                result = early.result(on_progress)
+            except Exception:  # noqa: BLE001 - e.g. a LiteRT failure: run the pass below
+                pass
+            else:
+                assert self._early_extractor is not None
+                self.extractors.append(self._early_extractor)
+                return result
+        extractor = self._lite(get_parts, spec)
+        if extractor is None:
+            return None
+        self.extractors.append(extractor)
+        return features.compute(
+            paths, extractor, cache, self.cfg.image_size, batch_size=batch_size,
+            on_progress=on_progress,
+        )  # fmt: skip
+
+    def _lite(
+        self, get_parts: Callable[[], Any], spec: litebase.BaseSpec
+    ) -> litebase.LiteExtractor | None:
         """The converted base (from disk, or converted now); None: Keras runs it after all."""
         path = spec.path()
         if path.is_file():
@@ -205,7 +277,7 @@ class BasePass:
                 path.unlink(missing_ok=True)  # a damaged file is converted again
         size = self.cfg.image_size
         try:
-            flatbuffer = runtime.tflite_flatbuffer(parts.extractor, (size, size, 3))
+            flatbuffer = runtime.tflite_flatbuffer(get_parts().extractor, (size, size, 3))
             self.converted += 1
             stored = litebase.store(spec, flatbuffer)
             return litebase.LiteExtractor(stored or flatbuffer, spec.text())

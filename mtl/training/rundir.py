@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,12 @@ HISTORY_COLUMNS = (
 
 
 def write_run(
-    run_dir: Path, model: Any, ds: Dataset, run: RunSummary
+    run_dir: Path, save: Callable[[Path, dict[str, Any]], Any], ds: Dataset, run: RunSummary
 ) -> tuple[list[str], list[str]]:
     """Write the run folder's files, ``model.keras`` last (the commit point: a run
-    folder holding it is complete); returns their names and any warnings."""
-    from mtl.model.modelio import model_meta, save_model
+    folder holding it is complete; ``save(path, meta)`` writes it atomically); returns
+    their names and any warnings."""
+    from mtl.model.modelio import model_meta
 
     written = ["labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
     files.write_text(run_dir / "labels.txt", "".join(c + "\n" for c in run.classes), force=True)
@@ -168,7 +170,7 @@ def write_run(
         )
     info = {"model": run.config.model, "alpha": run.config.alpha,
             "image_size": run.config.image_size, "views": run.config.run_views}  # fmt: skip
-    save_model(model, run_dir / MODEL_FILE, model_meta(run.classes, info))
+    save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
 
 

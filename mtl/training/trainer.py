@@ -28,11 +28,12 @@ from mtl.assets import weights
 from mtl.data import dataset, features
 from mtl.errors import UsageError
 from mtl.locks import folder_lock
-from mtl.model import backbones
+from mtl.model import backbones, modelio
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
+from mtl.report.events import EventLog
 from mtl.training import checkpoint, rundir
-from mtl.training.basepass import BasePass, base_batch
+from mtl.training.basepass import BasePass, base_batch, head_engine
 from mtl.training.config import TrainConfig, validate
 from mtl.training.tracking import EarlyStopping, EpochLog, fine_tune_notes
 
@@ -181,15 +182,28 @@ def _run(
         persistent=not own_cache,
     )
     base = BasePass(cfg, wfile)
+    engine = head_engine(cfg, callbacks=bool(hooks.callbacks), resuming=ckpt is not None)
     # With a converted base on disk, the one pass over every image needs no TensorFlow:
-    # run it while TensorFlow imports (seconds on any machine).
-    base.start_early([it.path for it in ds.items], cache)
+    # start it now (while TensorFlow imports, when the head needs Keras).
+    base.start_early([it.path for it in ds.items], cache, importing=engine == "keras")
     try:
         t0 = time.perf_counter()
-        devices = runtime.setup_training(cfg.precision)
-        runtime.set_seed(cfg.seed)
-        seconds = {"setup": time.perf_counter() - t0}
-        trainer = Trainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
+        trainer: Trainer
+        if engine == "numpy":
+            from mtl.training.headrun import NumpyTrainer
+
+            devices = runtime.TrainingDevices(
+                f"{runtime.backend_name()} on CPU ({os.cpu_count()} cores), float32; head on NumPy",
+                None,
+                False,
+            )
+            seconds = {"setup": time.perf_counter() - t0}
+            trainer = NumpyTrainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
+        else:
+            devices = runtime.setup_training(cfg.precision)
+            runtime.set_seed(cfg.seed)
+            seconds = {"setup": time.perf_counter() - t0}
+            trainer = Trainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
         result = trainer.run(seconds, t_start)
         # The run is complete (model.keras written): its checkpoint is no longer needed.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
@@ -256,6 +270,9 @@ class Trainer:
     :meth:`final_eval`, then :func:`mtl.training.rundir.write_run`.
     """
 
+    head_engine = "keras"  # what trains the head
+    model_writer = "keras"  # what writes model.keras ("skeleton": mtl.model.skeleton)
+
     def __init__(
         self,
         cfg: TrainConfig,
@@ -289,7 +306,7 @@ class Trainer:
         self.compiled: list[Any] = []  # the tops compiled for their phase
         self.phase = "train"
         self.seconds: dict[str, float] = {}
-        self.events = runtime.EventLog(run_dir / rundir.EVENTS_FOLDER)
+        self.events = EventLog(run_dir / rundir.EVENTS_FOLDER)
 
     @property
     def total_epochs(self) -> int:
@@ -538,7 +555,7 @@ class Trainer:
             return last, notes
         kept = last
         if c.patience and self.best_weights is not None:
-            parts.top.set_weights(self.best_weights)
+            self.load_best(parts)
             kept = early.best_epoch
             notes.append(f"kept epoch {kept} of {last}: the lowest validation loss")
         else:
@@ -548,6 +565,35 @@ class Trainer:
             )
         notes += fine_tune_notes(self.history, kept, c.epochs)
         return kept, notes
+
+    def load_best(self, parts: Any) -> None:
+        parts.top.set_weights(self.best_weights)
+
+    def check_data(self, feats: features.Features) -> list[str]:
+        """Drop the files that failed, refuse unusable data; the warnings so far."""
+        c = self.cfg
+        self.ds.drop(feats.failures)
+        dataset.check_usable(self.ds)
+        warnings = [*self.ds.warnings, *self.base.warnings]
+        if self.views != c.views and c.views != TrainConfig().views:  # asked for, not default
+            warnings.append(
+                f"views {'+'.join(c.views)} need the whole base frozen, no --augment and no "
+                "fine-tuning: this run uses the image alone"
+            )
+        if not self.ds.subset("val"):
+            self.early.patience = 0  # nothing to stop on
+            if c.val_split > 0:
+                warnings.append(
+                    "no class has 2 or more photos to hold one out: no validation split"
+                )
+        return warnings
+
+    def refit_note(self, kept: int) -> str:
+        return (
+            f"the saved model was then refit on all {len(self.ds.items)} photos for {kept} "
+            "epoch(s); the validation scores are those of the same recipe without the "
+            "validation photos"
+        )
 
     # --- the whole run -----------------------------------------------------------------
 
@@ -566,21 +612,8 @@ class Trainer:
             warm = lambda: self.warm_up(parts, c.learning_rate)  # noqa: E731
         feats = self.base_pass(parts, c.freeze, FIRST_PASS, while_waiting=warm)
         self.seconds["features"] = time.perf_counter() - t0
-        self.ds.drop(feats.failures)
-        dataset.check_usable(self.ds)
-        warnings = [*self.ds.warnings, *self.base.warnings]
-        if self.views != c.views and c.views != TrainConfig().views:  # asked for, not default
-            warnings.append(
-                f"views {'+'.join(c.views)} need the whole base frozen, no --augment and no "
-                "fine-tuning: this run uses the image alone"
-            )
-        if not self.ds.subset("val"):
-            self.early.patience = 0  # nothing to stop on
-            if c.val_split > 0:
-                warnings.append(
-                    "no class has 2 or more photos to hold one out: no validation split"
-                )
-        self.announce(parts, n_base, warnings)
+        warnings = self.check_data(feats)
+        self.announce(_describe_cache(parts, n_base, self.base.engine), warnings)
 
         in_fine_tune = self.ckpt is not None and self.ckpt.phase == "fine_tune"
         t0 = time.perf_counter()
@@ -602,12 +635,11 @@ class Trainer:
             parts = self.refit(parts, kept)
             train_metrics = self.final_eval(parts, subsets=("train", "val"))[0]
             self.seconds["refit"] = time.perf_counter() - t0
-            notes.append(
-                f"the saved model was then refit on all {len(self.ds.items)} photos for {kept} "
-                "epoch(s); the validation scores are those of the same recipe without the "
-                "validation photos"
-            )
-        return self.write(parts, kept, notes, train_metrics, val_metrics, warnings, t_start)
+            notes.append(self.refit_note(kept))
+        return self.write(
+            lambda path, meta: modelio.save_model(parts.model, path, meta),
+            kept, notes, train_metrics, val_metrics, warnings, t_start,
+        )  # fmt: skip
 
     def refit(self, parts: Any, epochs: int) -> Any:
         """Train a fresh head the same way on every photo, validation photos included, for
@@ -647,7 +679,7 @@ class Trainer:
         self.history.extend(refit_history)
         return fresh
 
-    def announce(self, parts: Any, n_base: int, warnings: list[str]) -> None:
+    def announce(self, cached: str, warnings: list[str]) -> None:
         if self.hooks.on_start is None:
             return
         ds = self.ds
@@ -659,7 +691,7 @@ class Trainer:
                 ds.counts("train"),
                 ds.counts("val"),
                 ds.layout,
-                _describe_cache(parts, n_base, self.base.engine),
+                cached,
                 list(ds.skipped),
                 warnings,
             )
@@ -667,7 +699,7 @@ class Trainer:
 
     def write(
         self,
-        parts: Any,
+        save: Callable[[Path, dict[str, Any]], Any],
         kept: int,
         notes: list[str],
         train_metrics: dict[str, Any],
@@ -675,7 +707,8 @@ class Trainer:
         warnings: list[str],
         t_start: float,
     ) -> TrainResult:
-        """Write the run folder and return what it holds."""
+        """Write the run folder (``save(path, meta)`` writes the model) and return what it
+        holds."""
         base = self.base
         cache_stats = {
             **self.cache.stats.to_json(),
@@ -684,6 +717,8 @@ class Trainer:
             "base_engine": base.engine if base.extractors else "none",
             "base_converted": base.converted,
             "base_started_early": base.started_early and base.engine == "litert",
+            "head_engine": self.head_engine,
+            "model_writer": self.model_writer,
         }
         t0 = time.perf_counter()
         result = TrainResult(
@@ -707,7 +742,7 @@ class Trainer:
             seconds={},
             files=[],
         )
-        written, plot_warnings = rundir.write_run(self.run_dir, parts.model, self.ds, result)
+        written, plot_warnings = rundir.write_run(self.run_dir, save, self.ds, result)
         matrix = self.run_dir / "confusion_matrix.png"
         if matrix.is_file():
             self.events.png("confusion_matrix", matrix.read_bytes())

@@ -1,0 +1,224 @@
+"""The head trained in NumPy on cached pooled features: no Keras on the critical path.
+
+When the whole base is frozen, training is a small dense network over a few
+thousand feature rows: NumPy does each epoch in milliseconds, while importing
+TensorFlow to do the same costs about 5 s on two cores (most of a small run).
+So on a CPU the head is trained here, with Keras' own recipe: Glorot-uniform
+kernels and zero biases, ReLU, inverted dropout, a softmax over the classes,
+sparse categorical cross-entropy (weighted by sample weight, averaged over the
+batch), and Keras' update rules for Adam, AdamW, SGD (momentum 0.9) and
+RMSprop with their default constants. The weights come out in Keras'
+``get_weights()`` order (kernel, bias per Dense layer), ready for the saved
+model (:mod:`mtl.model.skeleton`), and the same network runs inside it.
+
+Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, epoch),
+so a run is reproducible and independent of thread timing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mtl.errors import TrainingDiverged
+
+PREDICT_ROWS = 4096  # rows per matrix product at prediction: bounded memory on big sets
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``, from (seed, epoch) alone."""
+    order = np.arange(n)
+    np.random.default_rng([seed, epoch]).shuffle(order)
+    return order
+
+
+@dataclass
+class Head:
+    """Dense layers (ReLU between them), dropout before the last, softmax out."""
+
+    kernels: list[np.ndarray]
+    biases: list[np.ndarray]
+    dropout: float = 0.0
+
+    @classmethod
+    def fresh(cls, dim: int, classes: int, units: Sequence[int], dropout: float, seed: int) -> Head:
+        """Glorot-uniform kernels and zero biases, as ``keras.layers.Dense`` starts."""
+        rng = np.random.default_rng([seed, 0x4EAD])
+        sizes = [dim, *(int(u) for u in units), classes]
+        kernels, biases = [], []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            kernels.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+            biases.append(np.zeros(fan_out, np.float32))
+        return cls(kernels, biases, dropout)
+
+    def weights(self) -> list[np.ndarray]:
+        """Keras' ``get_weights()`` order: kernel, bias of each Dense layer."""
+        return [w for pair in zip(self.kernels, self.biases, strict=True) for w in pair]
+
+    def copy(self) -> Head:
+        return Head([k.copy() for k in self.kernels], [b.copy() for b in self.biases], self.dropout)
+
+    def probs(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (inference: no dropout), float64, in bounded chunks."""
+        out = [self._forward(x[i : i + PREDICT_ROWS])[0] for i in range(0, len(x), PREDICT_ROWS)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.biases[-1])))
+
+    def _forward(
+        self, x: np.ndarray, keep: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities and each layer's input (for the backward pass); ``keep``: the
+        dropout mask, already scaled by 1/(1-rate)."""
+        inputs = []
+        h = np.asarray(x, np.float32)
+        last = len(self.kernels) - 1
+        for i, (k, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            if i == last and keep is not None:
+                h = h * keep
+            inputs.append(h)
+            h = h @ k + b
+            if i < last:
+                h = np.maximum(h, 0.0)
+        return _softmax(h), inputs
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row loss, with Keras' clipping of probabilities to [1e-7, 1 - 1e-7]."""
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    return np.asarray(-np.log(p))
+
+
+@dataclass
+class Optimizer:
+    """Keras' update rules (``keras.optimizers``) with their default constants."""
+
+    name: str
+    learning_rate: float
+    iterations: int = 0
+    slots: list[list[np.ndarray]] = field(default_factory=list)
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        if not self.slots:
+            self.slots = [[np.zeros_like(p) for p in params] for _ in range(2)]
+        self.iterations += 1
+        lr, t = self.learning_rate, self.iterations
+        first, second = self.slots
+        for p, g, m, v in zip(params, grads, first, second, strict=True):
+            if self.name in ("adam", "adamw"):
+                if self.name == "adamw":
+                    p -= p * (0.004 * lr)  # AdamW's decoupled weight decay (Keras: 0.004)
+                m += (g - m) * (1 - 0.9)
+                v += (g * g - v) * (1 - 0.999)
+                alpha = lr * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+                p -= alpha * m / (np.sqrt(v) + 1e-7)
+            elif self.name == "sgd":  # momentum 0.9, as mtl's Keras SGD
+                m *= 0.9
+                m -= lr * g
+                p += m
+            elif self.name == "rmsprop":
+                v *= 0.9
+                v += 0.1 * g * g
+                p -= lr * g / np.sqrt(v + 1e-7)
+            else:  # pragma: no cover - config.validate allows only the four
+                raise ValueError(f"unknown optimizer {self.name!r}")
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+
+
+def train_epoch(
+    head: Head,
+    opt: Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+) -> EpochStats:
+    """One pass over the rows in the order of (seed, epoch); updates ``head`` in place."""
+    from threadpoolctl import threadpool_limits
+
+    # errstate: a diverging run ends with TrainingDiverged, not NumPy's overflow warnings.
+    with threadpool_limits(1, user_api="blas"), np.errstate(all="ignore"):
+        return _train_epoch(head, opt, x, y, weights, batch_size, seed, epoch)
+
+
+def _train_epoch(
+    head: Head,
+    opt: Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+) -> EpochStats:
+    order = epoch_order(len(x), seed, epoch)
+    drop_rng = np.random.default_rng([seed, epoch, 0xD0])
+    params = [w for pair in zip(head.kernels, head.biases, strict=True) for w in pair]
+    total_loss = correct = 0.0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        xb, yb = x[rows], y[rows]
+        keep = None
+        if head.dropout:
+            width = head.kernels[-1].shape[0]
+            rate = head.dropout
+            keep = (drop_rng.random((len(rows), width)) >= rate).astype(np.float32) / (1 - rate)
+        probs, inputs = head._forward(xb, keep)
+        w = weights[rows] if weights is not None else np.ones(len(rows))
+        losses = cross_entropy(probs, yb)
+        total_loss += float((losses * w).sum())
+        correct += float((probs.argmax(axis=1) == yb).sum())
+        params_grads = _backward(head, probs, yb, w, inputs, keep)
+        opt.step(params, params_grads)
+    n = len(order)
+    loss = total_loss / n
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch + 1} (loss {loss}); no model was saved. "
+            f"Lower the learning rate (it was {opt.learning_rate:g})"
+        )
+    return EpochStats(loss, correct / n)
+
+
+def _backward(
+    head: Head,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    inputs: list[np.ndarray],
+    keep: np.ndarray | None,
+) -> list[np.ndarray]:
+    """Gradients of the batch's mean weighted loss, in :meth:`Head.weights` order."""
+    n = len(labels)
+    delta = probs.copy()
+    delta[np.arange(n), labels] -= 1.0
+    delta = (delta * (weights / n)[:, None]).astype(np.float32)
+    grads: list[np.ndarray] = []
+    last = len(head.kernels) - 1
+    for i in range(last, -1, -1):
+        grads[:0] = [inputs[i].T @ delta, delta.sum(axis=0)]
+        if i == 0:
+            break
+        back = delta @ head.kernels[i].T
+        if i == last and keep is not None:
+            back = back * keep
+        # ReLU passes the gradient where its output was positive (a dropped unit's is 0
+        # either way: ``back`` is masked too).
+        delta = back * (inputs[i] > 0)
+    return grads

@@ -1,0 +1,185 @@
+"""A run whose head trains in NumPy: LiteRT features in, ``model.keras`` out, no TensorFlow.
+
+:class:`NumpyTrainer` is :class:`~mtl.training.trainer.Trainer` with the same
+steps and outputs (history, early stopping, refit, metrics, run folder), where
+the head trains in :mod:`mtl.training.headfit` on the pooled features that
+LiteRT computes. :func:`mtl.training.basepass.head_engine` chooses it from the
+settings and the machine. Keras is imported only when the machine lacks
+something made once: the LiteRT base (the first run on a machine converts it)
+or the model skeleton of this architecture (:mod:`mtl.model.skeleton`; the
+first run with these settings and class count writes the model with Keras and
+keeps it). Otherwise a small run is over in the time TensorFlow takes to import.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl import runtime
+from mtl.data import dataset, features
+from mtl.model import skeleton
+from mtl.report import metrics
+from mtl.training import headfit
+from mtl.training.basepass import base_batch, decide_engine
+from mtl.training.tracking import EarlyStopping, EpochLog
+from mtl.training.trainer import FIRST_PASS, Trainer, TrainResult, _val_scores
+
+
+class NumpyTrainer(Trainer):
+    """The run of :class:`Trainer` for pooled features with the head in NumPy."""
+
+    best: headfit.Head | None = None  # the best epoch's head (kept with --patience)
+    head_engine = "numpy"
+
+    def run(self, seconds: dict[str, float], t_start: float) -> TrainResult:
+        c = self.cfg
+        self.seconds = seconds
+        self.parts: Any = None  # the Keras model, built only if something needs it
+        t0 = time.perf_counter()
+        feats = self.pooled_features()
+        self.seconds["features"] = time.perf_counter() - t0
+        warnings = self.check_data(feats)
+        by = "LiteRT" if self.base.engine == "litert" else "Keras"
+        self.announce(
+            f"pooled base features (whole base frozen, computed once by {by}); head on NumPy",
+            warnings,
+        )
+        t0 = time.perf_counter()
+        head = self.fit_head("train", c.epochs, ("train",), validate=True)
+        self.seconds["fit"] = time.perf_counter() - t0
+        kept, notes = self.keep(None)
+        if self.best is not None and c.patience and self.ds.subset("val"):
+            head = self.best
+        train_metrics = self.evaluate(head, ("train",))
+        val_metrics = self.evaluate(head, ("val",)) if self.ds.subset("val") else None
+        if c.refit and val_metrics is not None:
+            t0 = time.perf_counter()
+            head = self.fit_head("refit", kept, ("train", "val"), validate=False)
+            train_metrics = self.evaluate(head, ("train", "val"))
+            self.seconds["refit"] = time.perf_counter() - t0
+            notes.append(self.refit_note(kept))
+        arch = skeleton.arch(
+            self.base.spec(None).text(), c.run_views, c.head, c.dropout, len(self.ds.classes)
+        )
+        self.model_writer = "skeleton" if skeleton.path(arch).is_file() else "keras"
+        return self.write(
+            lambda path, meta: self.save(head, arch, path, meta),
+            kept, notes, train_metrics, val_metrics, warnings, t_start,
+        )  # fmt: skip
+
+    def keras_parts(self) -> Any:
+        """The Keras model (imports TensorFlow): to convert the base, or to write the
+        model when no skeleton is kept for it."""
+        if self.parts is None:
+            self.parts = self.build(None, weights=self.wfile)
+        return self.parts
+
+    def pooled_features(self) -> features.Features:
+        report = self.hooks.on_progress
+        on_progress = (lambda d, t: report(FIRST_PASS, d, t)) if report else None
+        paths = [it.path for it in self.ds.items]
+        kwargs: dict[str, Any] = {"batch_size": base_batch(self.cfg), "on_progress": on_progress}
+        c = self.cfg
+        self.base.engine = decide_engine(c, runtime.backend_name(), False, False)
+        result = None
+        if self.base.engine == "litert":
+            result = self.base.fill_lite(self.keras_parts, None, paths, self.cache, **kwargs)
+        if result is None:  # --base-engine keras, another backend, or LiteRT failed
+            self.base.engine = "keras"
+            result = self.base.fill_keras(self.keras_parts(), paths, self.cache, False, **kwargs)
+        self.key_of = dict(zip(result.paths, result.keys, strict=True))
+        return result
+
+    # --- the head -------------------------------------------------------------------------
+
+    def rows(self, subsets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Features as (photos, views, dim) and labels of ``subsets``."""
+        keys = [k for s in subsets for k in self.keys(s)]
+        if not keys:
+            return np.zeros((0, len(self.views), 0), np.float32), np.zeros(0, np.int64)
+        x = features.stack(self.cache, keys).astype(np.float32)
+        if x.ndim == 2:
+            x = x[:, None]
+        labels = np.concatenate([self.labels(s) for s in subsets])
+        return x, labels
+
+    def probs(self, head: headfit.Head, x: np.ndarray) -> np.ndarray:
+        """Averaged over the views, as the saved model computes them."""
+        photos, views, dim = x.shape
+        return head.probs(x.reshape(photos * views, dim)).reshape(photos, views, -1).mean(axis=1)
+
+    def fit_head(
+        self, phase: str, epochs: int, subsets: tuple[str, ...], *, validate: bool
+    ) -> headfit.Head:
+        """A fresh head trained for ``epochs`` on ``subsets`` (every view a row)."""
+        c = self.cfg
+        x, y = self.rows(subsets)
+        photos, views, dim = x.shape
+        weights = None
+        if c.class_weight == "auto":
+            counts = np.sum([self.ds.counts(s) for s in subsets], axis=0)
+            cw = dataset.class_weights([int(n) for n in counts])
+            weights = np.repeat(np.array([cw[label] for label in y], np.float64), views)
+        head = headfit.Head.fresh(dim, len(self.ds.classes), c.head, c.dropout, c.seed)
+        opt = headfit.Optimizer(c.optimizer, c.learning_rate)
+        rows, row_labels = x.reshape(photos * views, dim), np.repeat(y, views)
+        x_val, y_val = self.rows(("val",)) if validate else (None, None)
+        early = self.early if validate else EarlyStopping(0)
+        self.best = None
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            stats = headfit.train_epoch(
+                head, opt, rows, row_labels, weights, c.batch_size, c.seed, epoch
+            )
+            val_loss = val_accuracy = float("nan")
+            if x_val is not None and y_val is not None and len(y_val):
+                val_loss, val_accuracy = _val_scores(self.probs(head, x_val), y_val)
+            improved = early.update(epoch + 1, val_loss) if validate else False
+            if improved and early.patience:
+                self.best = head.copy()
+                self.best_weights = self.best.weights()  # what Trainer.keep looks for
+            log = EpochLog(
+                phase=phase,
+                epoch=epoch + 1,
+                epochs=epochs if phase == "refit" else self.total_epochs,
+                loss=stats.loss,
+                accuracy=stats.accuracy,
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                learning_rate=c.learning_rate,
+                seconds=time.perf_counter() - t0,
+                best=improved,
+            )
+            self.history.append(log)
+            self.report_epoch(log)
+            if early.should_stop(epoch + 1, epochs):
+                break
+        return head
+
+    def load_best(self, parts: Any) -> None:
+        pass  # run() takes self.best itself
+
+    def evaluate(self, head: headfit.Head, subsets: tuple[str, ...]) -> dict[str, Any]:
+        x, y = self.rows(subsets)
+        return metrics.summary(self.probs(head, x), y, self.ds.classes)
+
+    # --- the model file -------------------------------------------------------------------
+
+    def save(self, head: headfit.Head, arch: str, path: Path, meta: dict[str, Any]) -> None:
+        """From the skeleton of this architecture when one is kept, else with Keras (and
+        then keep it as the skeleton for the next run)."""
+        weights = head.weights()
+        if skeleton.write(arch, path, weights, meta):
+            self.model_writer = "skeleton"
+            return
+        from mtl.model.modelio import save_model
+
+        parts = self.keras_parts()
+        parts.head.set_weights(weights)
+        save_model(parts.model, path, meta)
+        self.model_writer = "keras"
+        skeleton.store(path, weights, arch)

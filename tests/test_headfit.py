@@ -1,0 +1,116 @@
+"""The NumPy head (mtl/training/headfit.py): its gradients, and Keras' own updates, step for step.
+
+The head trains in NumPy so that a run needs no TensorFlow; these tests hold it
+to Keras: the same starting weights and batches give the weights Keras' own
+``fit`` gives, for every optimizer mtl offers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mtl.errors import TrainingDiverged
+from mtl.training import headfit
+
+
+def _loss(head: headfit.Head, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    probs, _ = head._forward(x)
+    return float((headfit.cross_entropy(probs, y) * w).sum() / len(y))
+
+
+@pytest.mark.parametrize("units", [[], [4], [4, 6]])
+def test_gradients_match_finite_differences(units):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    w = rng.uniform(0.5, 2.0, 7)
+    head = headfit.Head.fresh(5, 3, units, 0.0, seed=1)
+    for b in head.biases:
+        b[:] = rng.normal(size=b.shape)
+    probs, inputs = head._forward(x)
+    grads = headfit._backward(head, probs, y, w, inputs, None)
+    for param, grad in zip(head.weights(), grads, strict=True):
+        for idx in np.ndindex(param.shape):
+            old = param[idx]
+            param[idx] = old + 1e-3
+            up = _loss(head, x, y, w)
+            param[idx] = old - 1e-3
+            down = _loss(head, x, y, w)
+            param[idx] = old
+            assert (up - down) / 2e-3 == pytest.approx(grad[idx], abs=2e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_one_epoch_matches_keras_fit(optimizer):
+    """Same start, same batch order, no dropout: the weights Keras' fit reaches."""
+    from mtl.model.classifier import build_head
+    from mtl.training import fitting
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 16)).astype(np.float32)
+    y = rng.integers(0, 3, 100)
+    ours = headfit.Head.fresh(16, 3, [8], 0.0, seed=5)
+    keras_head = build_head(16, 3, [8], dropout=0.0)
+    keras_head.set_weights(ours.weights())
+    keras_head.compile(
+        optimizer=fitting.optimizer(optimizer, 0.01), loss="sparse_categorical_crossentropy"
+    )
+    order = headfit.epoch_order(len(x), 7, 0)
+    keras_head.fit(x[order], y[order], batch_size=32, epochs=1, shuffle=False, verbose=0)
+    stats = headfit.train_epoch(
+        ours, headfit.Optimizer(optimizer, 0.01), x, y, None, 32, seed=7, epoch=0
+    )
+    for mine, theirs in zip(ours.weights(), keras_head.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=2e-5)
+    assert 0.0 < stats.loss < 5.0 and 0.0 <= stats.accuracy <= 1.0
+
+
+def test_dropout_changes_training_not_prediction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    a = headfit.Head.fresh(8, 2, [16], 0.5, seed=0)
+    b = headfit.Head.fresh(8, 2, [16], 0.0, seed=0)
+    np.testing.assert_array_equal(a.probs(x), b.probs(x))  # inference ignores dropout
+    for head in (a, b):
+        headfit.train_epoch(head, headfit.Optimizer("adam", 1e-2), x, y, None, 16, 0, 0)
+    assert not np.allclose(a.kernels[0], b.kernels[0])
+
+
+def test_same_seed_same_head_and_probabilities_sum_to_one():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    heads = []
+    for _ in range(2):
+        head = headfit.Head.fresh(8, 4, [16], 0.5, seed=9)
+        opt = headfit.Optimizer("adam", 1e-3)
+        for epoch in range(3):
+            headfit.train_epoch(head, opt, x, y, None, 8, seed=9, epoch=epoch)
+        heads.append(head)
+    for p, q in zip(heads[0].weights(), heads[1].weights(), strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_allclose(heads[0].probs(x).sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_sample_weights_count_in_the_loss():
+    x = np.eye(2, dtype=np.float32).repeat(10, axis=0)
+    y = np.array([0] * 10 + [1] * 10)
+    heavy = np.array([5.0] * 10 + [1.0] * 10)
+    plain = headfit.Head.fresh(2, 2, [], 0.0, seed=0)
+    weighted = plain.copy()
+    a = headfit.train_epoch(plain, headfit.Optimizer("sgd", 0.1), x, y, None, 20, 0, 0)
+    b = headfit.train_epoch(weighted, headfit.Optimizer("sgd", 0.1), x, y, heavy, 20, 0, 0)
+    assert b.loss > a.loss
+    assert not np.allclose(plain.kernels[0], weighted.kernels[0])
+
+
+def test_divergence_is_a_clear_error():
+    x = np.full((8, 4), 1e30, np.float32)
+    head = headfit.Head.fresh(4, 2, [8], 0.0, seed=0)
+    with pytest.raises(TrainingDiverged, match="Lower the learning rate"):
+        for epoch in range(3):
+            headfit.train_epoch(
+                head, headfit.Optimizer("sgd", 1e6), x, np.array([0, 1] * 4), None, 4, 0, epoch
+            )
