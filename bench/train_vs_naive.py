@@ -145,7 +145,11 @@ def main() -> None:
         env["MTL_CACHE_DIR"] = str(Path(tmp) / "mtl_cache")
         defaults = "mtl train (defaults: 2 views, 30 epochs, refit on every photo)"
         variants = [
-            ("mtl train, first run on this machine (converts the base once)", []),
+            (
+                "mtl train, first run on this machine (converts the base, keeps the model "
+                "skeleton: once)",
+                [],
+            ),
             *[(defaults, [])] * args.repeat,
             *(
                 []
@@ -186,9 +190,10 @@ def main() -> None:
         f"MobileNet alpha {args.alpha}; naive: {args.epochs} epochs; mtl: its defaults; "
         f"CPU: {os.cpu_count()} cores"
     )
-    print("wall: whole process incl. start-up and TensorFlow import; train: image decoding,")
-    print("base forward passes and fit (naive: model.fit; mtl: features + fit, where the")
-    print("features are those not already computed while TensorFlow was importing, + refit)")
+    print("wall: whole process incl. start-up (and TensorFlow's import where it happens);")
+    print("train: image decoding, base forward passes and fit (naive: model.fit; mtl:")
+    print("features + fit + refit). mtl's runs after the first import neither TensorFlow")
+    print("nor Keras: LiteRT base, NumPy head, model.keras from the kept skeleton.")
     if args.repeat > 1:
         walls = ", ".join(f"{w:.1f}" for w, _, _ in naive_runs)
         mine = ", ".join(f"{w:.1f}" for w, _, _ in arms[defaults])

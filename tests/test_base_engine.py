@@ -147,3 +147,45 @@ def test_unknown_engine_is_refused(cli, tmp_path):
     assert result.exit_code == 2  # a choice: the parser names the value and the choices
     assert "'onnx'" in result.stderr
     assert all(name in result.stderr for name in ("auto", "litert", "keras"))
+
+
+TF_CHECK = """
+import json, sys
+import mtl
+r = mtl.train(sys.argv[1], alpha={alpha}, epochs=2, out=sys.argv[2])
+print(json.dumps({{"tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules,
+                  "cache": r.cache}}))
+"""
+
+
+def test_head_on_numpy_then_no_tensorflow_at_all(tmp_path, monkeypatch):
+    """The first run converts the base and writes model.keras with Keras (keeping its
+    skeleton); the second imports neither TensorFlow nor Keras, and saves the same model."""
+    import os
+    import subprocess
+    import sys
+
+    from mtl.data.images import load_image
+    from mtl.model.modelio import load_model
+
+    data = subset(tmp_path / "data", 6)
+    env = {**os.environ, "MTL_CACHE_DIR": str(tmp_path / "mtl_cache")}
+    runs = []
+    for name in ("a", "b"):
+        out = subprocess.run(
+            [sys.executable, "-c", TF_CHECK.format(alpha=ALPHA), str(data), str(tmp_path / name)],
+            capture_output=True, text=True, env=env, check=True,
+        )  # fmt: skip
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["cache"]["head_engine"] == second["cache"]["head_engine"] == "numpy"
+    assert first["cache"]["base_converted"] == 1 and first["cache"]["model_writer"] == "keras"
+    assert first["tensorflow"]  # converting the base and writing the model need it, once
+    assert second["cache"]["base_converted"] == 0
+    assert second["cache"]["model_writer"] == "skeleton"
+    assert not second["tensorflow"] and not second["keras"]
+    photos = sorted((data / "bees").iterdir())[:3]
+    x = np.stack([load_image(p, 224) for p in photos]).astype("float32")
+    a, b = (load_model(tmp_path / n / "model.keras") for n in ("a", "b"))
+    assert a.class_names == b.class_names == ["ants", "bees"]
+    np.testing.assert_allclose(a.model.predict_on_batch(x), b.model.predict_on_batch(x), atol=1e-6)

@@ -20,12 +20,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from mtl.errors import TrainingDiverged
 
 PREDICT_ROWS = 4096  # rows per matrix product at prediction: bounded memory on big sets
+
+
+def one_blas_thread() -> Any:
+    """A context in which BLAS runs on one thread: OpenBLAS' thread team costs more than
+    it saves on a head's small products, and ten times more when the cores are busy.
+    (Process-wide: enter it once around all the training, not per thread.)"""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -108,27 +118,45 @@ class Optimizer:
     slots: list[list[np.ndarray]] = field(default_factory=list)
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        # In place, into preallocated buffers: on a head this small the update, not the
+        # matrix products, is most of a step's time.
         if not self.slots:
-            self.slots = [[np.zeros_like(p) for p in params] for _ in range(2)]
+            self.slots = [[np.zeros_like(p) for p in params] for _ in range(3)]
         self.iterations += 1
         lr, t = self.learning_rate, self.iterations
-        first, second = self.slots
-        for p, g, m, v in zip(params, grads, first, second, strict=True):
+        first, second, scratch = self.slots
+        for p, g, m, v, tmp in zip(params, grads, first, second, scratch, strict=True):
             if self.name in ("adam", "adamw"):
                 if self.name == "adamw":
                     p -= p * (0.004 * lr)  # AdamW's decoupled weight decay (Keras: 0.004)
-                m += (g - m) * (1 - 0.9)
-                v += (g * g - v) * (1 - 0.999)
+                m *= 0.9
+                np.multiply(g, 1 - 0.9, out=tmp)
+                m += tmp
+                v *= 0.999
+                np.multiply(g, g, out=tmp)
+                tmp *= 1 - 0.999
+                v += tmp
                 alpha = lr * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
-                p -= alpha * m / (np.sqrt(v) + 1e-7)
+                np.sqrt(v, out=tmp)
+                tmp += 1e-7
+                np.divide(m, tmp, out=tmp)
+                tmp *= alpha
+                p -= tmp
             elif self.name == "sgd":  # momentum 0.9, as mtl's Keras SGD
                 m *= 0.9
-                m -= lr * g
+                np.multiply(g, lr, out=tmp)
+                m -= tmp
                 p += m
             elif self.name == "rmsprop":
                 v *= 0.9
-                v += 0.1 * g * g
-                p -= lr * g / np.sqrt(v + 1e-7)
+                np.multiply(g, g, out=tmp)
+                tmp *= 0.1
+                v += tmp
+                np.add(v, 1e-7, out=tmp)
+                np.sqrt(tmp, out=tmp)
+                np.divide(g, tmp, out=tmp)
+                tmp *= lr
+                p -= tmp
             else:  # pragma: no cover - config.validate allows only the four
                 raise ValueError(f"unknown optimizer {self.name!r}")
 
@@ -149,11 +177,11 @@ def train_epoch(
     seed: int,
     epoch: int,
 ) -> EpochStats:
-    """One pass over the rows in the order of (seed, epoch); updates ``head`` in place."""
-    from threadpoolctl import threadpool_limits
+    """One pass over the rows in the order of (seed, epoch); updates ``head`` in place.
 
+    Run it under :func:`one_blas_thread`."""
     # errstate: a diverging run ends with TrainingDiverged, not NumPy's overflow warnings.
-    with threadpool_limits(1, user_api="blas"), np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):
         return _train_epoch(head, opt, x, y, weights, batch_size, seed, epoch)
 
 
