@@ -153,7 +153,7 @@ class BasePass:
             extractor,
             cache,
             c.image_size,
-            batch_size=base_batch(c),
+            batch_size=litebase.BATCH,
         )
         self._early_extractor = extractor
         self._early_spec = spec
@@ -200,7 +200,6 @@ class BasePass:
                 freeze,
                 paths,
                 cache,
-                batch_size=batch_size,
                 on_progress=on_progress,
                 while_waiting=while_waiting,
             )
@@ -234,7 +233,6 @@ class BasePass:
         paths: Sequence[Path],
         cache: features.FeatureCache,
         *,
-        batch_size: int,
         on_progress: ProgressFn | None,
         while_waiting: Callable[[], None] | None = None,
     ) -> features.Features | None:
@@ -261,7 +259,7 @@ class BasePass:
             return None
         self.extractors.append(extractor)
         return features.compute(
-            paths, extractor, cache, self.cfg.image_size, batch_size=batch_size,
+            paths, extractor, cache, self.cfg.image_size, batch_size=litebase.BATCH,
             on_progress=on_progress,
         )  # fmt: skip
 

@@ -108,15 +108,18 @@ class NumpyTrainer(Trainer):
         report = self.hooks.on_progress
         on_progress = (lambda d, t: report(FIRST_PASS, d, t)) if report else None
         paths = [it.path for it in self.ds.items]
-        kwargs: dict[str, Any] = {"batch_size": base_batch(self.cfg), "on_progress": on_progress}
         c = self.cfg
         self.base.engine = decide_engine(c, runtime.backend_name(), False, False)
         result = None
         if self.base.engine == "litert":
-            result = self.base.fill_lite(self.keras_parts, None, paths, self.cache, **kwargs)
+            result = self.base.fill_lite(
+                self.keras_parts, None, paths, self.cache, on_progress=on_progress
+            )
         if result is None:  # --base-engine keras, another backend, or LiteRT failed
             self.base.engine = "keras"
-            result = self.base.fill_keras(self.keras_parts(), paths, self.cache, False, **kwargs)
+            result = self.base.fill_keras(
+                self.keras_parts(), paths, self.cache, False, base_batch(c), on_progress
+            )
         self.key_of = dict(zip(result.paths, result.keys, strict=True))
         return result
 

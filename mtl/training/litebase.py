@@ -26,6 +26,9 @@ from mtl.data.features import pad_rows
 from mtl.errors import MtlError
 from mtl.litert import LiteModel
 
+# Images per LiteRT invocation: XNNPACK on 2 cores runs batches of 8-16 about 20% faster
+# than batches of 32 (65 vs 54 photos/s for the two-view base, measured on busy cores).
+BATCH = 16
 FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
 
 
