@@ -114,3 +114,32 @@ def test_divergence_is_a_clear_error():
             headfit.train_epoch(
                 head, headfit.Optimizer("sgd", 1e6), x, np.array([0, 1] * 4), None, 4, 0, epoch
             )
+
+
+def test_what_trains_the_head(monkeypatch):
+    """NumPy for pooled features on one CPU; Keras for everything else, from settings and
+    machine alone."""
+    from mtl.training import basepass
+    from mtl.training.config import TrainConfig
+
+    monkeypatch.setattr(basepass, "gpu_visible", lambda: False)
+    monkeypatch.delenv("MTL_CPU_DEVICES", raising=False)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+
+    def engine(photos: int = 100, callbacks: bool = False, resuming: bool = False, **cfg):
+        return basepass.head_engine(
+            TrainConfig(**cfg), callbacks=callbacks, resuming=resuming, photos=photos
+        )
+
+    assert engine() == "numpy"
+    assert engine(base_engine="keras") == "numpy"  # the base on Keras, the head still NumPy
+    for keras_settings in ({"augment": True}, {"fine_tune_epochs": 2}, {"freeze": 20},
+                           {"precision": "mixed"}):  # fmt: skip
+        assert engine(**keras_settings) == "keras", keras_settings
+    assert engine(callbacks=True) == engine(resuming=True) == "keras"
+    assert engine(photos=10**6) == "keras"  # more features than cache_memory_mb holds
+    monkeypatch.setenv("MTL_CPU_DEVICES", "2")
+    assert engine() == "keras"
+    monkeypatch.delenv("MTL_CPU_DEVICES")
+    monkeypatch.setattr(basepass, "gpu_visible", lambda: True)
+    assert engine() == "keras"

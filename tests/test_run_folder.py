@@ -102,6 +102,30 @@ def test_resume_refuses_changed_data(cli, small, cache, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_resuming_a_numpy_run_trains_its_head_again(cli, small, cache, tmp_path):
+    """A head trained in NumPy keeps no per-epoch checkpoint: --resume of a run killed
+    before its model trains it again, on its own settings and split, to the same result."""
+    from mtl.training import checkpoint
+
+    run = tmp_path / "run"
+    assert train(cli, small, cache, "--out", str(run)).exit_code == 0
+    whole = json.loads((run / "metrics.json").read_text())
+    assert whole["cache"]["head_engine"] == "numpy"
+    split = [[Path(f).relative_to(small).as_posix(), c, s]
+             for f, c, s in (line.split(",") for line in
+                             (run / "split.csv").read_text().splitlines()[1:])]  # fmt: skip
+    for name in ("model.keras", "metrics.json", "history.csv"):
+        (run / name).unlink()  # as if killed during the fit
+    checkpoint.write_run(run, json.loads((run / "config.json").read_text())["config"], small, split)
+    result = cli.invoke(app, ["train", "--resume", str(run), "--json"])
+    assert result.exit_code == 0, result.stderr
+    again = json.loads((run / "metrics.json").read_text())
+    assert (run / "model.keras").is_file() and not (run / "checkpoint").exists()
+    for side in ("train", "val"):
+        assert again[side]["loss"] == pytest.approx(whole[side]["loss"], abs=1e-6)
+        assert again[side]["accuracy"] == whole[side]["accuracy"]
+
+
 def test_temp_files_of_every_kind_are_cleaned_on_resume(tmp_path):
     from mtl.training import checkpoint
 

@@ -78,16 +78,24 @@ def gpu_visible() -> bool:
     return nvidia or amd
 
 
-def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool) -> str:
+# Pooled features a photo and view hold at most (MobileNet v3 large: 1280 floats).
+MAX_FEATURE_BYTES = 1280 * 4
+
+
+def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool, photos: int = 0) -> str:
     """What trains the head: "numpy" (:mod:`mtl.training.headfit`) or "keras".
 
     NumPy when the run trains on pooled features (the whole base frozen, no
     augmentation or fine-tuning) on one CPU in float32, decided from the settings
     and the machine alone, like :func:`decide_engine`: a GPU, several devices or
     mixed precision train on Keras, and so do Keras callbacks (the API's
-    ``callbacks=``) and a resumed Keras checkpoint.
+    ``callbacks=``) and a resumed Keras checkpoint. The NumPy head holds every
+    feature in memory: ``photos`` beyond ``cache_memory_mb`` train on Keras, which
+    streams them from the cache.
     """
     if not cfg.pooled_only or callbacks or resuming or cfg.augment:
+        return "keras"
+    if photos * len(cfg.run_views) * MAX_FEATURE_BYTES > cfg.cache_memory_mb << 20:
         return "keras"
     if _needs_strategy() or cfg.precision == "mixed" or gpu_visible():
         return "keras"

@@ -182,7 +182,9 @@ def _run(
         persistent=not own_cache,
     )
     base = BasePass(cfg, wfile)
-    engine = head_engine(cfg, callbacks=bool(hooks.callbacks), resuming=ckpt is not None)
+    engine = head_engine(
+        cfg, callbacks=bool(hooks.callbacks), resuming=ckpt is not None, photos=len(ds.items)
+    )
     # With a converted base on disk, the one pass over every image needs no TensorFlow:
     # start it now (while TensorFlow imports, when the head needs Keras).
     base.start_early([it.path for it in ds.items], cache, importing=engine == "keras")
