@@ -22,7 +22,7 @@ from mtl.data import dataset, features
 from mtl.errors import DataError
 from mtl.model import backbones
 from mtl.progress import StageProgressFn
-from mtl.training.basepass import BasePass
+from mtl.training.basepass import BasePass, head_engine
 from mtl.training.config import TrainConfig, validate
 
 STAGE = "checking images + computing features"
@@ -60,6 +60,7 @@ def pooled_features(
     readable photos (out-of-fold predictions need two).
     """
     # Reason for its length: train's own scan, base pass and cache steps, reused in order.
+    from mtl.training.headrun import NumpyTrainer
     from mtl.training.trainer import Hooks, Trainer
 
     cfg = validate(cfg)
@@ -77,17 +78,27 @@ def pooled_features(
         persistent=cache_dir is not None,
     )
     base = BasePass(cfg, wfile)
-    base.start_early([it.path for it in ds.items], cache)
+    engine = head_engine(cfg, callbacks=False, resuming=False, photos=len(ds.items))
+    base.start_early([it.path for it in ds.items], cache, importing=engine == "keras")
     seconds: dict[str, float] = {}
+    hooks = Hooks(on_progress)
     try:
-        devices = runtime.setup_training(cfg.precision)
-        seconds["setup"] = time.perf_counter() - t0
         # A Trainer only to reuse its build and base-pass steps: nothing is trained or written.
-        trainer = Trainer(cfg, ds, wfile, devices, Path("."), cache, base, Hooks(on_progress))
-        base.choose(devices)
-        t1 = time.perf_counter()
-        parts = trainer.build(None, weights=wfile)
-        feats = trainer.base_pass(parts, None, STAGE)
+        trainer: Trainer
+        if engine == "numpy":  # on a CPU: LiteRT's pass, no TensorFlow (as train's)
+            devices = runtime.TrainingDevices(f"CPU ({os.cpu_count()} cores)", None, False)
+            seconds["setup"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            trainer = NumpyTrainer(cfg, ds, wfile, devices, Path("."), cache, base, hooks)
+            feats = trainer.pooled_features()
+        else:
+            devices = runtime.setup_training(cfg.precision)
+            seconds["setup"] = time.perf_counter() - t0
+            trainer = Trainer(cfg, ds, wfile, devices, Path("."), cache, base, hooks)
+            base.choose(devices)
+            t1 = time.perf_counter()
+            parts = trainer.build(None, weights=wfile)
+            feats = trainer.base_pass(parts, None, STAGE)
         seconds["features"] = time.perf_counter() - t1
     finally:
         base.stop_early()

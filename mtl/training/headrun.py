@@ -35,11 +35,11 @@ class NumpyTrainer(Trainer):
 
     best: headfit.Head | None = None  # the best epoch's head (kept with --patience)
     head_engine = "numpy"
+    parts: Any = None  # the Keras model, built only if something needs it (keras_parts)
 
     def run(self, seconds: dict[str, float], t_start: float) -> TrainResult:
         c = self.cfg
         self.seconds = seconds
-        self.parts: Any = None  # the Keras model, built only if something needs it
         t0 = time.perf_counter()
         feats = self.pooled_features()
         self.seconds["features"] = time.perf_counter() - t0
