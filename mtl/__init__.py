@@ -56,7 +56,8 @@ def train(
 
     ``settings`` are the config keys (``epochs=30``, ``views=["image"]``, ...), over
     ``config`` (a TOML preset) over the defaults. ``callbacks``: Keras callbacks run
-    every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger).
+    every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
+    run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
     """
     from mtl.training.config import resolve
     from mtl.training.trainer import train as run
