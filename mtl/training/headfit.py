@@ -74,7 +74,10 @@ class Head:
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (inference: no dropout), float64, in bounded chunks."""
-        out = [self._forward(x[i : i + PREDICT_ROWS])[0] for i in range(0, len(x), PREDICT_ROWS)]
+        with np.errstate(all="ignore"):  # a diverging head is reported as such, once
+            out = [
+                self._forward(x[i : i + PREDICT_ROWS])[0] for i in range(0, len(x), PREDICT_ROWS)
+            ]
         return np.concatenate(out) if out else np.zeros((0, len(self.biases[-1])))
 
     def _forward(
