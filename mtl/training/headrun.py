@@ -13,6 +13,7 @@ keeps it). Otherwise a small run is over in the time TensorFlow takes to import.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +41,9 @@ class NumpyTrainer(Trainer):
     def run(self, seconds: dict[str, float], t_start: float) -> TrainResult:
         c = self.cfg
         self.seconds = seconds
+        # What writing the run folder imports (0.5 s of pure Python), loaded while the
+        # base pass runs: decoding and LiteRT release the GIL.
+        threading.Thread(target=_preload_writers, daemon=True, name="mtl-preload").start()
         t0 = time.perf_counter()
         feats = self.pooled_features()
         self.seconds["features"] = time.perf_counter() - t0
@@ -221,3 +225,15 @@ class NumpyTrainer(Trainer):
         save_model(parts.model, path, meta)
         self.model_writer = "keras"
         skeleton.store(path, weights, arch)
+
+
+def _preload_writers() -> None:
+    """Import matplotlib (the plots) and h5py (the model file) ahead of their use."""
+    try:
+        import h5py  # noqa: F401
+
+        from mtl.report import plots
+
+        plots._pyplot()
+    except ImportError:  # reported where they are needed
+        pass
