@@ -37,6 +37,7 @@ class NumpyTrainer(Trainer):
     best: headfit.Head | None = None  # the best epoch's head (kept with --patience)
     head_engine = "numpy"
     parts: Any = None  # the Keras model, built only if something needs it (keras_parts)
+    stopping: threading.Event  # set when the run fails: a refit in its thread stops
 
     def run(self, seconds: dict[str, float], t_start: float) -> TrainResult:
         c = self.cfg
@@ -72,6 +73,7 @@ class NumpyTrainer(Trainer):
         thread beside the fit (NumPy releases the GIL in its products): on two cores the
         pair takes about the time of one. Its epochs are reported after the fit's."""
         c = self.cfg
+        self.stopping = threading.Event()
         has_val = bool(self.ds.subset("val"))
         refit = c.refit and has_val
         t0 = time.perf_counter()
@@ -80,7 +82,11 @@ class NumpyTrainer(Trainer):
             pool = ThreadPoolExecutor(1, thread_name_prefix="mtl-refit")
             early_refit = pool.submit(self.fit_head, "refit", c.epochs, ("train", "val"))
             pool.shutdown(wait=False)
-        head, _ = self.fit_head("train", c.epochs, ("train",), validate=True, live=True)
+        try:
+            head, _ = self.fit_head("train", c.epochs, ("train",), validate=True, live=True)
+        except BaseException:  # Ctrl-C, divergence: the refit's thread stops at its next epoch
+            self.stopping.set()
+            raise
         self.seconds["fit"] = time.perf_counter() - t0
         kept, notes = self.keep(None)
         if self.best is not None and c.patience and has_val:
@@ -171,6 +177,8 @@ class NumpyTrainer(Trainer):
         early = self.early if validate else EarlyStopping(0)
         logs: list[EpochLog] = []
         for epoch in range(epochs):
+            if self.stopping.is_set():
+                raise features.Cancelled
             t0 = time.perf_counter()
             stats = headfit.train_epoch(
                 head, opt, rows, row_labels, weights, c.batch_size, c.seed, epoch
