@@ -2,17 +2,20 @@
 
 A run whose head trained in NumPy (:mod:`mtl.training.headfit`) changes only the
 head's weights; the network (preprocessing, views, MobileNet, head layout) is the
-same for every run of the same settings and class count. So the first such run
-on a machine saves its model with Keras, as any run does, and keeps a copy of
-that file here as a *skeleton*, with the places of the head's weights in its
-``model.weights.h5``. A later run of the same architecture copies the skeleton
-and puts its own head weights in those places (h5py, a tenth of a second),
-instead of importing TensorFlow and rebuilding the model (about 6 s on two
-cores). The file is byte for byte what Keras writes, apart from the weights and
-the save date; ``tests/test_skeleton.py`` loads one with Keras and checks its
-outputs against the Keras-built model's.
+same for every run of the same settings, up to the number of classes. So the
+first such run on a machine saves its model with Keras, as any run does, and
+keeps a copy of that file here as a *skeleton*, with the places of the head's
+weights in its ``model.weights.h5``. A later run of the same architecture copies
+the skeleton and puts its own head weights in those places (h5py, a tenth of a
+second), instead of importing TensorFlow and rebuilding the model (about 6 s on
+two cores). Another class count changes the head's last layer and the shapes
+after it, in known places of ``config.json`` (:func:`with_classes`, which
+refuses a config where they are not exactly where expected). The file is what
+Keras writes, apart from those, the weights and the save date;
+``tests/test_skeleton.py`` loads one with Keras and checks its outputs against
+the Keras-built model's, for the same and for another class count.
 
-The skeleton's name hashes everything the network depends on (:func:`arch`),
+The skeleton's name hashes everything else the network depends on (:func:`arch`),
 the Keras version included, so a skeleton is never used for another network.
 Nothing here imports TensorFlow or Keras.
 """
@@ -34,14 +37,14 @@ from mtl import files
 from mtl.assets.cache import cache_root
 from mtl.errors import MtlError
 
-FORMAT = 1
+FORMAT = 2  # 2: one skeleton for every class count
 ENTRY = "mtl_skeleton.json"  # inside a skeleton only: where the head's weights are
 WEIGHTS = "model.weights.h5"
 KERAS_ENTRIES = ("metadata.json", "config.json", WEIGHTS)  # in the order Keras writes them
 
 
-def arch(base_spec: str, views: list[str], head: list[int], dropout: float, classes: int) -> str:
-    """Everything the saved network's structure depends on, as text."""
+def arch(base_spec: str, views: list[str], head: list[int], dropout: float) -> str:
+    """Everything the saved network's structure depends on but the class count, as text."""
     return json.dumps(
         {
             "format": FORMAT,
@@ -49,10 +52,55 @@ def arch(base_spec: str, views: list[str], head: list[int], dropout: float, clas
             "views": list(views),
             "head": list(head),
             "dropout": float(dropout),
-            "classes": int(classes),
-        },  # fmt: skip
+        },
         sort_keys=True,
     )
+
+
+OUTPUTS = "probabilities"  # the head's last layer (mtl.model.classifier.build_head)
+AFTER_HEAD = ("head", "views_average")  # layers whose outputs have one value per class
+
+
+def with_classes(config: dict[str, Any], classes: int, views: int) -> dict[str, Any] | None:
+    """``config`` (a saved ``config.json``) for ``classes`` outputs, or None when it is not
+    laid out as :func:`mtl.model.classifier.assemble` builds it."""
+    config = json.loads(json.dumps(config))  # a copy
+    changed = {"units": 0, "shapes": 0, "build": 0}
+
+    def tensors(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "__keras_tensor__":
+                cfg = node["config"]
+                if cfg["keras_history"][0] in AFTER_HEAD and len(cfg["shape"]) == 2:
+                    cfg["shape"][1] = classes
+                    changed["shapes"] += 1
+                return
+            for value in node.values():
+                tensors(value)
+        elif isinstance(node, list):
+            for value in node:
+                tensors(value)
+
+    try:
+        for layer in config["config"]["layers"]:
+            if layer["name"] == "head":
+                for inner in layer["config"]["layers"]:
+                    if inner["name"] == OUTPUTS:
+                        inner["config"]["units"] = classes
+                        changed["units"] += 1
+            if layer["name"] == "views_average":
+                shapes = layer["build_config"]["input_shape"]
+                for shape in shapes:
+                    shape[1] = classes
+                changed["build"] += len(shapes)
+            tensors(layer.get("inbound_nodes", []))
+    except (KeyError, TypeError, IndexError):
+        return None
+    # One Dense, and each view's head output into the average (or the one output itself).
+    expected_shapes = views + 1 if views > 1 else 1
+    if changed != {"units": 1, "shapes": expected_shapes, "build": views if views > 1 else 0}:
+        return None
+    return config
 
 
 def path(architecture: str) -> Path:
@@ -61,7 +109,8 @@ def path(architecture: str) -> Path:
 
 
 def store(model_file: Path, head_weights: list[np.ndarray], architecture: str) -> Path | None:
-    """Keep ``model_file`` (just written by Keras) as the skeleton of ``architecture``.
+    """Keep ``model_file`` (just written by Keras) as the skeleton of ``architecture``
+    (its class count: the length of the last bias).
 
     The head's weights are found in its h5 by value (each array must match exactly
     one dataset); None when they cannot be, or the cache folder is not writable:
@@ -76,7 +125,11 @@ def store(model_file: Path, head_weights: list[np.ndarray], architecture: str) -
             places = [_find(h5, w) for w in head_weights]
         if any(p is None for p in places) or len(set(places)) != len(places):
             return None
-        sidecar = {"architecture": architecture, "head": places}
+        sidecar = {
+            "architecture": architecture,
+            "head": places,
+            "classes": int(head_weights[-1].shape[0]),
+        }
         return files.write_with(
             path(architecture), lambda tmp: _zip(tmp, entries, {ENTRY: sidecar}), force=True
         )
@@ -102,10 +155,14 @@ def _find(h5: Any, value: np.ndarray) -> str | None:
 
 
 def write(
-    architecture: str, dest: Path, head_weights: list[np.ndarray], meta: dict[str, Any]
+    architecture: str,
+    dest: Path,
+    head_weights: list[np.ndarray],
+    meta: dict[str, Any],
+    views: int,
 ) -> bool:
     """Write ``dest`` from the skeleton of ``architecture``; False when there is none
-    (or it is unusable), and nothing was written."""
+    (or it is unusable), and nothing was written. ``views``: the model's view count."""
     import h5py
 
     source = path(architecture)
@@ -118,13 +175,24 @@ def write(
     places = sidecar.get("head")
     if sidecar.get("architecture") != architecture or len(places or []) != len(head_weights):
         return False
+    classes = int(head_weights[-1].shape[0])
+    if classes != sidecar.get("classes"):
+        config = with_classes(json.loads(entries["config.json"]), classes, views)
+        if config is None:
+            return False
+        entries["config.json"] = json.dumps(config).encode()
     buffer = io.BytesIO(entries[WEIGHTS])
     with h5py.File(buffer, "r+") as h5:
         for place, value in zip(places, head_weights, strict=True):
             dataset = h5.get(place)
-            if dataset is None or dataset.shape != value.shape:
+            if dataset is None or dataset.ndim != value.ndim:
                 return False
-            dataset[...] = value.astype(dataset.dtype)
+            if dataset.shape == value.shape:
+                dataset[...] = value.astype(dataset.dtype)
+            else:  # the last layer of another class count
+                dtype = dataset.dtype
+                del h5[place]
+                h5.create_dataset(place, data=value.astype(dtype))
     entries[WEIGHTS] = buffer.getvalue()
     metadata = json.loads(entries["metadata.json"])
     metadata["date_saved"] = time.strftime("%Y-%m-%d@%H:%M:%S")

@@ -7,7 +7,7 @@ LiteRT computes. :func:`mtl.training.basepass.head_engine` chooses it from the
 settings and the machine. Keras is imported only when the machine lacks
 something made once: the LiteRT base (the first run on a machine converts it)
 or the model skeleton of this architecture (:mod:`mtl.model.skeleton`; the
-first run with these settings and class count writes the model with Keras and
+first run with these settings (any class count) writes the model with Keras and
 keeps it). Otherwise a small run is over in the time TensorFlow takes to import.
 """
 
@@ -56,9 +56,7 @@ class NumpyTrainer(Trainer):
         )
         with headfit.one_blas_thread():
             head, kept, notes, train_metrics, val_metrics = self.fit_and_refit()
-        arch = skeleton.arch(
-            self.base.spec(None).text(), c.run_views, c.head, c.dropout, len(self.ds.classes)
-        )
+        arch = skeleton.arch(self.base.spec(None).text(), c.run_views, c.head, c.dropout)
         self.model_writer = "skeleton" if skeleton.path(arch).is_file() else "keras"
         return self.write(
             lambda path, meta: self.save(head, arch, path, meta),
@@ -223,7 +221,7 @@ class NumpyTrainer(Trainer):
         """From the skeleton of this architecture when one is kept, else with Keras (and
         then keep it as the skeleton for the next run)."""
         weights = head.weights()
-        if skeleton.write(arch, path, weights, meta):
+        if skeleton.write(arch, path, weights, meta, len(self.cfg.run_views)):
             self.model_writer = "skeleton"
             return
         from mtl.model.modelio import save_model
