@@ -170,6 +170,8 @@ class EpochStats:
     accuracy: float
 
 
+# errstate: a diverging run ends with TrainingDiverged, not NumPy's overflow warnings.
+@np.errstate(all="ignore")
 def train_epoch(
     head: Head,
     opt: Optimizer,
@@ -183,21 +185,6 @@ def train_epoch(
     """One pass over the rows in the order of (seed, epoch); updates ``head`` in place.
 
     Run it under :func:`one_blas_thread`."""
-    # errstate: a diverging run ends with TrainingDiverged, not NumPy's overflow warnings.
-    with np.errstate(all="ignore"):
-        return _train_epoch(head, opt, x, y, weights, batch_size, seed, epoch)
-
-
-def _train_epoch(
-    head: Head,
-    opt: Optimizer,
-    x: np.ndarray,
-    y: np.ndarray,
-    weights: np.ndarray | None,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-) -> EpochStats:
     order = epoch_order(len(x), seed, epoch)
     drop_rng = np.random.default_rng([seed, epoch, 0xD0])
     params = [w for pair in zip(head.kernels, head.biases, strict=True) for w in pair]
