@@ -112,11 +112,12 @@ def sweep(rows: list[dict], out: list[str]) -> None:
 
     out.append("\n## Threshold sweep (same scores; mean and worst over datasets x seeds)\n")
     out.append(
-        "| wrong_label < | off_topic z >= | swapped P | swapped R | off-topic P | off-topic R |"
+        "| wrong_label (x chance) | off_topic z >= | swapped P | swapped R | off-topic P | "
+        "off-topic R |"
     )
     out.append("| --- | --- | --- | --- | --- | --- |")
-    for wl in (0.3, 0.4, 0.5):
-        for oz in (3.0, 3.5, 4.0, 5.0):
+    for wl in (0.5, 0.6, 0.7, 0.8, 1.0):
+        for oz in (3.0, 3.5, 4.0, 4.5):
             t = flags.Thresholds(wrong_label=wl, off_topic=oz)
             cells: dict[str, list[tuple[float, float]]] = {"wrong_label": [], "off_topic": []}
             for r in rows:
@@ -176,7 +177,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from mtl.data import dataset
-    from mtl.review import review
+    from mtl.review import flags, review
     from mtl.review.features import pooled_features
     from mtl.training.config import TrainConfig
 
@@ -186,7 +187,9 @@ def main() -> None:
         "",
         f"`python bench/review_noise.py --alpha {args.alpha} --seeds {args.seeds}`: "
         f"{SWAP:.0%} of each class moved to another class, off-topic photos (the other "
-        f"shared dataset) added as {OFF:.0%} of each class; default thresholds; "
+        f"shared dataset) added as {OFF:.0%} of each class; default thresholds "
+        f"(wrong_label: calibrated out-of-fold probability of the given class below "
+        f"{flags.Thresholds().wrong_label} / k; off_topic: z >= {flags.Thresholds().off_topic}); "
         "test accuracy of `mtl train` (defaults) with `mtl evaluate` on held-out photos "
         "(hymenoptera: a fixed 30% of its photos; clothing: its test/ folder).",
         "",
