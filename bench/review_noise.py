@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.75)
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument(
-        "--train-seeds", default="42", help="mtl train seeds; accuracies are their mean"
+        "--train-seeds", default="42,1,2", help="mtl train seeds; accuracies are their mean"
     )
     ap.add_argument("--no-train", action="store_true", help="only precision/recall")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".results.md"))
