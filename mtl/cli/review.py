@@ -36,7 +36,7 @@ EXAMPLES = """
   mtl review data/ --cache-dir feats/ && mtl train data/ --cache-dir feats/   (one base pass)
 
 Each photo is scored by a head that never saw it (k-fold over the features mtl train
-caches): wrong_label (another class is likelier; cleanlab's confident learning),
+caches): wrong_label (another class is likelier, the given one far below chance),
 off_topic (fits no class), duplicate (near-identical photo in another class), dark,
 blurry, odd_aspect. mtl train ignores data/_review/.
 """
@@ -61,12 +61,13 @@ def register(app: typer.Typer) -> None:
         ),
         top: int | None = typer.Option(None, "--top", "-n", help="Only the N worst photos."),
         label_threshold: float = typer.Option(
-            0.5,
+            0.7,
             "--label-threshold",
-            help="wrong_label only below this out-of-fold probability of the given class.",
+            help="wrong_label only when the given class's calibrated out-of-fold probability "
+            "is below this times chance (1/k for k classes).",
         ),
         off_topic_threshold: float = typer.Option(
-            4.0, "--off-topic-threshold", help="off_topic at this robust z-score and above."
+            3.5, "--off-topic-threshold", help="off_topic at this robust z-score and above."
         ),
         duplicate_threshold: float = typer.Option(
             0.97, "--duplicate-threshold", help="Feature similarity of a cross-class duplicate."

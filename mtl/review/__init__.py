@@ -127,7 +127,8 @@ def review(
         t2 = time.perf_counter()
         settings = (
             f"Out-of-fold {folds}-fold logistic regression on {cfg.model} alpha {cfg.alpha} "
-            f"features, seed {cfg.seed}; off-topic by {s.off_topic_method}."
+            f"features, seed {cfg.seed}, calibrated (temperature {s.temperature:.2f}); "
+            f"off-topic by {s.off_topic_method}."
         )
         result.report = _write_page(result, report, settings)
         seconds["report"] = round(time.perf_counter() - t2, 3)

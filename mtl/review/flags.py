@@ -20,11 +20,11 @@ class Thresholds:
     """When a photo is flagged. Defaults chosen in bench/review_noise.py (both shared
     datasets, three noise seeds each); see docs/benchmarks.md#review."""
 
-    # cleanlab's confident learning flags the photo, another class wins out of fold, and
-    # the out-of-fold probability of the given class is below this (0.5: cleanlab decides).
-    wrong_label: float = 0.5
+    # Another class wins out of fold and the calibrated out-of-fold probability of the
+    # given class is below this fraction of chance (wrong_label / k for k classes).
+    wrong_label: float = 0.7
     # Robust z-score of the off-topic score (about standard-normal for typical photos).
-    off_topic: float = 4.0
+    off_topic: float = 3.5
     # Cosine similarity of pooled features to a photo of another class.
     duplicate: float = 0.97
     dark: float = 0.12  # mean luminance below this (0 black, 1 white)
@@ -80,6 +80,7 @@ def find(
     suggested = scores.suggested
     n = len(paths)
     q = scores.label_quality
+    below = t.wrong_label / scores.probs.shape[1]
     out: list[Finding] = []
     for i in range(n):
         given = classes[int(labels[i])]
@@ -94,7 +95,7 @@ def find(
             z = float(scores.off_topic[i])
             reason, score = "off_topic", _ratio(z, t.off_topic)
             detail = f"fits no class (off-topic z {z:.1f})"
-        elif suggested[i] != labels[i] and scores.label_issue[i] and q[i] < t.wrong_label:
+        elif suggested[i] != labels[i] and q[i] < below:
             other = classes[int(suggested[i])]
             reason, score, suggest = "wrong_label", 1.0 - float(q[i]), other
             detail = f"looks like {other} ({scores.probs[i, suggested[i]]:.2f} vs {p_given:.2f})"
