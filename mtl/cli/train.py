@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -51,163 +51,238 @@ def _opt(key: str, *names: str, help: str) -> Any:
     default = _DEFAULTS[key]
     if isinstance(default, list):
         default = ",".join(map(str, default)) or "none"
-    return typer.Option(None, *names, help=help, show_default=str(default))
+    return typer.Option(*names, help=help, show_default=str(default))
+
+
+# One alias per option, so the command's signature reads as a list of its options.
+Data = Annotated[
+    Path | None, typer.Argument(help="Dataset folder: one sub-folder of images per class.")
+]
+OutDir = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run folder.", show_default="runs/train, runs/train2, ..."),
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Train into an existing, non-empty run folder.")
+]
+Resume = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run folder from its last complete epoch, "
+        "with its own settings and split.",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
+    ),
+]
+Epochs = Annotated[int | None, _opt("epochs", "--epochs", "-e", help="Epochs of the first phase.")]
+BatchSize = Annotated[int | None, _opt("batch_size", "--batch-size", "-b", help="Images per step.")]
+LearningRate = Annotated[
+    float | None, _opt("learning_rate", "--lr", "--learning-rate", help="Learning rate.")
+]
+Optimizer = Annotated[
+    Literal["adam", "adamw", "sgd", "rmsprop"] | None,
+    _opt("optimizer", "--optimizer", help="adam, adamw, sgd or rmsprop."),
+]
+Head = Annotated[
+    str | None,
+    _opt("head", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."),
+]
+Dropout = Annotated[float | None, _opt("dropout", "--dropout", help="Dropout before the softmax.")]
+Freeze = Annotated[
+    str | None,
+    _opt(
+        "freeze",
+        "--freeze",
+        help="'all' (whole base frozen) or N: freeze the first N base layers.",
+    ),
+]
+FineTuneEpochs = Annotated[
+    int | None,
+    _opt(
+        "fine_tune_epochs",
+        "--fine-tune-epochs",
+        help="Second phase: unfreeze the top of the base.",
+    ),
+]
+FineTuneLr = Annotated[
+    float | None, _opt("fine_tune_lr", "--fine-tune-lr", help="Its learning rate.")
+]
+FineTuneLayers = Annotated[
+    int | None,
+    _opt("fine_tune_layers", "--fine-tune-layers", help="How many top base layers it unfreezes."),
+]
+Augment = Annotated[
+    bool | None,
+    typer.Option(
+        "--augment/--no-augment",
+        help="Random flips, rotations, zoom (training only).",
+        show_default=False,
+    ),
+]
+Refit = Annotated[
+    bool | None,
+    typer.Option(
+        "--refit/--no-refit",
+        help="After the validated run, train the saved model again on every photo "
+        "(validation photos too) for the same epochs.",
+        show_default=str(_DEFAULTS["refit"]).lower(),
+    ),
+]
+Views = Annotated[
+    str | None,
+    _opt(
+        "views",
+        "--views",
+        help="Fixed views of each photo, trained on and averaged at prediction: "
+        "image, flip, crop, crop_flip (comma-separated).",
+    ),
+]
+ValSplit = Annotated[
+    float | None, _opt("val_split", "--val-split", help="Fraction held out (stable).")
+]
+Seed = Annotated[int | None, _opt("seed", "--seed", help="Seed for the split and training.")]
+ClassWeight = Annotated[
+    Literal["none", "auto"] | None,
+    _opt("class_weight", "--class-weight", help="'auto': weight classes by inverse frequency."),
+]
+Patience = Annotated[
+    int | None,
+    _opt(
+        "patience",
+        "--patience",
+        help="Early stopping on val loss (keeps the best epoch); 0: off.",
+    ),
+]
+Model = Annotated[
+    Literal["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] | None,
+    _opt(
+        "model",
+        "--model",
+        "-m",
+        help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
+    ),
+]
+Alpha = Annotated[
+    float | None,
+    _opt("alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."),
+]
+ImageSize = Annotated[int | None, _opt("image_size", "--image-size", help="Input size in pixels.")]
+Precision = Annotated[
+    Literal["auto", "float32", "mixed"] | None,
+    _opt("precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."),
+]
+BaseEngine = Annotated[
+    Literal["auto", "litert", "keras"] | None,
+    _opt(
+        "base_engine",
+        "--base-engine",
+        help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
+        "Keras on accelerators), litert or keras.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train", epilog=EXAMPLES)
     def train(
-        data: Path | None = typer.Argument(
-            None, help="Dataset folder: one sub-folder of images per class."
-        ),
-        out_dir: Path | None = typer.Option(
-            None,
-            "--out",
-            "-o",
-            help="Run folder.",
-            show_default="runs/train, runs/train2, ...",
-        ),
-        force: bool = typer.Option(
-            False, "--force", help="Train into an existing, non-empty run folder."
-        ),
-        resume: Path | None = typer.Option(
-            None,
-            "--resume",
-            help="Continue an interrupted run folder from its last complete epoch, "
-            "with its own settings and split.",
-        ),
-        config_file: Path | None = typer.Option(
-            None, "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
-        ),
-        epochs: int | None = _opt("epochs", "--epochs", "-e", help="Epochs of the first phase."),
-        batch_size: int | None = _opt("batch_size", "--batch-size", "-b", help="Images per step."),
-        learning_rate: float | None = _opt(
-            "learning_rate", "--lr", "--learning-rate", help="Learning rate."
-        ),
-        optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] | None = _opt(
-            "optimizer", "--optimizer", help="adam, adamw, sgd or rmsprop."
-        ),
-        head: str | None = _opt(
-            "head", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."
-        ),
-        dropout: float | None = _opt("dropout", "--dropout", help="Dropout before the softmax."),
-        freeze: str | None = _opt(
-            "freeze",
-            "--freeze",
-            help="'all' (whole base frozen) or N: freeze the first N base layers.",
-        ),
-        fine_tune_epochs: int | None = _opt(
-            "fine_tune_epochs",
-            "--fine-tune-epochs",
-            help="Second phase: unfreeze the top of the base.",
-        ),
-        fine_tune_lr: float | None = _opt(
-            "fine_tune_lr", "--fine-tune-lr", help="Its learning rate."
-        ),
-        fine_tune_layers: int | None = _opt(
-            "fine_tune_layers", "--fine-tune-layers", help="How many top base layers it unfreezes."
-        ),
-        augment: bool | None = typer.Option(
-            None,
-            "--augment/--no-augment",
-            help="Random flips, rotations, zoom (training only).",
-            show_default=False,
-        ),
-        refit: bool | None = typer.Option(
-            None,
-            "--refit/--no-refit",
-            help="After the validated run, train the saved model again on every photo "
-            "(validation photos too) for the same epochs.",
-            show_default=str(_DEFAULTS["refit"]).lower(),
-        ),
-        views: str | None = _opt(
-            "views",
-            "--views",
-            help="Fixed views of each photo, trained on and averaged at prediction: "
-            "image, flip, crop, crop_flip (comma-separated).",
-        ),
-        val_split: float | None = _opt(
-            "val_split", "--val-split", help="Fraction held out (stable)."
-        ),
-        seed: int | None = _opt("seed", "--seed", help="Seed for the split and training."),
-        class_weight: Literal["none", "auto"] | None = _opt(
-            "class_weight", "--class-weight", help="'auto': weight classes by inverse frequency."
-        ),
-        patience: int | None = _opt(
-            "patience",
-            "--patience",
-            help="Early stopping on val loss (keeps the best epoch); 0: off.",
-        ),
-        model: Literal["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
-        | None = _opt(
-            "model",
-            "--model",
-            "-m",
-            help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
-        ),
-        alpha: float | None = _opt(
-            "alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
-        ),
-        image_size: int | None = _opt("image_size", "--image-size", help="Input size in pixels."),
-        precision: Literal["auto", "float32", "mixed"] | None = _opt(
-            "precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."
-        ),
-        base_engine: Literal["auto", "litert", "keras"] | None = _opt(
-            "base_engine",
-            "--base-engine",
-            help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
-            "Keras on accelerators), litert or keras.",
-        ),
+        data: Data = None,
+        out_dir: OutDir = None,
+        force: Force = False,
+        resume: Resume = None,
+        config_file: ConfigFile = None,
+        epochs: Epochs = None,
+        batch_size: BatchSize = None,
+        learning_rate: LearningRate = None,
+        optimizer: Optimizer = None,
+        head: Head = None,
+        dropout: Dropout = None,
+        freeze: Freeze = None,
+        fine_tune_epochs: FineTuneEpochs = None,
+        fine_tune_lr: FineTuneLr = None,
+        fine_tune_layers: FineTuneLayers = None,
+        augment: Augment = None,
+        refit: Refit = None,
+        views: Views = None,
+        val_split: ValSplit = None,
+        seed: Seed = None,
+        class_weight: ClassWeight = None,
+        patience: Patience = None,
+        model: Model = None,
+        alpha: Alpha = None,
+        image_size: ImageSize = None,
+        precision: Precision = None,
+        base_engine: BaseEngine = None,
         weights_dir: Path | None = weights_dir_option(),
         cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
-        # Long only by its Typer option declarations: the body parses, calls, renders.
         params = dict(locals())
-        overrides = {k: v for k, v in params.items() if k in KEYS}
-        from mtl.training.config import resolve
-        from mtl.training.trainer import train as run
+        _train(
+            {k: v for k, v in params.items() if k in KEYS},
+            data, out_dir, force, resume, config_file, weights_dir, cache_dir, as_json,
+        )  # fmt: skip
 
-        if resume is not None:
-            given = sorted(k for k, v in overrides.items() if v is not None)
-            if given or config_file or out_dir or force:
-                extra = ", ".join(given) or "--config/--out/--force"
-                raise fail(f"--resume uses the run's own settings; drop {extra}", 2)
-            cfg = None
-            from mtl.training.trainer import is_finished
 
-            if is_finished(resume):  # idempotent for scripts: nothing left to do is success
-                if as_json:
-                    print_json({"run_dir": str(resume), "finished": True, "resumed": False})
-                info(f"{resume} already finished; nothing to resume")
-                raise typer.Exit(0)
-        else:
-            if data is None:
-                raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
-            cfg = call(resolve, config_file, overrides)
-        with download_progress() as on_download, progress() as bars:
-            display = _Display(bars)
-            result = call(
-                run,
-                data,
-                cfg,
-                out=out_dir,
-                force=force,
-                resume=resume,
-                weights_dir=weights_dir,
-                cache_dir=cache_dir,
-                on_download=on_download,
-                on_progress=display.progress,
-                on_start=display.start,
-                on_epoch=display.epoch,
-            )
-        for message in result.warnings[len(display.warned) :]:
-            warn(message)
-        if as_json:
-            print_json(result.to_json())
-        else:
-            _summary_table(result)
+def _train(
+    overrides: dict[str, Any],
+    data: Path | None,
+    out_dir: Path | None,
+    force: bool,
+    resume: Path | None,
+    config_file: Path | None,
+    weights_dir: Path | None,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Parse what the options mean together, call the core, render."""
+    from mtl.training.config import resolve
+    from mtl.training.trainer import train as run
+
+    if resume is not None:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given or config_file or out_dir or force:
+            extra = ", ".join(given) or "--config/--out/--force"
+            raise fail(f"--resume uses the run's own settings; drop {extra}", 2)
+        cfg = None
+        from mtl.training.trainer import is_finished
+
+        if is_finished(resume):  # idempotent for scripts: nothing left to do is success
+            if as_json:
+                print_json({"run_dir": str(resume), "finished": True, "resumed": False})
+            info(f"{resume} already finished; nothing to resume")
+            raise typer.Exit(0)
+    else:
+        if data is None:
+            raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
+        cfg = call(resolve, config_file, overrides)
+    with download_progress() as on_download, progress() as bars:
+        display = _Display(bars)
+        result = call(
+            run,
+            data,
+            cfg,
+            out=out_dir,
+            force=force,
+            resume=resume,
+            weights_dir=weights_dir,
+            cache_dir=cache_dir,
+            on_download=on_download,
+            on_progress=display.progress,
+            on_start=display.start,
+            on_epoch=display.epoch,
+        )
+    for message in result.warnings[len(display.warned) :]:
+        warn(message)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _summary_table(result)
 
 
 class _Display:
