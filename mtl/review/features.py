@@ -60,7 +60,7 @@ def pooled_features(
     readable photos (out-of-fold predictions need two).
     """
     # Reason for its length: train's own scan, base pass and cache steps, reused in order.
-    from mtl.training.headrun import NumpyTrainer
+    from mtl.training.headrun import NumpyTrainer, cpu_devices
     from mtl.training.trainer import Hooks, Trainer
 
     cfg = validate(cfg)
@@ -86,7 +86,7 @@ def pooled_features(
         # A Trainer only to reuse its build and base-pass steps: nothing is trained or written.
         trainer: Trainer
         if engine == "numpy":  # on a CPU: LiteRT's pass, no TensorFlow (as train's)
-            devices = runtime.TrainingDevices(f"CPU ({os.cpu_count()} cores)", None, False)
+            devices = cpu_devices()
             seconds["setup"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             trainer = NumpyTrainer(cfg, ds, wfile, devices, Path("."), cache, base, hooks)

@@ -13,6 +13,7 @@ keeps it). Otherwise a small run is over in the time TensorFlow takes to import.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,15 @@ from mtl.training import headfit
 from mtl.training.basepass import base_batch, decide_engine
 from mtl.training.tracking import EarlyStopping, EpochLog
 from mtl.training.trainer import FIRST_PASS, Trainer, TrainResult, _val_scores
+
+
+def cpu_devices() -> runtime.TrainingDevices:
+    """The one device a NumPy-head run uses, described as training prints it."""
+    return runtime.TrainingDevices(
+        f"{runtime.backend_name()} on CPU ({os.cpu_count()} cores), float32; head on NumPy",
+        None,
+        False,
+    )
 
 
 class NumpyTrainer(Trainer):

@@ -192,13 +192,9 @@ def _run(
         t0 = time.perf_counter()
         trainer: Trainer
         if engine == "numpy":
-            from mtl.training.headrun import NumpyTrainer
+            from mtl.training.headrun import NumpyTrainer, cpu_devices
 
-            devices = runtime.TrainingDevices(
-                f"{runtime.backend_name()} on CPU ({os.cpu_count()} cores), float32; head on NumPy",
-                None,
-                False,
-            )
+            devices = cpu_devices()
             seconds = {"setup": time.perf_counter() - t0}
             trainer = NumpyTrainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
         else:
