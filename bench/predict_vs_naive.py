@@ -8,8 +8,10 @@ trained model (frozen ImageNet MobileNet + a head trained on half the photos,
 unless --model is given) and the same pixels (mtl's loader), so the labels
 must be identical; the run fails if they are not. Then the same photos go
 through the exported float and int8 TFLite models (LiteRT, no TensorFlow), and
-two fresh processes show the cold start of `mtl predict` on model.keras and on
-model.tflite for one photo.
+fresh processes show the cold start of `mtl predict` on model.keras and on
+model.tflite for one photo. A model.keras from `mtl train` (``--model``) with its whole
+base frozen also runs without Keras (its LiteRT base and a NumPy head,
+:mod:`mtl.inference.litekeras`): both ways are timed.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def naive_loop(model, paths: list[Path], size: int, class_names: list[str]) -> l
     return labels
 
 
-def cold_start(model: Path, photo: Path) -> float:
+def cold_start(model: Path, photo: Path, engine: str = "auto") -> float:
     """Wall time of a fresh `python -m mtl predict MODEL PHOTO --json` process."""
     start = time.perf_counter()
     done = subprocess.run(
@@ -52,6 +54,7 @@ def cold_start(model: Path, photo: Path) -> float:
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env={**os.environ, "MTL_PREDICT_ENGINE": engine},
     )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
@@ -88,7 +91,12 @@ def main() -> None:
     export_model(args.model, out=lite)
     export_model(args.model, quantize="int8", representative=args.data, out=lite8)
 
+    # Keras runs any model.keras; a model from `mtl train` with its base frozen also runs on
+    # its LiteRT base and a NumPy head when this machine converted that base.
+    os.environ["MTL_PREDICT_ENGINE"] = "keras"
     keras_predictor = open_model(args.model)
+    os.environ["MTL_PREDICT_ENGINE"] = "auto"
+    lite_keras = open_model(args.model)
     names = keras_predictor.class_names
     size = keras_predictor.image_size
     from mtl.model.modelio import load_model
@@ -111,7 +119,11 @@ def main() -> None:
         return elapsed, [r.predictions[0].label for r in results]
 
     t, labels = timed_mtl(keras_predictor)
-    rows.append((f"mtl predict model.keras (batches of {args.batch_size})", t, labels))
+    rows.append((f"mtl predict model.keras on Keras (batches of {args.batch_size})", t, labels))
+    if lite_keras.engine == "litert":
+        predict_paths(lite_keras, paths[:2])
+        t, labels = timed_mtl(lite_keras)
+        rows.append(("mtl predict model.keras on its LiteRT base + NumPy head", t, labels))
     for path, what in ((lite, "float32"), (lite8, "int8")):
         predictor = open_model(path)
         predict_paths(predictor, paths[:2])
@@ -138,7 +150,12 @@ def main() -> None:
 
     photo = paths[0]
     cold = [
-        ("mtl predict model.keras one.jpg", cold_start(args.model, photo)),
+        ("mtl predict model.keras one.jpg (Keras)", cold_start(args.model, photo, "keras")),
+        *(
+            [("mtl predict model.keras one.jpg (LiteRT + NumPy)", cold_start(args.model, photo))]
+            if lite_keras.engine == "litert"
+            else []
+        ),
         ("mtl predict model.tflite one.jpg", cold_start(lite, photo)),
         ("mtl predict model.int8.tflite one.jpg", cold_start(lite8, photo)),
     ]

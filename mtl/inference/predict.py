@@ -33,6 +33,9 @@ class Predictor:
     class_names: list[str]
     image_size: int
     run: Callable[[np.ndarray], np.ndarray]
+    # What runs it: "keras", "litert" (a .keras of mtl's on its LiteRT base and a NumPy
+    # head: mtl.inference.litekeras), "tflite" or "onnx".
+    engine: str = ""
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self.run(pixels), dtype=np.float32)
@@ -83,6 +86,11 @@ def open_model(
         raise UsageError(
             "--labels is only for .tflite and .onnx models; a .keras model carries its labels"
         )
+    from mtl.inference.litekeras import open_lite
+
+    lite = open_lite(path)
+    if lite is not None:
+        return lite  # no TensorFlow: the same network on LiteRT and NumPy
     from mtl.model.modelio import load_model
 
     loaded = load_model(path)
@@ -93,7 +101,7 @@ def open_model(
             return np.zeros((0, len(loaded.class_names)), dtype=np.float32)
         return np.asarray(model.predict_on_batch(pixels.astype(np.float32)))
 
-    return Predictor(path, "keras", loaded.class_names, loaded.image_size, run)
+    return Predictor(path, "keras", loaded.class_names, loaded.image_size, run, engine="keras")
 
 
 def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
@@ -119,7 +127,7 @@ def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
         raise ModelFileError(
             f"{where} has {len(names)} labels but {path} predicts {model.num_classes} classes"
         )
-    return Predictor(path, "onnx", names, model.image_size, model)
+    return Predictor(path, "onnx", names, model.image_size, model, engine="onnx")
 
 
 def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
@@ -137,7 +145,7 @@ def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor
         raise ModelFileError(
             f"{labels_file} has {len(names)} labels but {path} predicts {model.num_classes} classes"
         )
-    return Predictor(path, "tflite", names, model.image_size, model)
+    return Predictor(path, "tflite", names, model.image_size, model, engine="tflite")
 
 
 @dataclass

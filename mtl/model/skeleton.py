@@ -199,6 +199,8 @@ def write(
     entries["metadata.json"] = json.dumps(metadata).encode()
     from mtl.model.modelio import META_ENTRY
 
+    # Where the head's weights are: what a reader without Keras needs to run the head.
+    meta = {**meta, "info": {**meta.get("info", {}), "head_weights": list(places)}}
     files.write_with(dest, lambda tmp: _zip(tmp, entries, {META_ENTRY: meta}), force=True)
     return True
 

@@ -229,9 +229,15 @@ class NumpyTrainer(Trainer):
 
     def save(self, head: headfit.Head, arch: str, path: Path, meta: dict[str, Any]) -> None:
         """From the skeleton of this architecture when one is kept, else with Keras (and
-        then keep it as the skeleton for the next run)."""
+        then keep it as the skeleton for the next run).
+
+        ``mtl.json`` also records the frozen base (its LiteRT spec) and where the head's
+        weights are in the file, so `mtl predict` can run the model without Keras
+        (:mod:`mtl.inference.litekeras`)."""
         weights = head.weights()
-        if skeleton.write(arch, path, weights, meta, len(self.cfg.run_views)):
+        views = len(self.cfg.run_views)
+        meta = {**meta, "info": {**meta["info"], "frozen_base": self.base.spec(None).to_json()}}
+        if skeleton.write(arch, path, weights, meta, views):
             self.model_writer = "skeleton"
             return
         from mtl.model.modelio import save_model
@@ -240,7 +246,10 @@ class NumpyTrainer(Trainer):
         parts.head.set_weights(weights)
         save_model(parts.model, path, meta)
         self.model_writer = "keras"
-        skeleton.store(path, weights, arch)
+        if skeleton.store(path, weights, arch):
+            # Written again from the skeleton just kept: the same network and weights,
+            # now with the head's places in mtl.json.
+            skeleton.write(arch, path, weights, meta, views)
 
 
 def _preload_writers() -> None:

@@ -14,6 +14,7 @@ Nothing here imports TensorFlow or Keras; the conversion is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,31 @@ class BaseSpec:
             f"keras={self.keras_version}"
             + ("" if self.views == ("image",) else f"|views={'+'.join(self.views)}")
         )
+
+    def to_json(self) -> dict[str, object]:
+        """The fields, as ``mtl.json`` keeps them (:meth:`from_json` reads them back)."""
+        values = dataclasses.asdict(self)
+        values["views"] = list(self.views)
+        return values
+
+    @classmethod
+    def from_json(cls, values: object) -> BaseSpec | None:
+        """The spec ``to_json`` wrote; None for anything else (a file may hold anything)."""
+        if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(cls)}:
+            return None
+        views = values["views"]
+        freeze = values["freeze"]
+        if not (
+            isinstance(views, list)
+            and all(isinstance(v, str) for v in views)
+            and all(isinstance(values[k], str) for k in ("model", "weights_digest"))
+            and isinstance(values["keras_version"], str)
+            and isinstance(values["alpha"], int | float)
+            and isinstance(values["size"], int)
+            and (freeze is None or isinstance(freeze, int))
+        ):
+            return None
+        return cls(**{**values, "views": tuple(views)})
 
     def path(self) -> Path:
         key = hashlib.sha256(self.text().encode()).hexdigest()[:32]

@@ -1,0 +1,116 @@
+"""mtl's own ``model.keras`` run without Keras: the frozen base on LiteRT, the head in NumPy.
+
+Loading a ``.keras`` file takes TensorFlow (about 5 s to import on two cores) for
+what is, in a model `mtl train` made with the whole base frozen, the ImageNet
+MobileNet plus a small dense head. Such a file says so in its ``mtl.json``: the
+base's spec (the key of the LiteRT conversion training ran and keeps in mtl's
+cache) and where the head's weights are inside the file. When that conversion is
+on this machine, prediction runs it (the very features training computed, within
+1e-4 of Keras') and the head from the file's own weights, averaging probabilities
+over the views as the Keras model does. ``tests/test_predict_lite.py`` checks the
+outputs against Keras' on real photos.
+
+Anything else (a model from another machine whose base was never converted here,
+fine-tuned or partly frozen models, files from other tools, a damaged entry) gets
+None, and the caller loads the file with Keras as before. ``MTL_PREDICT_ENGINE=keras``
+forces that. Nothing here imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.errors import MtlError
+
+ENGINE_VARIABLE = "MTL_PREDICT_ENGINE"  # "auto" (default) or "keras"
+
+
+def open_lite(path: Path) -> Any | None:
+    """A :class:`~mtl.inference.predict.Predictor` for ``path`` without Keras, or None."""
+    if os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() == "keras":
+        return None
+    try:
+        return _open(path)
+    except (MtlError, OSError, ValueError, RuntimeError, KeyError, TypeError, zipfile.BadZipFile):
+        return None  # the Keras loader reads it, or reports what is wrong with it
+
+
+def _open(path: Path) -> Any | None:
+    from mtl.inference.predict import Predictor
+    from mtl.model.modelio import MODEL_FORMAT, check_model_file, read_meta
+    from mtl.training.litebase import BaseSpec
+
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        return None
+    check_model_file(path)
+    meta = read_meta(path)
+    if meta is None or int(meta["model_format"]) > MODEL_FORMAT:
+        return None
+    info = meta.get("info") or {}
+    spec = BaseSpec.from_json(info.get("frozen_base"))
+    places = info.get("head_weights")
+    if spec is None or spec.freeze is not None or not isinstance(places, list):
+        return None
+    base_file = spec.path()
+    if not base_file.is_file():
+        return None  # never converted on this machine: Keras runs the file
+    names = [str(c) for c in meta["class_names"]]
+    kernels, biases = _head(path, places)
+    if not _chained(kernels, biases, len(names)):
+        return None
+    from mtl.training.headfit import Head
+    from mtl.training.litebase import BATCH, LiteExtractor
+
+    extractor = LiteExtractor(base_file, spec.text(), batch=BATCH)
+    head = Head(kernels, biases)
+    views = len(spec.views)
+    if tuple(int(s) for s in extractor.model.output["shape"][1:]) not in (
+        (kernels[0].shape[0],),
+        (views, kernels[0].shape[0]),
+    ):
+        return None
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        out = [_probs(extractor, head, pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
+
+    return Predictor(path, "keras", names, spec.size, run, engine="litert")
+
+
+def _probs(extractor: Any, head: Any, pixels: np.ndarray) -> np.ndarray:
+    features = extractor(pixels)
+    n, dim = len(pixels), features.shape[-1]
+    per_view = head.probs(features.reshape(-1, dim)).reshape(n, -1, head.biases[-1].shape[0])
+    return np.asarray(per_view.mean(axis=1), np.float32)  # the model's views_average
+
+
+def _head(path: Path, places: list[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The head's (kernel, bias) pairs from the file's ``model.weights.h5``."""
+    import h5py
+
+    if len(places) % 2 or not places or not all(isinstance(p, str) for p in places):
+        raise ValueError("head_weights: expected kernel, bias pairs")
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+        arrays = []
+        for place in places:
+            node = h5.get(place)
+            if not isinstance(node, h5py.Dataset):
+                raise KeyError(place)
+            arrays.append(np.asarray(node[()], np.float32))
+    return arrays[0::2], arrays[1::2]
+
+
+def _chained(kernels: list[np.ndarray], biases: list[np.ndarray], classes: int) -> bool:
+    """Dense layers that fit one another and end in one output per class name."""
+    for i, (k, b) in enumerate(zip(kernels, biases, strict=True)):
+        if k.ndim != 2 or b.shape != (k.shape[1],):
+            return False
+        if i and kernels[i - 1].shape[1] != k.shape[0]:
+            return False
+    return kernels[-1].shape[1] == classes
