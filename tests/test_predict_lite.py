@@ -123,6 +123,9 @@ def test_anything_unusual_is_left_to_keras(run, tmp_path, monkeypatch):
             model, tmp_path / "ft.keras", lambda i: i["frozen_base"].update(freeze=40)
         ),
         "junk": _rewrite_meta(model, tmp_path / "junk.keras", lambda i: i.update(frozen_base=7)),
+        "path": _rewrite_meta(  # a path read back from a file never names the base to load
+            model, tmp_path / "path.keras", lambda i: i["frozen_base"].update(model="../../x")
+        ),
     }
     for name, path in cases.items():
         predictor = open_model(path)

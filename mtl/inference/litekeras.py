@@ -27,8 +27,11 @@ from typing import Any
 import numpy as np
 
 from mtl.errors import MtlError
+from mtl.model import backbones
 
 ENGINE_VARIABLE = "MTL_PREDICT_ENGINE"  # "auto" (default) or "keras"
+# MobileNet's largest weights (v2, alpha 1.4) are 25 MB; a zip bomb inflates to gigabytes.
+MAX_WEIGHTS_BYTES = 512 << 20
 
 
 def open_lite(path: Path) -> Any | None:
@@ -57,6 +60,7 @@ def _open(path: Path) -> Any | None:
     places = info.get("head_weights")
     if spec is None or spec.freeze is not None or not isinstance(places, list):
         return None
+    backbones.check(spec.model, spec.alpha, spec.size)  # also keeps the base's file name plain
     base_file = spec.path()
     if not base_file.is_file():
         return None  # never converted on this machine: Keras runs the file
@@ -69,10 +73,12 @@ def _open(path: Path) -> Any | None:
 
     extractor = LiteExtractor(base_file, spec.text(), batch=BATCH)
     head = Head(kernels, biases)
-    views = len(spec.views)
-    if tuple(int(s) for s in extractor.model.output["shape"][1:]) not in (
+    lite = extractor.model
+    if tuple(int(s) for s in lite.input["shape"][1:]) != (spec.size, spec.size, 3):
+        return None
+    if tuple(int(s) for s in lite.output["shape"][1:]) not in (
         (kernels[0].shape[0],),
-        (views, kernels[0].shape[0]),
+        (len(spec.views), kernels[0].shape[0]),
     ):
         return None
 
@@ -96,7 +102,12 @@ def _head(path: Path, places: list[Any]) -> tuple[list[np.ndarray], list[np.ndar
 
     if len(places) % 2 or not places or not all(isinstance(p, str) for p in places):
         raise ValueError("head_weights: expected kernel, bias pairs")
-    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+    with zipfile.ZipFile(path) as z:
+        entry = z.getinfo("model.weights.h5")
+        if entry.file_size > MAX_WEIGHTS_BYTES:  # zipfile never inflates past this size
+            raise ValueError("model.weights.h5 too large")
+        weights = z.read(entry)
+    with h5py.File(io.BytesIO(weights), "r") as h5:
         arrays = []
         for place in places:
             node = h5.get(place)
