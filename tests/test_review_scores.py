@@ -99,3 +99,45 @@ def test_calibrate_is_the_identity_for_already_calibrated_probabilities():
     calibrated, temperature = scores.calibrate(p, labels)
     assert temperature == pytest.approx(1.0, abs=0.1)
     np.testing.assert_allclose(calibrated, p, atol=0.05)
+
+
+def test_every_reason_scores_one_half_at_its_threshold_so_top_n_ranks_them_alike():
+    """The rule itself, on hand-made scores (the model is not the point here): a photo
+    just past any threshold scores about 0.5, one far past it near 1, whatever the reason."""
+    from pathlib import Path
+
+    from mtl.review import flags
+    from mtl.review.quality import Stats
+    from mtl.review.scores import Scores
+
+    t = flags.Thresholds()
+    k = 2
+    below = t.wrong_label / k
+    # given class 0 for all; rows: just past / far past each threshold
+    probs = np.full((12, k), 0.5)
+    off = np.zeros(12)
+    dup = np.full(12, -1)
+    dup_sim = np.zeros(12)
+    plain = Stats(0.5, 0.01, 1.5, 300, 200)
+    stats = [plain] * 12
+    probs[0] = [below * 0.999, 1 - below * 0.999]  # wrong_label, just past
+    probs[1] = [0.0, 1.0]  # wrong_label, far past
+    off[2], off[3] = t.off_topic * 1.001, 60.0
+    dup[4], dup_sim[4], dup[5], dup_sim[5] = 11, t.duplicate + 1e-4, 11, 1.0
+    stats[6] = Stats(t.dark * 0.999, 0.01, 1.5, 300, 200)
+    stats[7] = Stats(0.0, 0.01, 1.5, 300, 200)
+    stats[8] = Stats(0.5, t.blurry * 0.999, 1.5, 300, 200)
+    stats[9] = Stats(0.5, 0.01, t.aspect * 1.001, 300, 100)
+    scores = Scores(probs, probs[:, 0].copy(), 1.0, off, "imagenet-concepts", dup, dup_sim)
+    labels = np.zeros(12, np.int64)
+    found = flags.find([Path(f"{i}.jpg") for i in range(12)], labels, ["a", "b"], scores, stats, t)
+    by_row = {f.index: (f.reason, f.score) for f in found}
+    just_past = {0: "wrong_label", 2: "off_topic", 4: "duplicate", 6: "dark", 8: "blurry",
+                 9: "odd_aspect"}  # fmt: skip
+    for row, reason in just_past.items():
+        assert by_row[row][0] == reason
+        assert by_row[row][1] == pytest.approx(0.5, abs=0.01), reason
+    for row, reason in {1: "wrong_label", 3: "off_topic", 5: "duplicate", 7: "dark"}.items():
+        assert by_row[row][0] == reason and by_row[row][1] > 0.94, reason
+    # Worst first over every reason: the four far past their thresholds lead the list.
+    assert {f.index for f in found[:4]} == {1, 3, 5, 7}

@@ -43,7 +43,7 @@ class Finding:
     given: str
     suggested: str | None  # the likelier class (wrong label), else None
     reason: str
-    score: float  # 0-1, higher is worse; comparable within a reason
+    score: float  # 0.5 at the reason's threshold, towards 1 the further past it (any reason)
     detail: str  # in words
     probability: float  # out-of-fold probability of the given class
     suggested_probability: float = 0.0  # out-of-fold probability of the suggested class
@@ -63,9 +63,23 @@ class Finding:
         }
 
 
-def _ratio(value: float, threshold: float) -> float:
-    """0.5 at the threshold, towards 1 the further past it."""
+# Every reason's score is 0.5 at its threshold and grows towards 1 the further past it,
+# so one list sorted by score (and --top N) ranks all reasons alike.
+
+
+def _above(value: float, threshold: float) -> float:
+    """For a value flagged above ``threshold`` (z-scores, aspect ratios)."""
     return float(value / (value + threshold)) if value + threshold > 0 else 1.0
+
+
+def _below(value: float, threshold: float) -> float:
+    """For a value flagged below ``threshold`` (probabilities, brightness, sharpness)."""
+    return float(1.0 - max(value, 0.0) / max(threshold, 1e-12) / 2)
+
+
+def _towards_one(value: float, threshold: float) -> float:
+    """For a similarity flagged from ``threshold`` up to its maximum, 1."""
+    return float(0.5 + 0.5 * (value - threshold) / max(1.0 - threshold, 1e-12))
 
 
 def find(
@@ -89,24 +103,25 @@ def find(
         reason, score, detail, suggest = "", 0.0, "", None
         if scores.duplicate_of[i] >= 0 and scores.duplicate_similarity[i] >= t.duplicate:
             j = int(scores.duplicate_of[i])
-            reason, score = "duplicate", float(scores.duplicate_similarity[i])
+            reason = "duplicate"
+            score = _towards_one(float(scores.duplicate_similarity[i]), t.duplicate)
             detail = f"near-identical to {paths[j].name} in {classes[int(labels[j])]}"
         elif scores.off_topic[i] >= t.off_topic:
             z = float(scores.off_topic[i])
-            reason, score = "off_topic", _ratio(z, t.off_topic)
+            reason, score = "off_topic", _above(z, t.off_topic)
             detail = f"fits no class (off-topic z {z:.1f})"
         elif suggested[i] != labels[i] and q[i] < below:
             other = classes[int(suggested[i])]
-            reason, score, suggest = "wrong_label", 1.0 - float(q[i]), other
+            reason, score, suggest = "wrong_label", _below(float(q[i]), below), other
             detail = f"looks like {other} ({scores.probs[i, suggested[i]]:.2f} vs {p_given:.2f})"
         elif s is not None and s.brightness < t.dark:
-            reason, score = "dark", 1.0 - s.brightness / max(t.dark, 1e-9) / 2
+            reason, score = "dark", _below(s.brightness, t.dark)
             detail = f"very dark (mean {s.brightness:.2f})"
         elif s is not None and s.sharpness < t.blurry:
-            reason, score = "blurry", 1.0 - s.sharpness / max(t.blurry, 1e-12) / 2
+            reason, score = "blurry", _below(s.sharpness, t.blurry)
             detail = f"blurry (sharpness {s.sharpness:.5f})"
         elif s is not None and s.aspect > t.aspect:
-            reason, score = "odd_aspect", _ratio(s.aspect, t.aspect)
+            reason, score = "odd_aspect", _above(s.aspect, t.aspect)
             detail = f"aspect ratio {s.aspect:.1f}:1 ({s.width}x{s.height})"
         if reason:
             p_suggested = float(scores.probs[i, suggested[i]]) if suggest else 0.0
