@@ -2,7 +2,8 @@
 
 :func:`review` scores every photo (:mod:`.features` for the pooled base features
 through train's own base pass and cache, :mod:`.scores` for out-of-fold
-probabilities, cleanlab's label issues and the off-topic score,
+probabilities blended with an ImageNet-concept classifier, cleanlab's label
+quality and the off-topic score,
 :mod:`.quality` for cheap image statistics), flags them (:mod:`.flags`),
 writes the HTML page (:mod:`.report`) and, only when asked, moves them
 (:mod:`.actions`); :func:`undo` puts them back.
@@ -42,6 +43,10 @@ class ReviewResult:
     off_topic_method: str
     thresholds: Thresholds
     seconds: dict[str, float] = field(default_factory=dict)
+    # How the wrong-label probabilities were made (mtl.review.scores.combine): the share
+    # of the ImageNet-concept classifier, and the calibration's temperature.
+    concept_weight: float = 0.0
+    temperature: float = 1.0
 
     def counts(self) -> dict[str, int]:
         c = Counter(f.reason for f in self.findings)
@@ -60,6 +65,8 @@ class ReviewResult:
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "warnings": self.warnings,
             "off_topic_method": self.off_topic_method,
+            "concept_weight": self.concept_weight,
+            "temperature": round(self.temperature, 4),
             "thresholds": self.thresholds.__dict__,
             "seconds": self.seconds,
         }
@@ -121,13 +128,15 @@ def review(
     result = ReviewResult(
         root=root, classes=pooled.classes, total=len(pooled.paths), findings=shown,
         flagged=len(found), moves=[], report=None, skipped=pooled.skipped, warnings=warnings,
-        off_topic_method=s.off_topic_method, thresholds=t,
+        off_topic_method=s.off_topic_method, thresholds=t, concept_weight=s.concept_weight,
+        temperature=s.temperature,
     )  # fmt: skip
     if write_report:
         t2 = time.perf_counter()
         settings = (
             f"Out-of-fold {folds}-fold logistic regression on {cfg.model} alpha {cfg.alpha} "
-            f"features, seed {cfg.seed}, calibrated (temperature {s.temperature:.2f}); "
+            f"features, seed {cfg.seed}, blended with the ImageNet-concept classifier at "
+            f"weight {s.concept_weight:.1f}, calibrated (temperature {s.temperature:.2f}); "
             f"off-topic by {s.off_topic_method}."
         )
         result.report = _write_page(result, report, settings)
