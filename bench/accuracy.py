@@ -260,8 +260,9 @@ def link_tree(root: Path, data: Data, idx: np.ndarray) -> Path:
     return root
 
 
-def mtl_cli(alpha: float) -> ArmFn:
-    """The real ``mtl train`` + ``mtl evaluate``; returns the test predictions' correctness."""
+def mtl_cli(alpha: float, *options: str) -> ArmFn:
+    """The real ``mtl train`` (defaults, plus ``options``) + ``mtl evaluate``; returns the
+    test predictions' correctness."""
 
     def run(data: Data, train: np.ndarray, test: np.ndarray, seed: int) -> int:
         cache = af.CACHE / f"mtl-cli-cache-a{alpha}"
@@ -271,7 +272,7 @@ def mtl_cli(alpha: float) -> ArmFn:
             cmd = [sys.executable, "-m", "mtl"]
             subprocess.run(
                 [*cmd, "train", str(tr), "--alpha", str(alpha), "--seed", str(seed),
-                 "--out", f"{tmp}/run", "--json", "--cache-dir", str(cache)],
+                 "--out", f"{tmp}/run", "--json", "--cache-dir", str(cache), *options],
                 check=True, capture_output=True,
             )  # fmt: skip
             out = subprocess.run(
@@ -290,6 +291,8 @@ def arm_function(name: str, alpha: float):
         return lambda d, tr, te, s: probe(d, tr, te, s, cv=True)
     if name == "mtl":
         return mtl_cli(alpha)
+    if name == "mtl_noprior":  # mtl without the ImageNet prior (mtl.training.prior)
+        return mtl_cli(alpha, "--no-prior")
     return keras_arm(ARMS[name])
 
 

@@ -65,7 +65,7 @@ def test_saved_model_is_what_training_measured(trained):
     accuracy = np.mean([p == c for p, (_, c) in zip(predicted, photos, strict=True)])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["count"] == len(photos) == 245  # refit on every photo
-    assert accuracy == pytest.approx(metrics["train"]["accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(metrics["train"]["accuracy"], abs=1e-6)  # rounded to 6
     # Held out from the validated run (same recipe without them):
     assert metrics["val"]["count"] == 49 and metrics["val"]["accuracy"] >= 0.85
     assert any("refit on all 245 photos" in note for note in metrics["notes"])

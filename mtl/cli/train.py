@@ -133,6 +133,16 @@ Refit = Annotated[
         show_default=str(_DEFAULTS["refit"]).lower(),
     ),
 ]
+Prior = Annotated[
+    bool | None,
+    typer.Option(
+        "--prior/--no-prior",
+        help="Blend in the ImageNet prior: a linear classifier from MobileNet's own ImageNet "
+        "top, weighted by how well it explains the validation photos (0 when it does not "
+        "help; strong when the classes are ImageNet concepts).",
+        show_default=str(_DEFAULTS["prior"]).lower(),
+    ),
+]
 Views = Annotated[
     str | None,
     _opt(
@@ -207,6 +217,7 @@ def register(app: typer.Typer) -> None:
         fine_tune_layers: FineTuneLayers = None,
         augment: Augment = None,
         refit: Refit = None,
+        prior: Prior = None,
         views: Views = None,
         val_split: ValSplit = None,
         seed: Seed = None,

@@ -66,13 +66,14 @@ def _open(path: Path) -> Any | None:
         return None  # never converted on this machine: Keras runs the file
     names = [str(c) for c in meta["class_names"]]
     kernels, biases = _head(path, places)
-    if not _chained(kernels, biases, len(names)):
+    skip = _layout(kernels, biases, len(names))
+    if skip is None:
         return None
     from mtl.training.headfit import Head
     from mtl.training.litebase import BATCH, LiteExtractor
 
     extractor = LiteExtractor(base_file, spec.text(), batch=BATCH)
-    head = Head(kernels, biases)
+    head = Head(kernels, biases, skip=skip)
     lite = extractor.model
     if tuple(int(s) for s in lite.input["shape"][1:]) != (spec.size, spec.size, 3):
         return None
@@ -117,11 +118,20 @@ def _head(path: Path, places: list[Any]) -> tuple[list[np.ndarray], list[np.ndar
     return arrays[0::2], arrays[1::2]
 
 
-def _chained(kernels: list[np.ndarray], biases: list[np.ndarray], classes: int) -> bool:
-    """Dense layers that fit one another and end in one output per class name."""
+def _layout(kernels: list[np.ndarray], biases: list[np.ndarray], classes: int) -> bool | None:
+    """Whether the last layer also reads the features (the ImageNet prior's skip,
+    :mod:`mtl.training.prior`); None when the layers do not fit one another or do not
+    end in one output per class name."""
     for i, (k, b) in enumerate(zip(kernels, biases, strict=True)):
         if k.ndim != 2 or b.shape != (k.shape[1],):
-            return False
-        if i and kernels[i - 1].shape[1] != k.shape[0]:
-            return False
-    return kernels[-1].shape[1] == classes
+            return None
+        if 0 < i < len(kernels) - 1 and kernels[i - 1].shape[1] != k.shape[0]:
+            return None
+    if kernels[-1].shape[1] != classes:
+        return None
+    if len(kernels) == 1:
+        return False
+    rows, hidden, features = kernels[-1].shape[0], kernels[-2].shape[1], kernels[0].shape[0]
+    if rows == hidden:
+        return False
+    return True if rows == hidden + features else None

@@ -45,8 +45,13 @@ def build_head(
     units: Sequence[int] = (),
     dropout: float = 0.2,
     name: str = "head",
+    skip: bool = False,
 ) -> Any:
-    """Dense layers on pooled features, ending in a softmax over the classes."""
+    """Dense layers on pooled features, ending in a softmax over the classes.
+
+    ``skip``: the last layer also reads the features beside the last hidden layer (the
+    ImageNet prior blended in, :mod:`mtl.training.prior`; its weights are composed, not
+    trained here)."""
     if num_classes < 2:
         raise UsageError(f"need at least 2 classes. Received num_classes={num_classes}")
     if not 0.0 <= dropout < 1.0:
@@ -58,6 +63,8 @@ def build_head(
         x = keras.layers.Dense(int(n), activation="relu", name=f"dense_{i}")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if skip and units:
+        x = keras.layers.Concatenate(name="with_features")([x, inputs])
     # float32 probabilities even under a mixed-precision policy (numerically stable softmax).
     outputs = keras.layers.Dense(
         num_classes, activation="softmax", name="probabilities", dtype="float32"
@@ -210,6 +217,7 @@ def build_parts(
     head: Any = None,
     fine_tune: bool = False,
     views: Sequence[str] = ("image",),
+    head_skip: bool = False,
 ) -> Parts:
     """Build (or re-cut, given ``backbone`` and ``head``) the model for training.
 
@@ -230,7 +238,9 @@ def build_parts(
     n = n_layers if freeze_layers is None else min(int(freeze_layers), n_layers)
     freeze(backbone, n, keep_batchnorm_frozen=fine_tune)
     if head is None:
-        head = build_head(int(backbone.output_shape[-1]), len(class_names), head_units, dropout)
+        head = build_head(
+            int(backbone.output_shape[-1]), len(class_names), head_units, dropout, skip=head_skip
+        )
     layers = view_layers(views, size)
     full = assemble(backbone, head, class_names, model, size, augment, layers)
     base_spec = (

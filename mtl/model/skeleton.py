@@ -43,18 +43,21 @@ WEIGHTS = "model.weights.h5"
 KERAS_ENTRIES = ("metadata.json", "config.json", WEIGHTS)  # in the order Keras writes them
 
 
-def arch(base_spec: str, views: list[str], head: list[int], dropout: float) -> str:
-    """Everything the saved network's structure depends on but the class count, as text."""
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "base": base_spec,
-            "views": list(views),
-            "head": list(head),
-            "dropout": float(dropout),
-        },
-        sort_keys=True,
-    )
+def arch(
+    base_spec: str, views: list[str], head: list[int], dropout: float, *, skip: bool = False
+) -> str:
+    """Everything the saved network's structure depends on but the class count, as text
+    (``skip``: the head's last layer also reads the features, :mod:`mtl.training.prior`)."""
+    values: dict[str, Any] = {
+        "format": FORMAT,
+        "base": base_spec,
+        "views": list(views),
+        "head": list(head),
+        "dropout": float(dropout),
+    }
+    if skip:
+        values["skip"] = True
+    return json.dumps(values, sort_keys=True)
 
 
 OUTPUTS = "probabilities"  # the head's last layer (mtl.model.classifier.build_head)

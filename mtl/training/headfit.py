@@ -52,6 +52,9 @@ class Head:
     kernels: list[np.ndarray]
     biases: list[np.ndarray]
     dropout: float = 0.0
+    # The last layer also reads the head's input features (mtl.training.prior.compose):
+    # its kernel has (last hidden width + feature width) rows. Prediction only.
+    skip: bool = False
 
     @classmethod
     def fresh(cls, dim: int, classes: int, units: Sequence[int], dropout: float, seed: int) -> Head:
@@ -70,32 +73,48 @@ class Head:
         return [w for pair in zip(self.kernels, self.biases, strict=True) for w in pair]
 
     def copy(self) -> Head:
-        return Head([k.copy() for k in self.kernels], [b.copy() for b in self.biases], self.dropout)
+        return Head(
+            [k.copy() for k in self.kernels],
+            [b.copy() for b in self.biases],
+            self.dropout,
+            self.skip,
+        )
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (inference: no dropout), float64, in bounded chunks."""
+        return _softmax(self.logits(x))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The last layer's outputs before the softmax (inference), in bounded chunks."""
         with np.errstate(all="ignore"):  # a diverging head is reported as such, once
-            out = [
-                self._forward(x[i : i + PREDICT_ROWS])[0] for i in range(0, len(x), PREDICT_ROWS)
-            ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.biases[-1])))
+            out = [self._logits(x[i : i + PREDICT_ROWS])[0] for i in range(0, len(x), PREDICT_ROWS)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.biases[-1])), np.float32)
 
     def _forward(
         self, x: np.ndarray, keep: np.ndarray | None = None
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities and each layer's input (for the backward pass); ``keep``: the
         dropout mask, already scaled by 1/(1-rate)."""
+        z, inputs = self._logits(x, keep)
+        return _softmax(z), inputs
+
+    def _logits(
+        self, x: np.ndarray, keep: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         inputs = []
-        h = np.asarray(x, np.float32)
+        features = np.asarray(x, np.float32)
+        h = features
         last = len(self.kernels) - 1
         for i, (k, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
             if i == last and keep is not None:
                 h = h * keep
+            if i == last and self.skip:
+                h = np.concatenate([h, features], axis=1)
             inputs.append(h)
             h = h @ k + b
             if i < last:
                 h = np.maximum(h, 0.0)
-        return _softmax(h), inputs
+        return h, inputs
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -185,6 +204,8 @@ def train_epoch(
     """One pass over the rows in the order of (seed, epoch); updates ``head`` in place.
 
     Run it under :func:`one_blas_thread`."""
+    if head.skip:
+        raise ValueError("a head with a skip to its features is composed, not trained")
     order = epoch_order(len(x), seed, epoch)
     drop_rng = np.random.default_rng([seed, epoch, 0xD0])
     params = [w for pair in zip(head.kernels, head.biases, strict=True) for w in pair]

@@ -25,8 +25,7 @@ import numpy as np
 from mtl import runtime
 from mtl.data import dataset, features
 from mtl.model import skeleton
-from mtl.report import metrics
-from mtl.training import headfit
+from mtl.training import headfit, prior
 from mtl.training.basepass import base_batch, decide_engine
 from mtl.training.tracking import EarlyStopping, EpochLog
 from mtl.training.trainer import FIRST_PASS, Trainer, TrainResult, _val_scores
@@ -66,7 +65,9 @@ class NumpyTrainer(Trainer):
         )
         with headfit.one_blas_thread():
             head, kept, notes, train_metrics, val_metrics = self.fit_and_refit()
-        arch = skeleton.arch(self.base.spec(None).text(), c.run_views, c.head, c.dropout)
+        arch = skeleton.arch(
+            self.base.spec(None).text(), c.run_views, c.head, c.dropout, skip=head.skip
+        )
         self.model_writer = "skeleton" if skeleton.path(arch).is_file() else "keras"
         return self.write(
             lambda path, meta: self.save(head, arch, path, meta),
@@ -99,6 +100,9 @@ class NumpyTrainer(Trainer):
         kept, notes = self.keep(None)
         if self.best is not None and c.patience and has_val:
             head = self.best
+        blend = self.fit_prior(head, notes) if has_val else None
+        if blend is not None:
+            head = prior.compose(head, self.prior_layer(("train",)), blend)
         train_metrics = self.evaluate(head, ("train",))
         val_metrics = self.evaluate(head, ("val",)) if has_val else None
         if refit:
@@ -107,6 +111,8 @@ class NumpyTrainer(Trainer):
                 head, logs = early_refit.result()
             else:
                 head, logs = self.fit_head("refit", kept, ("train", "val"))
+            if blend is not None:  # the same blend, the prior's class means from every photo
+                head = prior.compose(head, self.prior_layer(("train", "val")), blend)
             for log in logs:
                 self.history.append(log)
                 self.report_epoch(log)
@@ -142,22 +148,6 @@ class NumpyTrainer(Trainer):
         return result
 
     # --- the head -------------------------------------------------------------------------
-
-    def rows(self, subsets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Features as (photos, views, dim) and labels of ``subsets``."""
-        keys = [k for s in subsets for k in self.keys(s)]
-        if not keys:
-            return np.zeros((0, len(self.views), 0), np.float32), np.zeros(0, np.int64)
-        x = features.stack(self.cache, keys).astype(np.float32)
-        if x.ndim == 2:
-            x = x[:, None]
-        labels = np.concatenate([self.labels(s) for s in subsets])
-        return x, labels
-
-    def probs(self, head: headfit.Head, x: np.ndarray) -> np.ndarray:
-        """Averaged over the views, as the saved model computes them."""
-        photos, views, dim = x.shape
-        return head.probs(x.reshape(photos * views, dim)).reshape(photos, views, -1).mean(axis=1)
 
     def fit_head(
         self,
@@ -221,10 +211,6 @@ class NumpyTrainer(Trainer):
     def load_best(self, parts: Any) -> None:
         pass  # run() takes self.best itself
 
-    def evaluate(self, head: headfit.Head, subsets: tuple[str, ...]) -> dict[str, Any]:
-        x, y = self.rows(subsets)
-        return metrics.summary(self.probs(head, x), y, self.ds.classes)
-
     # --- the model file -------------------------------------------------------------------
 
     def save(self, head: headfit.Head, arch: str, path: Path, meta: dict[str, Any]) -> None:
@@ -242,7 +228,11 @@ class NumpyTrainer(Trainer):
             return
         from mtl.model.modelio import save_model
 
-        parts = self.keras_parts()
+        parts = (
+            self.keras_parts()
+            if not head.skip
+            else self.build(None, weights=self.wfile, head_skip=True)
+        )
         parts.head.set_weights(weights)
         save_model(parts.model, path, meta)
         self.model_writer = "keras"

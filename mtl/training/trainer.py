@@ -26,15 +26,16 @@ import numpy as np
 from mtl import runtime
 from mtl.assets import weights
 from mtl.data import dataset, features
-from mtl.errors import UsageError
+from mtl.errors import MtlError, UsageError
 from mtl.locks import folder_lock
 from mtl.model import backbones, modelio
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
 from mtl.report.events import EventLog
-from mtl.training import checkpoint, rundir
+from mtl.training import checkpoint, headfit, prior, rundir
 from mtl.training.basepass import BasePass, base_batch, head_engine
 from mtl.training.config import TrainConfig, validate
+from mtl.training.priorsteps import PriorSteps, head_of
 from mtl.training.tracking import EarlyStopping, EpochLog, fine_tune_notes
 
 FIRST_PASS = "checking images + computing features"
@@ -154,6 +155,7 @@ def train(
         weights_dir,
         progress=on_download,
     )
+    top_file = _prior_weights(cfg, weights_dir, on_download)
     run_dir = Path(resume) if resume is not None else rundir.prepare(out, force=force)
     hooks = Hooks(on_progress, on_start, on_epoch, callbacks)
     # Two runs never share a folder: the second is refused (exit 2) while the first holds it.
@@ -161,7 +163,30 @@ def train(
         if resume is None:
             rundir.clear_run(run_dir)  # a forced rerun: the old model goes first
             checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
-        return _run(cfg, ds, wfile, run_dir, cache_dir, hooks, ckpt, t_start)
+        return _run(cfg, ds, wfile, run_dir, cache_dir, hooks, ckpt, t_start, top_file)
+
+
+def _prior_weights(
+    cfg: TrainConfig,
+    weights_dir: str | os.PathLike[str] | None,
+    on_download: weights.DownloadProgress | None,
+) -> Path | str:
+    """The include-top weights file for the ImageNet prior (:mod:`mtl.training.prior`),
+    or why the prior cannot be used, in words."""
+    from mtl.review import concepts
+
+    if not (cfg.pooled_only and cfg.val_split > 0 and cfg.prior):
+        return "off" if not cfg.prior else ""
+    if not concepts.supported(cfg.model):
+        return f"{cfg.model} has no one-layer ImageNet top here"
+    try:
+        return weights.resolve(
+            backbones.weights_file(cfg.model, cfg.alpha, include_top=True, size=cfg.image_size),
+            weights_dir,
+            progress=on_download,
+        )
+    except MtlError as exc:  # offline without the file: train without the prior, and say so
+        return f"its weights are unavailable ({exc.message})"
 
 
 def _run(
@@ -173,6 +198,7 @@ def _run(
     hooks: Hooks,
     ckpt: checkpoint.Checkpoint | None,
     t_start: float,
+    top_file: Path | str = "",
 ) -> TrainResult:
     """Set up the devices and the feature cache, then let a :class:`Trainer` do the run."""
     own_cache = cache_dir is None
@@ -202,6 +228,7 @@ def _run(
             runtime.set_seed(cfg.seed)
             seconds = {"setup": time.perf_counter() - t0}
             trainer = Trainer(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
+        trainer.top_file = top_file
         result = trainer.run(seconds, t_start)
         # The run is complete (model.keras written): its checkpoint is no longer needed.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
@@ -260,7 +287,7 @@ def _check_same_split(saved: list[list[str]], now: list[list[str]], data: Path) 
     )
 
 
-class Trainer:
+class Trainer(PriorSteps):
     """One training run; its state lives on the object, one method per step.
 
     :meth:`run` calls, in order: :meth:`build`, :meth:`base_pass` (overlapping
@@ -628,16 +655,38 @@ class Trainer:
             parts = self.fine_tune(parts, n_base)
         kept, notes = self.keep(parts)
         train_metrics, val_metrics = self.final_eval(parts)
+        blend = None
+        if c.pooled_only and val_metrics is not None:  # the ImageNet prior (priorsteps)
+            head = head_of(parts.head.get_weights(), c.dropout)
+            blend = self.fit_prior(head, notes)
+            if blend is not None:
+                composed = prior.compose(head, self.prior_layer(("train",)), blend)
+                train_metrics = self.evaluate(composed, ("train",))
+                val_metrics = self.evaluate(composed, ("val",))
+        refitted = False
         if c.refit and val_metrics is not None and c.pooled_only:
             t0 = time.perf_counter()
             parts = self.refit(parts, kept)
             train_metrics = self.final_eval(parts, subsets=("train", "val"))[0]
             self.seconds["refit"] = time.perf_counter() - t0
             notes.append(self.refit_note(kept))
+            refitted = True
+        if blend is not None:
+            subsets = ("train", "val") if refitted else ("train",)
+            head = head_of(parts.head.get_weights(), c.dropout)
+            composed = prior.compose(head, self.prior_layer(subsets), blend)
+            parts = self.with_head(parts, composed)
+            train_metrics = self.evaluate(composed, subsets)
         return self.write(
             lambda path, meta: modelio.save_model(parts.model, path, meta),
             kept, notes, train_metrics, val_metrics, warnings, t_start,
         )  # fmt: skip
+
+    def with_head(self, parts: Any, head: headfit.Head) -> Any:
+        """The same model with ``head``'s weights (and layout: the prior's skip) as its head."""
+        rebuilt = self.build(None, weights=None, backbone=parts.backbone, head_skip=head.skip)
+        rebuilt.head.set_weights(head.weights())
+        return rebuilt
 
     def refit(self, parts: Any, epochs: int) -> Any:
         """Train a fresh head the same way on every photo, validation photos included, for

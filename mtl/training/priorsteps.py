@@ -1,0 +1,120 @@
+"""The ImageNet prior's steps in a run (:mod:`mtl.training.prior`), for either head engine.
+
+Both trainers end with a head whose weights are NumPy arrays (the NumPy head's
+own, or a Keras head's ``get_weights()``), and cached pooled features. From those
+alone these steps fit the prior's weight on the validation photos, compose it
+into the head, and score the result, so a run on a GPU (Keras head) and one on a
+CPU (NumPy head) get the same prior the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl.data import features
+from mtl.report import metrics
+from mtl.training import headfit, prior
+
+CHUNK = 4096  # photos per step when adding up class means: bounded memory on large sets
+
+
+class PriorSteps:
+    """Mixed into :class:`~mtl.training.trainer.Trainer`; uses its ``cfg``, ``ds``,
+    ``cache`` and ``keys``."""
+
+    cfg: Any
+    ds: Any
+    cache: features.FeatureCache
+    views: list[str]
+    # The include-top weights for the ImageNet prior, or why it is not used ("" or "off":
+    # not applicable, or turned off).
+    top_file: Path | str = ""
+    blend: prior.Blend | None = None  # the prior's weight in the saved model, if any
+
+    def keys(self, subset: str) -> list[str]:  # pragma: no cover - Trainer's
+        raise NotImplementedError
+
+    def labels(self, subset: str) -> np.ndarray:  # pragma: no cover - Trainer's
+        raise NotImplementedError
+
+    # --- cached features as NumPy ---------------------------------------------------------
+
+    def rows(self, subsets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Features as (photos, views, dim) and labels of ``subsets``."""
+        keys = [k for s in subsets for k in self.keys(s)]
+        if not keys:
+            return np.zeros((0, len(self.views), 0), np.float32), np.zeros(0, np.int64)
+        x = features.stack(self.cache, keys).astype(np.float32)
+        if x.ndim == 2:
+            x = x[:, None]
+        labels = np.concatenate([self.labels(s) for s in subsets])
+        return x, labels
+
+    def probs(self, head: headfit.Head, x: np.ndarray) -> np.ndarray:
+        """Averaged over the views, as the saved model computes them."""
+        photos, views, dim = x.shape
+        return head.probs(x.reshape(photos * views, dim)).reshape(photos, views, -1).mean(axis=1)
+
+    def evaluate(self, head: headfit.Head, subsets: tuple[str, ...]) -> dict[str, Any]:
+        x, y = self.rows(subsets)
+        return metrics.summary(self.probs(head, x), y, self.ds.classes)
+
+    # --- the prior ------------------------------------------------------------------------
+
+    def prior_layer(self, subsets: tuple[str, ...]) -> prior.Prior:
+        """The prior's linear layer, its class means from the photos of ``subsets`` (in
+        chunks: a run too large for memory never holds all its features at once)."""
+        from mtl.review.concepts import read_top
+
+        assert isinstance(self.top_file, Path)
+        kernel, bias = read_top(self.top_file, self.cfg.model)
+        classes = len(self.ds.classes)
+        sums, counts = np.zeros((classes, kernel.shape[1])), np.zeros(classes)
+        keys = [k for s in subsets for k in self.keys(s)]
+        labels = np.concatenate([self.labels(s) for s in subsets])
+        for start in range(0, len(keys), CHUNK):
+            x = features.stack(self.cache, keys[start : start + CHUNK]).astype(np.float32)
+            x = x[:, None] if x.ndim == 2 else x
+            photos, views, dim = x.shape
+            part = labels[start : start + CHUNK]
+            s, n = prior.concept_sums(
+                kernel, bias, x.reshape(photos * views, dim), np.repeat(part, views), classes
+            )
+            sums += s
+            counts += n
+        return prior.Prior.from_sums(kernel, bias, sums, counts)
+
+    def fit_prior(self, head: headfit.Head, notes: list[str]) -> prior.Blend | None:
+        """How much of the prior to blend into ``head``, from the validation photos; None
+        when it is off, unavailable, or no help (and the notes say which)."""
+        if not isinstance(self.top_file, Path):
+            if self.top_file not in ("", "off"):
+                notes.append(f"ImageNet prior not used: {self.top_file}")
+            return None
+        x, y = self.rows(("val",))
+        photos, views, dim = x.shape
+        rows = x.reshape(photos * views, dim)
+        found = self.prior_layer(("train",))
+        blend = prior.fit(
+            head.logits(rows).reshape(photos, views, -1),
+            found.logits(rows).reshape(photos, views, -1),
+            y,
+        )
+        if not blend.prior:
+            notes.append("ImageNet prior: weight 0 (it did not help on the validation photos)")
+            return None
+        notes.append(
+            f"ImageNet prior blended in at weight {blend.weight:.2f}, fitted on the validation "
+            "photos (so their scores are a little optimistic)"
+        )
+        self.blend = blend
+        return blend
+
+
+def head_of(weights: list[np.ndarray], dropout: float) -> headfit.Head:
+    """A Keras head's ``get_weights()`` (kernel, bias per Dense layer) as a NumPy head."""
+    arrays = [np.asarray(w, np.float32) for w in weights]
+    return headfit.Head(arrays[0::2], arrays[1::2], dropout)
