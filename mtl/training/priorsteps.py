@@ -33,6 +33,7 @@ class PriorSteps:
     # not applicable, or turned off).
     top_file: Path | str = ""
     blend: prior.Blend | None = None  # the prior's weight in the saved model, if any
+    _top: tuple[np.ndarray, np.ndarray] | None = None
 
     def keys(self, subset: str) -> list[str]:  # pragma: no cover - Trainer's
         raise NotImplementedError
@@ -67,10 +68,10 @@ class PriorSteps:
     def prior_layer(self, subsets: tuple[str, ...]) -> prior.Prior:
         """The prior's linear layer, its class means from the photos of ``subsets`` (in
         chunks: a run too large for memory never holds all its features at once)."""
-        from mtl.review.concepts import read_top
-
-        assert isinstance(self.top_file, Path)
-        kernel, bias = read_top(self.top_file, self.cfg.model)
+        layers: dict[tuple[str, ...], prior.Prior] = self.__dict__.setdefault("_layers", {})
+        if subsets in layers:  # the same photos give the same layer: computed once a run
+            return layers[subsets]
+        kernel, bias = self.top()
         classes = len(self.ds.classes)
         sums, counts = np.zeros((classes, kernel.shape[1])), np.zeros(classes)
         keys = [k for s in subsets for k in self.keys(s)]
@@ -85,7 +86,17 @@ class PriorSteps:
             )
             sums += s
             counts += n
-        return prior.Prior.from_sums(kernel, bias, sums, counts)
+        layers[subsets] = prior.Prior.from_sums(kernel, bias, sums, counts)
+        return layers[subsets]
+
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ImageNet top's kernel and bias (read once per run)."""
+        if self._top is None:
+            from mtl.review.concepts import read_top
+
+            assert isinstance(self.top_file, Path)
+            self._top = read_top(self.top_file, self.cfg.model)
+        return self._top
 
     def fit_prior(self, head: headfit.Head, notes: list[str]) -> prior.Blend | None:
         """How much of the prior to blend into ``head``, from the validation photos; None
