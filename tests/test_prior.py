@@ -87,6 +87,9 @@ def test_a_real_run_blends_the_prior_into_the_saved_model(tmp_path, cli):
     notes_on = " ".join(runs["on"]["notes"])
     assert "ImageNet prior blended in at weight" in notes_on
     assert "prior" not in " ".join(runs["off"]["notes"])
+    assert runs["off"]["prior"] is None and 0 < runs["on"]["prior"]["weight"] <= 1
+    saved = json.loads((tmp_path / "on" / "metrics.json").read_text())
+    assert saved["prior"] == runs["on"]["prior"] and runs["on"]["prior"]["prior_factor"] > 0
     config = json.loads((tmp_path / "off" / "config.json").read_text())["config"]
     assert config["prior"] is False
     photos = (

@@ -82,6 +82,13 @@ class Blend:
     # over-confidence, so b / (a + b) says little).
     weight: float = 0.0
 
+    def to_json(self) -> dict[str, float]:
+        return {
+            "weight": round(self.weight, 4),
+            "head_factor": round(self.head, 6),
+            "prior_factor": round(self.prior, 6),
+        }
+
 
 def _views_nll(za: np.ndarray, zb: np.ndarray, labels: np.ndarray, a: float, b: float) -> float:
     """Mean negative log-likelihood of ``labels`` under the views' average of

@@ -121,6 +121,9 @@ class RunSummary:
     cache: dict[str, Any]
     config: TrainConfig
     device: str
+    # The ImageNet prior in the saved model (mtl.training.prior): its share ("weight") and
+    # the two factors of softmax(head * head_factor + prior * prior_factor); None: not used.
+    prior: dict[str, float] | None
 
 
 HISTORY_COLUMNS = (
@@ -205,6 +208,7 @@ def _metrics_json(run: RunSummary) -> dict[str, Any]:
         "best_epoch": run.best_epoch,
         "stopped_early": run.stopped_early,
         "notes": run.notes,
+        "prior": run.prior,
         "epochs_run": len(run.history),
         "skipped": [{"file": f, "reason": r} for f, r in run.skipped],
         "warnings": run.warnings,
