@@ -132,3 +132,20 @@ def test_the_keras_head_engine_blends_the_prior_the_same_way(tmp_path):
         result.train_metrics["accuracy"],
         abs=1e-6,  # metrics.json rounds to 6 places
     )
+
+
+def test_a_damaged_or_missing_top_file_means_no_prior_and_a_reason(tmp_path):
+    """The prior is optional: an unusable include-top file never stops a run."""
+    from mtl.model import backbones
+    from mtl.training.config import TrainConfig
+    from mtl.training.trainer import _prior_weights
+
+    cfg = TrainConfig(alpha=ALPHA)
+    name = backbones.weights_file("mobilenet", ALPHA, include_top=True).name
+    (tmp_path / name).write_bytes(b"not an hdf5 file at all")
+    why = _prior_weights(cfg, tmp_path, None)
+    assert isinstance(why, str) and "its weights are unavailable" in why and name in why
+    assert _prior_weights(TrainConfig(alpha=ALPHA, prior=False), tmp_path, None) == "off"
+    assert _prior_weights(TrainConfig(alpha=ALPHA, val_split=0), tmp_path, None) == ""
+    found = _prior_weights(cfg, None, None)  # the real file (MTL_WEIGHTS_DIR)
+    assert not isinstance(found, str) and found.name == name

@@ -105,6 +105,11 @@ class PriorSteps:
             if self.top_file not in ("", "off"):
                 notes.append(f"ImageNet prior not used: {self.top_file}")
             return None
+        try:
+            self.top()
+        except (OSError, KeyError, ValueError) as exc:  # a damaged include-top file
+            notes.append(f"ImageNet prior not used: cannot read {self.top_file.name} ({exc})")
+            return None
         x, y = self.rows(("val",))
         photos, views, dim = x.shape
         rows = x.reshape(photos * views, dim)
