@@ -85,7 +85,7 @@ bench: $(BENCH_VENV)/.installed
 # on every shared dataset plus scikit-learn's digits, 3 seeds each (docs/benchmarks.md#accuracy).
 bench-accuracy: $(VENV)/.installed-test
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/accuracy.py --alpha $(ALPHA) --seeds 3 \
-	  --datasets hymenoptera,clothing,digits --arms mtl,probe,probe_cv,recipe
+	  --datasets hymenoptera,clothing,digits --arms mtl,mtl_noprior,probe,probe_cv,recipe
 
 # mtl review on injected noise (swapped labels, off-topic photos) in both shared datasets.
 bench-review: $(BENCH_VENV)/.installed
