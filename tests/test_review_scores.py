@@ -128,12 +128,13 @@ def test_every_reason_scores_one_half_at_its_threshold_so_top_n_ranks_them_alike
     stats[7] = Stats(0.0, 0.01, 1.5, 300, 200)
     stats[8] = Stats(0.5, t.blurry * 0.999, 1.5, 300, 200)
     stats[9] = Stats(0.5, 0.01, t.aspect * 1.001, 300, 100)
+    stats[10] = Stats(0.5, 0.01, 1.5, 300, 200, detail_area=t.tiny * 0.999)
     scores = Scores(probs, probs[:, 0].copy(), 1.0, off, "imagenet-concepts", dup, dup_sim)
     labels = np.zeros(12, np.int64)
     found = flags.find([Path(f"{i}.jpg") for i in range(12)], labels, ["a", "b"], scores, stats, t)
     by_row = {f.index: (f.reason, f.score) for f in found}
     just_past = {0: "wrong_label", 2: "off_topic", 4: "duplicate", 6: "dark", 8: "blurry",
-                 9: "odd_aspect"}  # fmt: skip
+                 9: "odd_aspect", 10: "tiny_subject"}  # fmt: skip
     for row, reason in just_past.items():
         assert by_row[row][0] == reason
         assert by_row[row][1] == pytest.approx(0.5, abs=0.01), reason
@@ -210,3 +211,41 @@ def test_concept_classifier_leaves_each_photo_out_of_its_class_mean():
     probs, t, w = scores.combine(raw, None, labels)
     assert w == 0.0
     np.testing.assert_allclose(probs, scores.calibrate(raw, labels)[0])
+
+
+def test_a_small_subject_on_a_plain_or_blurred_background_is_flagged_and_real_photos_not(
+    tmp_path,
+):
+    """tiny_subject from cheap image statistics: where the photo's detail is. Real photos
+    of both shared datasets are never flagged; a real photo shrunk into a fifth of the
+    width on a plain or a blurred background always is (and is not called blurry)."""
+    from PIL import Image, ImageFilter
+
+    from mtl.data.images import list_images
+    from mtl.review import flags
+    from mtl.review.quality import all_stats
+    from tests.conftest import HYMENOPTERA
+
+    t = flags.Thresholds()
+    real = list_images(HYMENOPTERA) + list_images(CLOTHING)
+    assert min(s.detail_area for s in all_stats(real) if s) > t.tiny
+    made = []
+    for i, p in enumerate(real[::40][:12]):
+        with Image.open(p) as img:
+            subject = img.convert("RGB")
+            subject.thumbnail((128, 128))  # within a fifth of the width, 5% of the area
+        with Image.open(real[-1 - i]) as other:
+            blurred = other.convert("RGB").resize((640, 480)).filter(ImageFilter.GaussianBlur(25))
+        background = blurred if i % 2 else Image.new("RGB", (640, 480), (40 * (i % 6), 90, 160))
+        background.paste(subject, (30 + 37 * i, 60 + 11 * i))
+        made.append(tmp_path / f"small_{i}.jpg")
+        background.save(made[-1], quality=90)
+    stats = all_stats(made)
+    assert all(s is not None and s.detail_area < t.tiny for s in stats)
+    scores_of = np.zeros(len(made))
+    from mtl.review.scores import Scores
+
+    blank = Scores(np.full((len(made), 2), 0.5), np.full(len(made), 0.5), 1.0, scores_of,
+                   "imagenet-concepts", np.full(len(made), -1), scores_of)  # fmt: skip
+    found = flags.find(made, np.zeros(len(made), np.int64), ["a", "b"], blank, stats, t)
+    assert [f.reason for f in found] == ["tiny_subject"] * len(made)

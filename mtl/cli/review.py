@@ -38,7 +38,8 @@ EXAMPLES = """
 Each photo is scored by a head that never saw it (k-fold over the features mtl train
 caches): wrong_label (another class is likelier, the given one far below chance),
 off_topic (fits no class), duplicate (near-identical photo in another class), dark,
-blurry, odd_aspect. mtl train ignores data/_review/.
+blurry, odd_aspect, tiny_subject (a small subject on a plain or blurred background).
+mtl train ignores data/_review/.
 """
 
 

@@ -12,7 +12,7 @@ from mtl.review.quality import Stats
 from mtl.review.scores import Scores
 
 # Reasons, in the order they win when several apply to one photo.
-REASONS = ("duplicate", "off_topic", "wrong_label", "dark", "blurry", "odd_aspect")
+REASONS = ("duplicate", "off_topic", "wrong_label", "dark", "tiny_subject", "blurry", "odd_aspect")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Thresholds:
     dark: float = 0.12  # mean luminance below this (0 black, 1 white)
     blurry: float = 0.0008  # variance of the Laplacian at 256 px below this
     aspect: float = 3.0  # long side over short side above this
+    # The detail fills less than this share of the photo (quality.detail_area): a small
+    # subject on a plain or blurred background. No shared photo is under 0.14.
+    tiny: float = 0.08
     # --relabel moves a wrong-label photo only when the suggested class is this sure.
     relabel: float = 0.9
 
@@ -117,6 +120,9 @@ def find(
         elif s is not None and s.brightness < t.dark:
             reason, score = "dark", _below(s.brightness, t.dark)
             detail = f"very dark (mean {s.brightness:.2f})"
+        elif s is not None and s.detail_area < t.tiny:  # before blurry: sharp, but small
+            reason, score = "tiny_subject", _below(s.detail_area, t.tiny)
+            detail = f"a small subject: its detail fills {s.detail_area:.0%} of the photo"
         elif s is not None and s.sharpness < t.blurry:
             reason, score = "blurry", _below(s.sharpness, t.blurry)
             detail = f"blurry (sharpness {s.sharpness:.5f})"

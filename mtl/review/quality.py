@@ -1,4 +1,4 @@
-"""Cheap image statistics: very dark, blurry, odd aspect ratio.
+"""Cheap image statistics: very dark, blurry, odd aspect ratio, a tiny subject.
 
 Each photo is decoded once more at reduced size (JPEG draft mode: the decoder
 skips most of the work), a few milliseconds a photo; measured against
@@ -18,6 +18,9 @@ import numpy as np
 from mtl.progress import ProgressFn
 
 SIDE = 256
+GRID = 16  # cells a side, for where the detail is
+DETAIL_FLOOR = 0.01  # |Laplacian| below this is smooth background (sky, blur), not detail
+DETAIL_SHARE = 0.8  # detail_area: the fewest cells that hold this share of the detail
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,11 @@ class Stats:
     aspect: float  # long side / short side
     width: int
     height: int
+    # The share of the image (GRID x GRID cells) that holds DETAIL_SHARE of its detail:
+    # small for a small subject on a plain or blurred background (real photos of the
+    # shared datasets: 0.14 and up; a subject a fifth of the width on a plain or blurred
+    # background: under 0.08). Says nothing about a small subject in clutter.
+    detail_area: float = 1.0
 
 
 def image_stats(path: Path) -> Stats | None:
@@ -52,7 +60,24 @@ def image_stats(path: Path) -> Stats | None:
         aspect=max(width, height) / max(1, min(width, height)),
         width=width,
         height=height,
+        detail_area=detail_area(lap),
     )
+
+
+def detail_area(lap: np.ndarray) -> float:
+    """The share of GRID x GRID cells needed to hold DETAIL_SHARE of the image's detail
+    (|Laplacian| above DETAIL_FLOOR); 1.0 when there is no detail at all."""
+    detail = np.maximum(np.abs(lap) - DETAIL_FLOOR, 0.0)
+    if detail.ndim != 2 or min(detail.shape) < GRID:
+        return 1.0
+    rows = np.linspace(0, detail.shape[0], GRID, endpoint=False).astype(int)
+    cols = np.linspace(0, detail.shape[1], GRID, endpoint=False).astype(int)
+    cells = np.add.reduceat(np.add.reduceat(detail, rows, axis=0), cols, axis=1).ravel()
+    total = float(cells.sum())
+    if total <= 1e-6:
+        return 1.0
+    held = np.cumsum(np.sort(cells)[::-1]) / total
+    return float(np.searchsorted(held, DETAIL_SHARE) + 1) / cells.size
 
 
 def all_stats(paths: Sequence[Path], on_progress: ProgressFn | None = None) -> list[Stats | None]:
