@@ -1,10 +1,14 @@
-"""The 1000 ImageNet classes, read from Keras' imagenet_class_index.json."""
+"""ImageNet itself: the 1000 classes (Keras' imagenet_class_index.json) and MobileNet's
+ImageNet top, the one Dense layer over the pooled features in an include-top weights
+file (review's off-topic and wrong-label scores, train's ImageNet prior)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mtl.errors import WeightsUnavailable
 
@@ -28,3 +32,31 @@ def load_class_index(path: Path) -> ClassIndex:
             f"the ImageNet class index {path} has {len(labels)} classes, expected 1000"
         )
     return ClassIndex(wnids=wnids, labels=labels)
+
+
+# The dense layer over the pooled features in each family's include-top file.
+_TOP_LAYER = {"mobilenet": "conv_preds", "mobilenet_v2": "predictions"}
+
+
+def has_top(model: str) -> bool:
+    """Whether ``model``'s ImageNet top is one layer over the pooled features here."""
+    return model in _TOP_LAYER
+
+
+def read_top(path: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet top's kernel (d, 1000) and bias (1000,), float64, from ``path``, an
+    include-top weights file of ``model``."""
+    import h5py  # a Keras dependency
+
+    with h5py.File(path, "r") as f:
+        group = f[_TOP_LAYER[model]]
+        found: dict[str, np.ndarray] = {}
+
+        def keep(name: str, obj: object) -> None:  # visititems stops at a non-None return
+            if isinstance(obj, h5py.Dataset):
+                found.setdefault(name.rsplit("/", 1)[-1].split(":")[0], obj[()])
+
+        group.visititems(keep)
+    kernel = np.asarray(found["kernel"], dtype=np.float64)
+    kernel = kernel.reshape(-1, kernel.shape[-1])  # (1, 1, d, 1000) or (d, 1000)
+    return kernel, np.asarray(found["bias"], dtype=np.float64)

@@ -158,9 +158,10 @@ def _concepts(
 ) -> Any:
     """MobileNet's own ImageNet probabilities of the cached features (the off-topic score),
     or None (with a warning) for a backbone without that layer here."""
+    from mtl.model.imagenet import has_top
     from mtl.review import concepts
 
-    if not concepts.supported(cfg.model):
+    if not has_top(cfg.model):
         warnings.append(f"off-topic scores for {cfg.model} use k-nearest neighbours (weaker)")
         return None
     return concepts.imagenet_probabilities(

@@ -31,7 +31,7 @@ class Thresholds:
     blurry: float = 0.0008  # variance of the Laplacian at 256 px below this
     aspect: float = 3.0  # long side over short side above this
     # The detail fills less than this share of the photo (quality.detail_area): a small
-    # subject on a plain or blurred background. No shared photo is under 0.14.
+    # subject on a plain or blurred background. No shared photo is under 0.09.
     tiny: float = 0.08
     # --relabel moves a wrong-label photo only when the suggested class is this sure.
     relabel: float = 0.9

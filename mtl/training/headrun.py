@@ -228,12 +228,7 @@ class NumpyTrainer(Trainer):
             return
         from mtl.model.modelio import save_model
 
-        parts = (
-            self.keras_parts()
-            if not head.skip
-            else self.build(None, weights=self.wfile, head_skip=True)
-        )
-        parts.head.set_weights(weights)
+        parts = self.with_head(self.keras_parts(), head)  # the prior's skip, if any, too
         save_model(parts.model, path, meta)
         self.model_writer = "keras"
         if skeleton.store(path, weights, arch):

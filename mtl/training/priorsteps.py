@@ -92,7 +92,7 @@ class PriorSteps:
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         """The ImageNet top's kernel and bias (read once per run)."""
         if self._top is None:
-            from mtl.review.concepts import read_top
+            from mtl.model.imagenet import read_top
 
             assert isinstance(self.top_file, Path)
             self._top = read_top(self.top_file, self.cfg.model)

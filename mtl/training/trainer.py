@@ -174,11 +174,11 @@ def _prior_weights(
 ) -> Path | str:
     """The include-top weights file for the ImageNet prior (:mod:`mtl.training.prior`),
     or why the prior cannot be used, in words."""
-    from mtl.review import concepts
+    from mtl.model.imagenet import has_top
 
     if not (cfg.pooled_only and cfg.val_split > 0 and cfg.prior):
         return "off" if not cfg.prior else ""
-    if not concepts.supported(cfg.model):
+    if not has_top(cfg.model):
         return f"{cfg.model} has no one-layer ImageNet top here"
     try:
         return weights.resolve(
