@@ -26,7 +26,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the 
 DATA = Path(os.environ.get("MTL_BENCH_DATA", SHARED / "data"))
 CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache"))
 PHOTO_VIEWS = ("resize", "resize_flip", "crop", "crop_flip", "crop256", "crop256_flip", "mcrop",
-               "mcrop_flip")  # fmt: skip
+               "mcrop_flip", "sresize", "scrop", "cmcrop")  # fmt: skip
 # mcrop: what mtl's saved model computes (mtl.model.classifier.view_layers): the central
 # 87.5% of the 224x224 input (the whole photo, squashed), resized back with Keras' Resizing.
 
@@ -90,8 +90,14 @@ def load_view(path: Path, view: str) -> np.ndarray:
     from mtl.data.images import load_image, to_rgb
 
     base = view.removesuffix("_flip")
+    if base == "cmcrop":  # mtl's crop view of the central square (cropped in compute())
+        base = "crop"
     if base in ("resize", "mcrop"):
         px = load_image(path, SIZE)  # mcrop: cropped in compute(), as the model does
+    elif base in ("sresize", "scrop"):  # the whole photo squashed to 256x256
+        px = load_image(path, 256)
+        if base == "scrop":  # its central 224x224 (87.5%): no resampling
+            px = px[16:240, 16:240]
     else:
         short = {"crop": SIZE, "crop256": 256}[base]
         with Image.open(path) as img:
@@ -146,8 +152,12 @@ def compute(files: list[Path], view: str, alpha: float, batch: int = 32) -> np.n
         for i in range(0, len(files), batch):
             px = np.stack(list(pool.map(lambda f: load_view(f, view), files[i : i + batch])))
             x = px.astype(np.float32) / 127.5 - 1.0
-            if view.startswith("mcrop"):
+            if view.startswith(("mcrop", "cmcrop")):
                 x = model_crop(x)
+            elif view == "sresize":  # 256 -> 224 as a Resizing layer in the model would
+                import keras
+
+                x = np.asarray(keras.layers.Resizing(SIZE, SIZE, interpolation="bilinear")(x))
             out.append(np.asarray(net(x, training=False)))
     return np.concatenate(out).astype(np.float32)
 

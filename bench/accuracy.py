@@ -68,6 +68,7 @@ class Head:
     patience: int = 5
     train_views: tuple[str, ...] = ("resize",)
     test_views: tuple[str, ...] = ("resize",)
+    cosine: bool = False  # the learning rate decays to 0 along a half cosine over the run
 
 
 R = ("resize",)
@@ -76,6 +77,9 @@ VF = ("resize", "resize_flip", "crop256", "crop256_flip")
 V2M = ("resize", "mcrop")
 V2F = ("resize", "resize_flip")
 VFM = ("resize", "resize_flip", "mcrop", "mcrop_flip")
+V2C = ("crop", "crop256")  # both from the photo's central square at 256 (one input)
+V2S = ("sresize", "scrop")  # what a model with a 256x256 squashed input computes
+V2CM = ("crop", "cmcrop")  # mtl's views of the central square (mtl train --fit center)
 BASELINE = Head(policy="early")  # mtl's defaults, in feature space
 RECIPE = Head(units=(1024, 1024, 512), dropout=0.0, epochs=10)
 ARMS: dict[str, Head] = {
@@ -98,6 +102,12 @@ ARMS: dict[str, Head] = {
     "best": Head(epochs=30, train_views=V2, test_views=V2),  # the recommendation
     # What mtl's saved model can compute from its 224x224 input (mcrop: see acc_features).
     "h512_v2m_e30": Head(epochs=30, train_views=V2M, test_views=V2M),
+    "h512_v2m_e30_cos": Head(epochs=30, cosine=True, train_views=V2M, test_views=V2M),
+    "h512_v2m_e20_cos": Head(epochs=20, cosine=True, train_views=V2M, test_views=V2M),
+    "h512_v2c_e30_cos": Head(epochs=30, cosine=True, train_views=V2C, test_views=V2C),
+    "h512_v2c_e30": Head(epochs=30, train_views=V2C, test_views=V2C),
+    "h512_v2cm_e30": Head(epochs=30, train_views=V2CM, test_views=V2CM),
+    "h512_v2s_e30": Head(epochs=30, train_views=V2S, test_views=V2S),
     "h512_v2f_e30": Head(epochs=30, train_views=V2F, test_views=V2F),
     "h512_v2m_e40": Head(epochs=40, train_views=V2M, test_views=V2M),
     "h512_vfm_e20": Head(epochs=20, train_views=VFM, test_views=VFM),
@@ -153,7 +163,7 @@ class Data:
 # ---------------------------------------------------------------- Keras heads
 
 
-def build(h: Head, dim: int, n_classes: int):
+def build(h: Head, dim: int, n_classes: int, steps: int = 0):
     import keras
 
     x = inp = keras.Input((dim,))
@@ -165,10 +175,11 @@ def build(h: Head, dim: int, n_classes: int):
         x = keras.layers.Dropout(h.dropout)(x)
     out = keras.layers.Dense(n_classes, activation="softmax")(x)
     model = keras.Model(inp, out)
+    lr = keras.optimizers.schedules.CosineDecay(h.lr, steps) if h.cosine and steps else h.lr
     opt = (
-        keras.optimizers.AdamW(h.lr, weight_decay=h.weight_decay)
+        keras.optimizers.AdamW(lr, weight_decay=h.weight_decay)
         if h.weight_decay
-        else keras.optimizers.Adam(h.lr)
+        else keras.optimizers.Adam(lr)
     )
     if h.smoothing:  # Keras 3 sparse CE has no smoothing: one-hot targets
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=h.smoothing)
@@ -201,7 +212,8 @@ def fit_head(h: Head, data: Data, train: np.ndarray, seed: int):
     k = len(data.classes)
     keras.utils.set_random_seed(seed)
     if h.policy == "fixed":
-        model = build(h, data.views["resize"].shape[1], k)
+        steps = h.epochs * -(-len(train) * len(h.train_views) // h.batch)
+        model = build(h, data.views["resize"].shape[1], k, steps)
         model.fit(*rows(h, data, train, k), batch_size=h.batch, epochs=h.epochs, verbose=0)
         return model, h.epochs
     fit_i, val_i = val_split(data.labels[train], seed)
@@ -293,6 +305,8 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha)
     if name == "mtl_noprior":  # mtl without the ImageNet prior (mtl.training.prior)
         return mtl_cli(alpha, "--no-prior")
+    if name == "mtl_squash":  # mtl with the whole photo squashed square (the old input)
+        return mtl_cli(alpha, "--fit", "squash")
     return keras_arm(ARMS[name])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from struct import error as struct_error
 from typing import Any
 
 import numpy as np
@@ -66,3 +67,52 @@ class LiteModel:
         self.interp.set_tensor(self.input["index"], x)
         self.interp.invoke()
         return np.array(self.interp.get_tensor(self.output["index"]))
+
+
+# --- metadata: named byte strings inside the flatbuffer (the schema's Model.metadata) -----
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def add_metadata(flatbuffer: bytes, name: str, value: bytes) -> bytes:
+    """``flatbuffer`` with the metadata entry ``name`` set to ``value`` (a new buffer)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    buffer = fb.BufferT()
+    buffer.data = np.frombuffer(value, dtype=np.uint8)
+    model.buffers = [*(model.buffers or []), buffer]
+    entry = fb.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    kept = [m for m in (model.metadata or []) if _text(m.name) != name]
+    model.metadata = [*kept, entry]
+    builder = flatbuffers.Builder(len(flatbuffer) + len(value) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
+    """The metadata entry ``name`` of a ``.tflite``'s bytes; None when it has none.
+
+    Raises ``ValueError`` for a file whose entry points outside it."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    try:
+        model = fb.Model.GetRootAs(flatbuffer, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if _text(entry.Name()) != name:
+                continue
+            if entry.Buffer() >= model.BuffersLength():
+                raise ValueError("metadata points to a missing buffer")
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return b"" if isinstance(data, int) else bytes(np.asarray(data, np.uint8))
+    except (IndexError, struct_error, TypeError) as exc:  # a truncated or foreign file
+        raise ValueError(f"cannot read its metadata ({exc})") from None
+    return None
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")

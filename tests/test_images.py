@@ -71,3 +71,58 @@ def test_globs_expand_sorted(corpus):
     got = expand_inputs([str(folder / "*.png")])
     assert [p.name for p in got] == sorted(p.name for p in got)
     assert {p.name for p in got} == {n for n in corpus if n.endswith(".png")}
+
+
+def _stripes(path, width, height):
+    """Three equal vertical bands, red | green | blue (or horizontal when tall)."""
+    from PIL import Image
+
+    px = np.zeros((height, width, 3), np.uint8)
+    if width >= height:
+        third = width // 3
+        px[:, :third, 0], px[:, third : 2 * third, 1], px[:, 2 * third :, 2] = 255, 255, 255
+    else:
+        third = height // 3
+        px[:third, :, 0], px[third : 2 * third, :, 1], px[2 * third :, :, 2] = 255, 255, 255
+    Image.fromarray(px).save(path)
+    return path
+
+
+@pytest.mark.parametrize("size", [(300, 100), (100, 300)])
+def test_center_fit_keeps_the_aspect_and_the_middle(tmp_path, size):
+    path = _stripes(tmp_path / "stripes.png", *size)
+    center = load_image(path, 32, "center").astype(int)
+    squash = load_image(path, 32, "squash").astype(int)
+    # center: only the middle band survives (the short side is the whole square; the
+    # resampling filter blends a pixel of the neighbours into the outermost pixels)
+    inner = center[2:-2, 2:-2]
+    assert center.shape == (32, 32, 3) and (inner[..., 1] == 255).all()
+    assert (inner[..., [0, 2]] == 0).all() and (center[..., 1] > 200).all()
+    # squash: all three bands, each a third of the square
+    assert squash[2, 2].tolist() == [255, 0, 0] and squash[-3, -3].tolist() == [0, 0, 255]
+
+
+def test_center_fit_on_a_real_photo(sample_photos):
+    """A landscape photo (scikit-image's coffee, 600x400): its central square."""
+    from PIL import Image
+
+    shared_photo = sample_photos["coffee"]
+    with Image.open(shared_photo) as img:
+        width, height = img.size
+    assert width != height
+    center = load_image(shared_photo, 224, "center")
+    squash = load_image(shared_photo, 224, "squash")
+    assert center.shape == squash.shape == (224, 224, 3)
+    # the middle column of the photo is the middle column of both, only rescaled
+    # differently: centre and squash agree there far better than at the edges
+    mid = np.abs(center[:, 100:124].astype(int) - squash[:, 100:124].astype(int)).mean()
+    edge = np.abs(center[:, :24].astype(int) - squash[:, :24].astype(int)).mean()
+    assert mid < edge
+
+
+def test_unknown_fit_is_a_usage_error(tmp_path):
+    from mtl.errors import UsageError
+
+    path = _stripes(tmp_path / "s.png", 30, 30)
+    with pytest.raises(UsageError, match="Received fit='crop'"):
+        load_image(path, 16, "crop")

@@ -35,7 +35,9 @@ def test_probabilities_are_exactly_the_models(cli, trained_model):
 
     files = trained_model.train_files[:2] + trained_model.val_files[-2:]
     loaded = load_model(trained_model.path)
-    pixels = np.stack([load_image(f, loaded.image_size) for f in files]).astype("float32")
+    assert loaded.fit == "center"  # mtl train's default, recorded in the model
+    pixels = np.stack([load_image(f, loaded.image_size, loaded.fit) for f in files])
+    pixels = pixels.astype("float32")
     expected = np.asarray(loaded.model(pixels, training=False))
 
     report = predict(trained_model.path, files, top_k_count=2)

@@ -135,3 +135,28 @@ def test_anything_unusual_is_left_to_keras(run, tmp_path, monkeypatch):
     predictor = open_model(model)
     assert predictor.engine == "keras"
     np.testing.assert_allclose(predictor(_photos()), want, atol=1e-6)
+
+
+def test_the_model_keeps_how_photos_are_made_square(run, tmp_path, monkeypatch, cli):
+    """mtl train's default fit travels in mtl.json and predict applies it; a file made
+    before the choice existed (no "fit") squashes, as it was trained; a damaged one is
+    refused in one line."""
+    from mtl.inference.predict import open_model, predict_paths
+
+    files = (
+        sorted((HYMENOPTERA / "ants").iterdir())[20:27]
+        + sorted((HYMENOPTERA / "bees").iterdir())[20:27]
+    )
+    model = run / "model.keras"
+    old = _rewrite_meta(model, tmp_path / "old.keras", lambda i: i.pop("fit"))
+    for engine in ("auto", "keras"):
+        monkeypatch.setenv("MTL_PREDICT_ENGINE", engine)
+        assert open_model(model).fit == "center"
+        predictor = open_model(old)
+        assert predictor.fit == "squash"
+        _, probs = predict_paths(predictor, files)
+        np.testing.assert_allclose(np.stack([probs[f] for f in files]), _keras(model), atol=1e-5)
+    bad = _rewrite_meta(model, tmp_path / "bad.keras", lambda i: i.update(fit="../crop"))
+    result = cli.invoke(app, ["predict", str(bad), str(files[0])])
+    assert result.exit_code != 0 and "unknown fit '../crop'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

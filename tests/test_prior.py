@@ -118,14 +118,17 @@ def test_the_keras_head_engine_blends_the_prior_the_same_way(tmp_path):
     from mtl.model.modelio import load_model
 
     data = HYMENOPTERA  # 49 validation photos: enough for the prior to earn its weight
+    # fit="squash": on these photos the squashed input leaves the prior more to add (with
+    # the central square the head alone is good enough on some seeds: weight 0)
     result = mtl.train(
-        data, alpha=ALPHA, epochs=5, out=tmp_path / "run", callbacks=[keras.callbacks.Callback()]
-    )
+        data, alpha=ALPHA, epochs=5, out=tmp_path / "run", callbacks=[keras.callbacks.Callback()],
+        fit="squash",
+    )  # fmt: skip
     assert result.cache["head_engine"] == "keras"
     assert any("ImageNet prior blended in at weight" in n for n in result.notes)
     loaded = load_model(result.model_path)
     files = sorted(data.glob("*/*"))
-    x = np.stack([load_image(p, 224) for p in files]).astype("float32")
+    x = np.stack([load_image(p, 224, loaded.fit) for p in files]).astype("float32")
     probs = np.asarray(loaded.model.predict(x, batch_size=32, verbose=0))
     labels = np.array([loaded.class_names.index(p.parent.name) for p in files])
     assert (probs.argmax(axis=1) == labels).mean() == pytest.approx(

@@ -180,6 +180,19 @@ def test_presets_and_overrides():
     assert default == config.TrainConfig()
     mixed = config.resolve(ROOT / "configs" / "blog.toml", {"epochs": 3, "head": "none"})
     assert mixed.epochs == 3 and mixed.head == [] and mixed.freeze == 20
+    assert default.fit == "center" and blog.fit == "squash"  # the blog's load_img squashed
+
+
+def test_a_run_made_before_fit_existed_repeats_with_squash(tmp_path):
+    """``--config RUN/config.json`` of an older run (no "fit"): it squashed, so it still does."""
+    import json
+
+    old = {k: v for k, v in config.TrainConfig().to_dict().items() if k != "fit"}
+    run_json = tmp_path / "config.json"
+    run_json.write_text(json.dumps({"config": old}))
+    assert config.resolve(run_json).fit == "squash"
+    run_json.write_text(json.dumps({"config": {**old, "fit": "center"}}))
+    assert config.resolve(run_json).fit == "center"
 
 
 def test_unknown_key_did_you_mean(cli, tmp_path):
@@ -199,6 +212,7 @@ def test_unknown_key_did_you_mean(cli, tmp_path):
         (["--head", "10,x"], "head must be"),
         (["--val-split", "1.5"], "--val-split"),
         (["--alpha", "0.3"], "alpha"),
+        (["--fit", "crop"], "--fit"),
     ],
 )
 def test_bad_options_exit_2(cli, tmp_path, args, needle):

@@ -67,7 +67,7 @@ def make_trained_model(
         os.environ.get("MTL_WEIGHTS_DIR"),
         download=False,
     )
-    info = {"model": "mobilenet", "alpha": alpha, "image_size": 224}
+    info = {"model": "mobilenet", "alpha": alpha, "image_size": 224, "fit": "center"}
     model = build_parts(
         CLASSES, model="mobilenet", alpha=alpha, weights=wfile, size=224,
         head_units=(), dropout=0.2, freeze_layers=None,
@@ -79,7 +79,7 @@ def make_trained_model(
     def embed(items: list[tuple[Path, int]]) -> np.ndarray:
         chunks = []
         for i in range(0, len(items), 32):
-            pixels = np.stack([load_image(f, size) for f, _ in items[i : i + 32]])
+            pixels = np.stack([load_image(f, size, "center") for f, _ in items[i : i + 32]])
             chunks.append(np.asarray(features.predict_on_batch(pixels.astype("float32"))))
         return np.concatenate(chunks)
 

@@ -182,6 +182,16 @@ Alpha = Annotated[
     _opt("alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."),
 ]
 ImageSize = Annotated[int | None, _opt("image_size", "--image-size", help="Input size in pixels.")]
+Fit = Annotated[
+    Literal["center", "squash"] | None,
+    _opt(
+        "fit",
+        "--fit",
+        help="How a photo becomes the square input: center (short side resized, the "
+        "central square: the aspect kept) or squash (the whole photo resized). The model "
+        "keeps it: predict and evaluate do the same.",
+    ),
+]
 Precision = Annotated[
     Literal["auto", "float32", "mixed"] | None,
     _opt("precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."),
@@ -226,6 +236,7 @@ def register(app: typer.Typer) -> None:
         model: Model = None,
         alpha: Alpha = None,
         image_size: ImageSize = None,
+        fit: Fit = None,
         precision: Precision = None,
         base_engine: BaseEngine = None,
         weights_dir: Path | None = weights_dir_option(),

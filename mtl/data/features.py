@@ -155,13 +155,17 @@ def compute(
     batch_size: int = 32,
     on_progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    fit: str = "squash",
 ) -> Features:
     """Fill ``cache`` for ``paths``: decode (the one check per file) and run only the misses.
 
     ``extractor`` None stores the decoded uint8 pixels themselves (used when
-    nothing can be cached: augmentation or an unfrozen base).
+    nothing can be cached: augmentation or an unfrozen base). ``fit``: how a
+    photo becomes the square input (:data:`mtl.data.images.FITS`).
     """
     spec = extractor.spec if extractor is not None else f"pixels:{size}"
+    if fit != "squash":  # squash: the keys of caches made before the choice existed
+        spec += f"|fit={fit}"
     keys: dict[Path, str] = {}
     failures: dict[Path, str] = {}
     todo: list[Path] = []
@@ -187,7 +191,7 @@ def compute(
         on_progress(done, len(paths))
     if extractor is not None and not extractor.batch:
         extractor.batch = batch_size
-    for batch in iter_batches(todo, size, batch_size):
+    for batch in iter_batches(todo, size, batch_size, fit=fit):
         if stop is not None and stop.is_set():
             raise Cancelled
         for p, reason in batch.failures:
@@ -245,6 +249,7 @@ def start(
     size: int,
     *,
     batch_size: int = 32,
+    fit: str = "squash",
 ) -> Background:
     """Run :func:`compute` in a thread, e.g. while the main thread imports TensorFlow."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtl-features")
@@ -255,7 +260,7 @@ def start(
 
     job.future = pool.submit(
         compute, paths, extractor, cache, size, batch_size=batch_size, on_progress=record,
-        stop=job.stop,
+        stop=job.stop, fit=fit,
     )  # fmt: skip
     pool.shutdown(wait=False)
     return job

@@ -30,6 +30,12 @@ MAX_PIXELS = 100_000_000
 # A truncated file must fail loudly, never train on half a grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# How a photo becomes a model's square input. "center": the short side resized to the
+# size, then the central square (the aspect kept, as MobileNet saw ImageNet; mtl train's
+# default). "squash": the whole photo resized to the square (the aspect lost; models
+# made before the choice existed, and `mtl classify` / `mtl review`).
+FITS = ("center", "squash")
+
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
@@ -174,13 +180,24 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
-def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.ndarray:
+def check_fit(fit: str) -> str:
+    if fit not in FITS:
+        raise UsageError(f"fit must be one of {', '.join(FITS)}. Received fit={fit!r}")
+    return fit
+
+
+def load_image(
+    path: str | os.PathLike[str], size: int | tuple[int, int], fit: str = "squash"
+) -> np.ndarray:
     """Decode ``path`` fully and return uint8 RGB pixels of shape (height, width, 3).
 
     EXIF orientation is applied, any colour mode is converted to RGB, and the
-    image is resized (bilinear, antialiased) to ``size``. Raises
+    image is resized (bilinear, antialiased) to ``size``: the whole image
+    (``fit="squash"``) or, keeping its aspect, so that it covers ``size`` and
+    then its central part (``fit="center"``; see :data:`FITS`). Raises
     :class:`ImageError` with a one-line reason for anything unusable.
     """
+    check_fit(fit)
     width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
     path = Path(path)
     try:
@@ -202,6 +219,8 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
             img.load()
             img = ImageOps.exif_transpose(img)
             img = to_rgb(img)
+            if fit == "center":
+                img = _cover(img, width, height)
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
@@ -231,6 +250,17 @@ def load_image(path: str | os.PathLike[str], size: int | tuple[int, int]) -> np.
         raise ImageError(f"cannot decode image: {reason}") from None
 
 
+def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
+    """``img`` resized, its aspect kept, to cover width x height, cropped to the centre."""
+    scale = max(width / img.width, height / img.height)
+    w = max(width, round(img.width * scale))
+    h = max(height, round(img.height * scale))
+    if (w, h) != img.size:
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    left, top = (w - width) // 2, (h - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
 @dataclass
 class Batch:
     """Decoded images of one batch, plus the files of that batch that failed."""
@@ -240,9 +270,9 @@ class Batch:
     failures: list[tuple[Path, str]]
 
 
-def _load_or_error(path: Path, size: int | tuple[int, int]) -> np.ndarray | str:
+def _load_or_error(path: Path, size: int | tuple[int, int], fit: str) -> np.ndarray | str:
     try:
-        return load_image(path, size)
+        return load_image(path, size, fit)
     except ImageError as exc:
         return exc.message
 
@@ -252,6 +282,7 @@ def iter_batches(
     size: int | tuple[int, int],
     batch_size: int = 32,
     workers: int | None = None,
+    fit: str = "squash",
 ) -> Iterator[Batch]:
     """Decode ``paths`` in parallel threads (Pillow releases the GIL) and yield batches.
 
@@ -264,7 +295,7 @@ def iter_batches(
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(chunk: list[Path]) -> list[Future[np.ndarray | str]]:
-            return [pool.submit(_load_or_error, p, size) for p in chunk]
+            return [pool.submit(_load_or_error, p, size, fit) for p in chunk]
 
         # Decode the next batch while the caller runs the model on this one.
         pending = submit(chunks[0]) if chunks else []

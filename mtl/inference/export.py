@@ -205,14 +205,25 @@ def _write_export(
             ExportedFile(target, _dir_size(target), "SavedModel folder"),
             ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)"),
         ]
-    data = _convert_tflite(saved, quantize, calibration, loaded.image_size, on_progress)
-    files.write_bytes(target, data, force=force)
+    data = _convert_tflite(saved, quantize, calibration, loaded.image_size, loaded.fit, on_progress)
+    files.write_bytes(target, tflite_with_info(data, loaded), force=force)
     files.write_text(labels_file, labels, force=force)
     what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
     return [
         ExportedFile(target, target.stat().st_size, what[quantize]),
         ExportedFile(labels_file, labels_file.stat().st_size, "labels"),
     ]
+
+
+def tflite_with_info(flatbuffer: bytes, loaded: Any) -> bytes:
+    """The ``.tflite`` with what mtl predict needs besides the labels (how photos are made
+    square, :data:`mtl.inference.tflite.INFO_METADATA`) in the file's own metadata."""
+    from mtl import __version__
+    from mtl.inference.tflite import INFO_METADATA
+    from mtl.litert import add_metadata
+
+    info = {"fit": loaded.fit, "image_size": loaded.image_size, "mtl_version": __version__}
+    return add_metadata(flatbuffer, INFO_METADATA, json.dumps(info).encode())
 
 
 def _export_saved_model(model: Any, folder: Path) -> None:
@@ -242,7 +253,7 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
     import onnx
 
     from mtl import __version__
-    from mtl.inference.onnx import CLASS_NAMES_KEY, IMAGE_SIZE_KEY, VERSION_KEY
+    from mtl.inference.onnx import CLASS_NAMES_KEY, FIT_KEY, IMAGE_SIZE_KEY, VERSION_KEY
     from mtl.runtime import keras, quiet_native_stderr
 
     k = keras()
@@ -261,6 +272,7 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
     meta = {
         CLASS_NAMES_KEY: json.dumps(loaded.class_names, ensure_ascii=False),
         IMAGE_SIZE_KEY: str(size),
+        FIT_KEY: loaded.fit,
         VERSION_KEY: __version__,
     }
     for prop in list(proto.metadata_props):
@@ -278,6 +290,7 @@ def _convert_tflite(
     quantize: str,
     calibration: list[Path],
     size: int,
+    fit: str,
     on_progress: ProgressFn | None,
 ) -> bytes:
     import tensorflow as tf
@@ -294,7 +307,7 @@ def _convert_tflite(
             usable = 0
             for i, path in enumerate(calibration):
                 try:
-                    pixels = load_image(path, size)
+                    pixels = load_image(path, size, fit)
                 except Exception:  # an unreadable photo just does not calibrate
                     continue
                 usable += 1

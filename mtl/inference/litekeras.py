@@ -46,7 +46,7 @@ def open_lite(path: Path) -> Any | None:
 
 def _open(path: Path) -> Any | None:
     from mtl.inference.predict import Predictor
-    from mtl.model.modelio import MODEL_FORMAT, check_model_file, read_meta
+    from mtl.model.modelio import MODEL_FORMAT, check_model_file, fit_of, read_meta
     from mtl.training.litebase import BaseSpec
 
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
@@ -56,6 +56,7 @@ def _open(path: Path) -> Any | None:
     if meta is None or int(meta["model_format"]) > MODEL_FORMAT:
         return None
     info = meta.get("info") or {}
+    fit = fit_of(info, str(path))
     spec = BaseSpec.from_json(info.get("frozen_base"))
     places = info.get("head_weights")
     if spec is None or spec.freeze is not None or not isinstance(places, list):
@@ -87,7 +88,7 @@ def _open(path: Path) -> Any | None:
         out = [_probs(extractor, head, pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]
         return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
 
-    return Predictor(path, "keras", names, spec.size, run, engine="litert")
+    return Predictor(path, "keras", names, spec.size, run, engine="litert", fit=fit)
 
 
 def _probs(extractor: Any, head: Any, pixels: np.ndarray) -> np.ndarray:

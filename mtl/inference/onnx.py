@@ -2,7 +2,8 @@
 
 ``mtl export --format onnx`` writes the class names inside the file, in the
 model's ``metadata_props`` (key :data:`CLASS_NAMES_KEY`, a JSON list in output
-order), so an ``.onnx`` needs no labels file beside it. Nothing here may
+order), so an ``.onnx`` needs no labels file beside it; :data:`FIT_KEY` says how
+a photo becomes its square input (absent: "squash"). Nothing here may
 import TensorFlow or Keras.
 """
 
@@ -20,6 +21,7 @@ from mtl.errors import ModelFileError
 CLASS_NAMES_KEY = "mtl.class_names"
 IMAGE_SIZE_KEY = "mtl.image_size"
 VERSION_KEY = "mtl.version"
+FIT_KEY = "mtl.fit"  # mtl.data.images.FITS
 
 
 def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str] | None:
@@ -85,6 +87,9 @@ class ONNXModel:
         meta = self.session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
         self.class_names = class_names_from_metadata(self.metadata, self.path)
+        from mtl.model.modelio import fit_of
+
+        self.fit = fit_of({"fit": self.metadata.get(FIT_KEY, "squash")}, str(self.path))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: x.astype(np.float32)})[0]

@@ -36,6 +36,7 @@ class Predictor:
     # What runs it: "keras", "litert" (a .keras of mtl's on its LiteRT base and a NumPy
     # head: mtl.inference.litekeras), "tflite" or "onnx".
     engine: str = ""
+    fit: str = "squash"  # how photos become its square input (mtl.data.images.FITS)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self.run(pixels), dtype=np.float32)
@@ -101,7 +102,9 @@ def open_model(
             return np.zeros((0, len(loaded.class_names)), dtype=np.float32)
         return np.asarray(model.predict_on_batch(pixels.astype(np.float32)))
 
-    return Predictor(path, "keras", loaded.class_names, loaded.image_size, run, engine="keras")
+    return Predictor(
+        path, "keras", loaded.class_names, loaded.image_size, run, engine="keras", fit=loaded.fit
+    )
 
 
 def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
@@ -127,7 +130,7 @@ def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
         raise ModelFileError(
             f"{where} has {len(names)} labels but {path} predicts {model.num_classes} classes"
         )
-    return Predictor(path, "onnx", names, model.image_size, model, engine="onnx")
+    return Predictor(path, "onnx", names, model.image_size, model, engine="onnx", fit=model.fit)
 
 
 def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
@@ -145,7 +148,7 @@ def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor
         raise ModelFileError(
             f"{labels_file} has {len(names)} labels but {path} predicts {model.num_classes} classes"
         )
-    return Predictor(path, "tflite", names, model.image_size, model, engine="tflite")
+    return Predictor(path, "tflite", names, model.image_size, model, engine="tflite", fit=model.fit)
 
 
 @dataclass
@@ -173,7 +176,7 @@ def predict_paths(
     by_path: dict[Path, ImageResult] = {}
     probs_by_path: dict[Path, np.ndarray] = {}
     done = 0
-    for batch in iter_batches(paths, predictor.image_size, batch_size):
+    for batch in iter_batches(paths, predictor.image_size, batch_size, fit=predictor.fit):
         for path, reason in batch.failures:
             by_path[path] = ImageResult(file=str(path), error=reason)
         if len(batch.paths):

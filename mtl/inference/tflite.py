@@ -16,6 +16,9 @@ from mtl.errors import ModelFileError
 from mtl.litert import LiteModel
 
 LABELS_SUFFIX = ".labels.txt"
+# The metadata entry ``mtl export`` writes into a .tflite: JSON with "fit" (how photos
+# become its square input, mtl.data.images.FITS), "image_size" and "mtl_version".
+INFO_METADATA = "mtl"
 
 
 def labels_path_for(model_path: str | os.PathLike[str]) -> Path:
@@ -72,8 +75,30 @@ class TFLiteModel:
             )
         self.image_size = shape[1]
         self.num_classes = int(self.model.output["shape"][-1])
+        self.fit = self._read_fit()
         signature = self.model.input.get("shape_signature")
         self._dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
+
+    def _read_fit(self) -> str:
+        """The fit ``mtl export`` recorded; "squash" for a file without one."""
+        import json
+        import mmap
+
+        from mtl.litert import read_metadata
+        from mtl.model.modelio import fit_of
+
+        try:
+            with (
+                open(self.path, "rb") as fh,
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m,
+            ):
+                raw = read_metadata(m, INFO_METADATA)  # type: ignore[arg-type]
+            info = json.loads(raw) if raw is not None else {}
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{self.path} has damaged mtl metadata: {exc}") from None
+        if not isinstance(info, dict):
+            raise ModelFileError(f"{self.path} has damaged mtl metadata (not a JSON object)")
+        return fit_of(info, str(self.path))
 
     @property
     def input_dtype(self) -> str:

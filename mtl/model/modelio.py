@@ -32,6 +32,21 @@ class LoadedModel:
     mtl_version: str
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def fit(self) -> str:
+        return fit_of(self.info)
+
+
+def fit_of(info: dict[str, Any], where: str = "the model") -> str:
+    """How ``info``'s model wants photos made square (:data:`mtl.data.images.FITS`):
+    "squash" for models made before the choice existed."""
+    from mtl.data.images import FITS
+
+    fit = info.get("fit", "squash")
+    if fit not in FITS:
+        raise ModelFileError(f"{where} is damaged: unknown fit {str(fit)[:40]!r} in mtl.json")
+    return str(fit)
+
 
 META_ENTRY = "mtl.json"  # inside model.keras, beside Keras' own entries (Keras ignores it)
 MAX_META_BYTES = 16 << 20

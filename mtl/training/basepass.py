@@ -162,6 +162,7 @@ class BasePass:
             cache,
             c.image_size,
             batch_size=litebase.BATCH,
+            fit=c.fit,
         )
         self._early_extractor = extractor
         self._early_spec = spec
@@ -231,7 +232,7 @@ class BasePass:
             self.extractors.append(extractor)
         return features.compute(
             paths, extractor, cache, self.cfg.image_size, batch_size=batch_size,
-            on_progress=on_progress,
+            on_progress=on_progress, fit=self.cfg.fit,
         )  # fmt: skip
 
     def fill_lite(
@@ -268,7 +269,7 @@ class BasePass:
         self.extractors.append(extractor)
         return features.compute(
             paths, extractor, cache, self.cfg.image_size, batch_size=litebase.BATCH,
-            on_progress=on_progress,
+            on_progress=on_progress, fit=self.cfg.fit,
         )  # fmt: skip
 
     def _lite(

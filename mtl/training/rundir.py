@@ -172,7 +172,8 @@ def write_run(
             f"and the plots (shown up to {MAX_MATRIX_CLASSES} classes)"
         )
     info = {"model": run.config.model, "alpha": run.config.alpha,
-            "image_size": run.config.image_size, "views": run.config.run_views}  # fmt: skip
+            "image_size": run.config.image_size, "fit": run.config.fit,
+            "views": run.config.run_views}  # fmt: skip
     save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
 
