@@ -185,7 +185,8 @@ def test_head_on_numpy_then_no_tensorflow_at_all(tmp_path, monkeypatch):
     assert second["cache"]["model_writer"] == "skeleton"
     assert not second["tensorflow"] and not second["keras"]
     photos = sorted((data / "bees").iterdir())[:3]
-    x = np.stack([load_image(p, 224) for p in photos]).astype("float32")
     a, b = (load_model(tmp_path / n / "model.keras") for n in ("a", "b"))
+    assert (a.image_size, a.fit) == (b.image_size, b.fit) == (256, "center")
+    x = np.stack([load_image(p, a.image_size, a.fit) for p in photos]).astype("float32")
     assert a.class_names == b.class_names == ["ants", "bees"]
     np.testing.assert_allclose(a.model.predict_on_batch(x), b.model.predict_on_batch(x), atol=1e-6)

@@ -42,7 +42,7 @@ def _photos() -> np.ndarray:
         sorted((HYMENOPTERA / "ants").iterdir())[20:27]
         + sorted((HYMENOPTERA / "bees").iterdir())[20:27]
     )
-    return np.stack([load_image(p, 224) for p in files])
+    return np.stack([load_image(p, 256, "center") for p in files])  # the default model's input
 
 
 def _keras(path: Path) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_same_probabilities_as_the_keras_model(run, monkeypatch):
 
     lite = open_model(run)
     assert (lite.kind, lite.engine) == ("keras", "litert")
-    assert lite.class_names == ["ants", "bees"] and lite.image_size == 224
+    assert lite.class_names == ["ants", "bees"] and lite.image_size == 256
     got = lite(_photos())
     want = _keras(run / "model.keras")
     assert got.shape == want.shape == (14, 2)
@@ -141,13 +141,17 @@ def test_the_model_keeps_how_photos_are_made_square(run, tmp_path, monkeypatch, 
     """mtl train's default fit travels in mtl.json and predict applies it; a file made
     before the choice existed (no "fit") squashes, as it was trained; a damaged one is
     refused in one line."""
+    from mtl.data.images import load_image
     from mtl.inference.predict import open_model, predict_paths
+    from mtl.model.modelio import load_model
 
     files = (
         sorted((HYMENOPTERA / "ants").iterdir())[20:27]
         + sorted((HYMENOPTERA / "bees").iterdir())[20:27]
     )
     model = run / "model.keras"
+    squashed = np.stack([load_image(p, 256, "squash") for p in files]).astype("float32")
+    want = np.asarray(load_model(model).model.predict_on_batch(squashed))
     old = _rewrite_meta(model, tmp_path / "old.keras", lambda i: i.pop("fit"))
     for engine in ("auto", "keras"):
         monkeypatch.setenv("MTL_PREDICT_ENGINE", engine)
@@ -155,7 +159,7 @@ def test_the_model_keeps_how_photos_are_made_square(run, tmp_path, monkeypatch, 
         predictor = open_model(old)
         assert predictor.fit == "squash"
         _, probs = predict_paths(predictor, files)
-        np.testing.assert_allclose(np.stack([probs[f] for f in files]), _keras(model), atol=1e-5)
+        np.testing.assert_allclose(np.stack([probs[f] for f in files]), want, atol=1e-5)
     bad = _rewrite_meta(model, tmp_path / "bad.keras", lambda i: i.update(fit="../crop"))
     result = cli.invoke(app, ["predict", str(bad), str(files[0])])
     assert result.exit_code != 0 and "unknown fit '../crop'" in result.stderr

@@ -96,7 +96,7 @@ def test_a_real_run_blends_the_prior_into_the_saved_model(tmp_path, cli):
         sorted((HYMENOPTERA / "ants").iterdir())[60:66]
         + sorted((HYMENOPTERA / "bees").iterdir())[60:66]
     )
-    x = np.stack([load_image(p, 224) for p in photos])
+    x = np.stack([load_image(p, 256, "center") for p in photos])  # the default model's input
     keras_probs = load_model(tmp_path / "on" / "model.keras").model.predict_on_batch(
         x.astype("float32")
     )

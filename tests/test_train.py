@@ -57,9 +57,14 @@ def test_saved_model_is_what_training_measured(trained):
 
     run, _ = trained
     loaded = load_model(run / "model.keras")
-    assert loaded.class_names == ["ants", "bees"] and loaded.image_size == 224
+    # the defaults: the photo's central square at 256 (its central 224 is the crop view)
+    assert loaded.class_names == ["ants", "bees"] and (loaded.image_size, loaded.fit) == (
+        256,
+        "center",
+    )
     photos = [(HYMENOPTERA / c / name, c) for name, c, _ in read_split(run)]
-    pixels = np.stack([load_image(p, loaded.image_size) for p, _ in photos]).astype("float32")
+    pixels = np.stack([load_image(p, loaded.image_size, loaded.fit) for p, _ in photos])
+    pixels = pixels.astype("float32")
     probs = np.asarray(loaded.model.predict(pixels, batch_size=64, verbose=0))
     predicted = [loaded.class_names[i] for i in probs.argmax(axis=1)]
     accuracy = np.mean([p == c for p, (_, c) in zip(predicted, photos, strict=True)])
@@ -80,9 +85,12 @@ def test_views_are_averaged_inside_the_model_and_survive_tflite(trained, tmp_pat
     run, _ = trained
     model = load_model(run / "model.keras").model
     names = [layer.name for layer in model.layers]
-    assert "views_average" in names and "view_crop_crop" in names and "view_crop_resize" in names
+    # the input is the central square at 256: the crop view is its own central 224 pixels,
+    # the image view the whole square resized to 224
+    assert "views_average" in names and "view_crop_crop" in names and "view_image_resize" in names
+    assert "view_crop_resize" not in names and model.input_shape == (None, 256, 256, 3)
     files = [HYMENOPTERA / "ants" / "0013035.jpg", HYMENOPTERA / "bees" / "16838648_415acd9e3f.jpg"]
-    x = np.stack([load_image(f, 224) for f in files]).astype("float32")
+    x = np.stack([load_image(f, 256, "center") for f in files]).astype("float32")
     report = export_model(run / "model.keras", fmt="tflite", out=tmp_path / "m.tflite")
     lite = TFLiteModel(report.files[0].path)
     np.testing.assert_allclose(lite(x), model.predict_on_batch(x), atol=1e-4)
@@ -320,7 +328,7 @@ def test_model_keras_loads_in_plain_keras(trained, tmp_path):
 
     run, _ = trained
     files = [HYMENOPTERA / "ants" / "0013035.jpg", HYMENOPTERA / "bees" / "16838648_415acd9e3f.jpg"]
-    x = np.stack([load_image(f, 224) for f in files]).astype("float32")
+    x = np.stack([load_image(f, 256, "center") for f in files]).astype("float32")
     np.save(tmp_path / "x.npy", x)
     script = (
         "import json, sys, zipfile, numpy as np, keras\n"

@@ -76,7 +76,8 @@ def _open(path: Path) -> Any | None:
     extractor = LiteExtractor(base_file, spec.text(), batch=BATCH)
     head = Head(kernels, biases, skip=skip)
     lite = extractor.model
-    if tuple(int(s) for s in lite.input["shape"][1:]) != (spec.size, spec.size, 3):
+    side = spec.input_side
+    if tuple(int(s) for s in lite.input["shape"][1:]) != (side, side, 3):
         return None
     if tuple(int(s) for s in lite.output["shape"][1:]) not in (
         (kernels[0].shape[0],),
@@ -88,7 +89,7 @@ def _open(path: Path) -> Any | None:
         out = [_probs(extractor, head, pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]
         return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
 
-    return Predictor(path, "keras", names, spec.size, run, engine="litert", fit=fit)
+    return Predictor(path, "keras", names, side, run, engine="litert", fit=fit)
 
 
 def _probs(extractor: Any, head: Any, pixels: np.ndarray) -> np.ndarray:

@@ -91,22 +91,29 @@ def check_views(views: Sequence[str]) -> list[str]:
     return views
 
 
-def view_layers(views: Sequence[str], size: int) -> dict[str, list[Any]]:
-    """Keras' own layers for each view (built once: the extractor and the saved model
-    share them). A mirror is a fixed permutation matrix applied along the width
-    (Permute + Dense), since Keras has no deterministic flip layer."""
+def view_layers(
+    views: Sequence[str], size: int, input_size: int | None = None
+) -> dict[str, list[Any]]:
+    """Keras' own layers for each view, from the model's input (``input_size``, default
+    ``size``) to the base's ``size`` (built once: the extractor and the saved model
+    share them). A crop view is the input's central 87.5%, resized to ``size`` unless it
+    is that already; the other views are the whole input, resized when it is larger. A
+    mirror is a fixed permutation matrix applied along the width (Permute + Dense),
+    since Keras has no deterministic flip layer."""
     keras = _keras()
+    input_size = input_size or size
     out: dict[str, list[Any]] = {}
     for view in check_views(views):
         layers = []
+        side = round(input_size * CROP) if view.startswith("crop") else input_size
         if view.startswith("crop"):
-            side = round(size * CROP)
-            layers += [
-                keras.layers.CenterCrop(side, side, name=f"view_{view}_crop"),
+            layers.append(keras.layers.CenterCrop(side, side, name=f"view_{view}_crop"))
+        if side != size:
+            layers.append(
                 keras.layers.Resizing(
                     size, size, interpolation="bilinear", name=f"view_{view}_resize"
-                ),
-            ]
+                )
+            )
         if view.endswith("flip"):
             mirror = keras.layers.Dense(
                 size, use_bias=False, trainable=False, name=f"view_{view}_mirror"
@@ -136,6 +143,7 @@ def assemble(
     size: int,
     augment: bool = False,
     views: dict[str, list[Any]] | None = None,
+    input_size: int | None = None,
 ) -> Any:
     """Join preprocessing, views, backbone and head into the one model that is saved.
 
@@ -143,7 +151,8 @@ def assemble(
     (:func:`mtl.model.modelio.save_model`), so plain Keras loads ``model.keras``.
     """
     keras = _keras()
-    inputs = keras.Input((size, size, 3), name="image")
+    side = input_size or size
+    inputs = keras.Input((side, side, 3), name="image")
     x = _through(augmentation_layers() if augment else [], inputs)
     pre = backbones.preprocessing(model)
     x = pre(x) if pre is not None else x
@@ -218,11 +227,14 @@ def build_parts(
     fine_tune: bool = False,
     views: Sequence[str] = ("image",),
     head_skip: bool = False,
+    input_size: int | None = None,
 ) -> Parts:
     """Build (or re-cut, given ``backbone`` and ``head``) the model for training.
 
     With several ``views`` (whole base frozen, no augmentation), the extractor
     returns ``(views, features)`` per image and the saved model averages over them.
+    ``input_size`` (default ``size``): the model's input side, larger than the base's
+    only in that case (:func:`view_layers`).
     """
     # Long by design: one branch per kind of cut (augmented, pooled, inside the base).
     keras = _keras()
@@ -231,6 +243,12 @@ def build_parts(
         raise UsageError(
             "several views need the whole base frozen and no augmentation. "
             f"Received views={views!r}, freeze={freeze_layers!r}, augment={augment!r}"
+        )
+    input_size = input_size or size
+    if input_size != size and (augment or freeze_layers is not None):
+        raise UsageError(
+            "an input larger than the base's needs the whole base frozen and no augmentation. "
+            f"Received input_size={input_size}, size={size}"
         )
     if backbone is None:
         backbone = backbones.build(model, alpha, include_top=False, weights=weights, size=size)
@@ -241,13 +259,15 @@ def build_parts(
         head = build_head(
             int(backbone.output_shape[-1]), len(class_names), head_units, dropout, skip=head_skip
         )
-    layers = view_layers(views, size)
-    full = assemble(backbone, head, class_names, model, size, augment, layers)
+    layers = view_layers(views, size, input_size)
+    full = assemble(backbone, head, class_names, model, size, augment, layers, input_size)
     base_spec = (
         f"{model}|alpha={float(alpha)}|size={size}|{keras.mixed_precision.dtype_policy().name}"
     )
     if views != ["image"]:
         base_spec += f"|views={'+'.join(views)}"
+    if input_size != size:
+        base_spec += f"|input={input_size}"
     pre = backbones.preprocessing(model)
 
     def preprocessed(x: Any) -> Any:
@@ -256,7 +276,7 @@ def build_parts(
     if augment:  # augmentation changes the pixels every epoch: nothing can be cached
         return Parts(full, backbone, head, None, full, 0, f"{base_spec}|pixels")
     if n >= n_layers:
-        image = keras.Input((size, size, 3), name="image")
+        image = keras.Input((input_size, input_size, 3), name="image")
         x = preprocessed(image)
         pool = keras.layers.GlobalAveragePooling2D(name="pool")
         dim = int(backbone.output_shape[-1])

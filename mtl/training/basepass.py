@@ -123,9 +123,11 @@ class BasePass:
             self._digest = features.file_digest(self.weights_file)
         c = self.cfg
         views = tuple(c.run_views) if freeze is None else ("image",)
+        side = c.input_size if freeze is None else c.image_size
         return litebase.BaseSpec(
-            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views
-        )
+            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views,
+            0 if side == c.image_size else side,
+        )  # fmt: skip
 
     def start_early(
         self, paths: Sequence[Path], cache: features.FeatureCache, *, importing: bool = True
@@ -160,7 +162,7 @@ class BasePass:
             paths,
             extractor,
             cache,
-            c.image_size,
+            spec.input_side,
             batch_size=litebase.BATCH,
             fit=c.fit,
         )
@@ -216,6 +218,11 @@ class BasePass:
                 return result
         return self.fill_keras(parts, paths, cache, direct, batch_size, on_progress)
 
+    @staticmethod
+    def _input_side(parts: Any) -> int:
+        """The side of the pixels ``parts`` takes (the saved model's input)."""
+        return int(parts.model.input_shape[1])
+
     def fill_keras(
         self,
         parts: Any,
@@ -231,7 +238,7 @@ class BasePass:
             extractor = features.Extractor(parts.extractor, parts.spec, direct=direct)
             self.extractors.append(extractor)
         return features.compute(
-            paths, extractor, cache, self.cfg.image_size, batch_size=batch_size,
+            paths, extractor, cache, self._input_side(parts), batch_size=batch_size,
             on_progress=on_progress, fit=self.cfg.fit,
         )  # fmt: skip
 
@@ -268,7 +275,7 @@ class BasePass:
             return None
         self.extractors.append(extractor)
         return features.compute(
-            paths, extractor, cache, self.cfg.image_size, batch_size=litebase.BATCH,
+            paths, extractor, cache, spec.input_side, batch_size=litebase.BATCH,
             on_progress=on_progress, fit=self.cfg.fit,
         )  # fmt: skip
 
@@ -282,7 +289,7 @@ class BasePass:
                 return litebase.LiteExtractor(path, spec.text())
             except (ValueError, RuntimeError, OSError):
                 path.unlink(missing_ok=True)  # a damaged file is converted again
-        size = self.cfg.image_size
+        size = spec.input_side
         try:
             flatbuffer = runtime.tflite_flatbuffer(get_parts().extractor, (size, size, 3))
             self.converted += 1

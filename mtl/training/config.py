@@ -96,6 +96,18 @@ class TrainConfig:
         """The views a run uses: several only when :attr:`pooled_only`, else the image."""
         return list(self.views) if self.pooled_only else ["image"]
 
+    @property
+    def input_size(self) -> int:
+        """The saved model's input side. With fit "center" and a crop view, the side whose
+        central 87.5% is the base's (256 for 224): the crop views are then the photo's own
+        pixels, and the whole-square views are resized down to the base's side inside the
+        model. Otherwise the base's side."""
+        from mtl.model.classifier import CROP
+
+        if self.fit == "center" and any(v.startswith("crop") for v in self.run_views):
+            return round(self.image_size / CROP)
+        return self.image_size
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "settings") -> TrainConfig:
         """Settings read back from a file, checked as ``--config`` values are."""

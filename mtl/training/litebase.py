@@ -45,6 +45,11 @@ class BaseSpec:
     weights_digest: str  # SHA-256 of the ImageNet no-top weights file
     keras_version: str  # the architecture comes from keras.applications
     views: tuple[str, ...] = ("image",)  # the extractor's output has one row per view
+    input_size: int = 0  # the extractor's input side (0: ``size``; see TrainConfig.input_size)
+
+    @property
+    def input_side(self) -> int:
+        return self.input_size or self.size
 
     def text(self) -> str:
         """Names the cached features too: a LiteRT feature is never mixed with a Keras one."""
@@ -54,6 +59,7 @@ class BaseSpec:
             f"freeze={freeze}|float32|weights={self.weights_digest[:16]}|"
             f"keras={self.keras_version}"
             + ("" if self.views == ("image",) else f"|views={'+'.join(self.views)}")
+            + ("" if self.input_side == self.size else f"|input={self.input_side}")
         )
 
     def to_json(self) -> dict[str, object]:
@@ -64,7 +70,10 @@ class BaseSpec:
 
     @classmethod
     def from_json(cls, values: object) -> BaseSpec | None:
-        """The spec ``to_json`` wrote; None for anything else (a file may hold anything)."""
+        """The spec ``to_json`` wrote; None for anything else (a file may hold anything).
+        A spec written before ``input_size`` existed has none: the base's side."""
+        if isinstance(values, dict) and "input_size" not in values:
+            values = {**values, "input_size": 0}
         if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(cls)}:
             return None
         views = values["views"]
@@ -76,6 +85,8 @@ class BaseSpec:
             and isinstance(values["keras_version"], str)
             and isinstance(values["alpha"], int | float)
             and isinstance(values["size"], int)
+            and isinstance(values["input_size"], int)
+            and 0 <= values["input_size"] <= 4096
             and (freeze is None or isinstance(freeze, int))
         ):
             return None

@@ -356,6 +356,7 @@ class Trainer(PriorSteps):
                 freeze_layers=freeze,
                 augment=c.augment,
                 views=reuse.pop("views", self.views),
+                input_size=c.input_size,
                 **reuse,
             )
 
