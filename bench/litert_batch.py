@@ -1,8 +1,11 @@
-"""LiteRT throughput of a converted frozen base by batch size (how litebase.BATCH was chosen).
+"""LiteRT throughput of a converted frozen base by batch size, the base alone.
 
 Runs a base that ``mtl train`` converted (mtl's cache folder, ``bases/``) on random
 pixels, each batch size for a few seconds, twice, and prints photos/s relative to
 the largest batch. Measure on idle cores: a busy core slows XNNPACK's whole pool.
+Alone, small batches win (143 photos/s at 8 against 127 at 32 for the two-view
+base on 2 cores); beside the decoding threads of a real run they do not (`mtl
+predict`: 90 photos/s at 32, 65 at 8), so whole runs choose the batch sizes.
 
     python -m mtl train ../shared/data/hymenoptera/train --alpha 0.75   # converts it once
     python bench/litert_batch.py                  # the newest converted base with 2 views

@@ -27,10 +27,12 @@ from mtl.data.features import pad_rows
 from mtl.errors import MtlError
 from mtl.litert import LiteModel
 
-# Images per LiteRT invocation: XNNPACK's working set stays in cache on small batches. The
-# two-view base on 2 idle cores: 146 photos/s at 4-8, 135 at 16, 130 at 24
-# (bench/litert_batch.py). The features do not depend on it (checked in tests).
-BATCH = 8
+# Images per LiteRT invocation in training's base pass: XNNPACK on 2 cores runs batches of
+# 8-16 about 20% faster than batches of 32 (65 vs 54 photos/s for the two-view base,
+# measured on busy cores; alone, bench/litert_batch.py: 143 at 8, 134 at 16, 127 at 32).
+# Whole runs on 735 photos did not tell 8, 16 and 32 apart. The features do not depend
+# on it (checked in tests).
+BATCH = 16
 FORMAT = 1  # bump when the converted file's meaning changes: old files are then ignored
 
 
