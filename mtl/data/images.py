@@ -32,8 +32,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # How a photo becomes a model's square input. "center": the short side resized to the
 # size, then the central square (the aspect kept, as MobileNet saw ImageNet; mtl train's
-# default). "squash": the whole photo resized to the square (the aspect lost; models
-# made before the choice existed, and `mtl classify` / `mtl review`).
+# default, and so `mtl review`'s, which shares train's features). "squash": the whole
+# photo resized to the square (the aspect lost; models made before the choice existed,
+# configs/blog.toml, and `mtl classify`).
 FITS = ("center", "squash")
 
 
