@@ -126,3 +126,17 @@ def test_unknown_fit_is_a_usage_error(tmp_path):
     path = _stripes(tmp_path / "s.png", 30, 30)
     with pytest.raises(UsageError, match="Received fit='crop'"):
         load_image(path, 16, "crop")
+
+
+def test_center_fit_of_an_extreme_strip_stays_small(tmp_path):
+    """A 60000x2 PNG (a few kB): covering 256x256 whole would be a 7.7-gigapixel image;
+    only its central region is resampled."""
+    from PIL import Image
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (60000, 2), (200, 100, 50)).save(path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pixels = load_image(path, 256, "center")
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert pixels.shape == (256, 256, 3) and pixels[128, 128].tolist() == [200, 100, 50]
+    assert after - before < 100_000  # KiB

@@ -59,10 +59,11 @@ def test_the_crop_view_is_the_photos_own_central_pixels(parts):
     both = np.asarray(views.extractor.predict_on_batch(x))
     assert both.shape == (6, 2, 768)
     crop = np.asarray(plain.extractor.predict_on_batch(x[:, 16:240, 16:240]))
-    np.testing.assert_allclose(both[:, 1], crop, atol=1e-5)
+    # (float32 noise only: the same ops on the same pixels, in another graph)
+    np.testing.assert_allclose(both[:, 1], crop, rtol=1e-5, atol=1e-5)
     resized = np.asarray(keras.layers.Resizing(224, 224)(x))
     whole = np.asarray(plain.extractor.predict_on_batch(resized))
-    np.testing.assert_allclose(both[:, 0], whole, atol=1e-5)
+    np.testing.assert_allclose(both[:, 0], whole, rtol=1e-5, atol=1e-5)
     assert not np.allclose(both[:, 0], both[:, 1], atol=1e-2)  # two different views
 
 

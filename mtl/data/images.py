@@ -252,14 +252,18 @@ def load_image(
 
 
 def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
-    """``img`` resized, its aspect kept, to cover width x height, cropped to the centre."""
+    """``img`` resized, its aspect kept, to cover width x height, cropped to the centre.
+
+    Only the central region of the source is resampled (Pillow's ``box``): resizing the
+    whole image first would make a 60000x2 strip a 7.7-gigapixel intermediate. The
+    pixels are those of resize-then-crop, up to rounding (at most 1 of 255)."""
     scale = max(width / img.width, height / img.height)
-    w = max(width, round(img.width * scale))
+    w = max(width, round(img.width * scale))  # the covering size, as if resized whole
     h = max(height, round(img.height * scale))
-    if (w, h) != img.size:
-        img = img.resize((w, h), Image.Resampling.BILINEAR)
     left, top = (w - width) // 2, (h - height) // 2
-    return img.crop((left, top, left + width, top + height))
+    sx, sy = img.width / w, img.height / h
+    box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+    return img.resize((width, height), Image.Resampling.BILINEAR, box=box)
 
 
 @dataclass

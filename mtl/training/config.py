@@ -41,7 +41,7 @@ class TrainConfig:
     # How a photo becomes the square input (mtl.data.images.FITS); the model keeps it, so
     # predict and evaluate do the same. "center" keeps the aspect, as MobileNet saw
     # ImageNet (bench/accuracy.py, real CLI, 3 seeds, mean against "squash"): ants/bees
-    # 0.969 vs 0.957, clothing 0.862 vs 0.865 (portrait photos), digits 0.955 vs 0.956.
+    # 0.967 vs 0.957, clothing 0.8615 vs 0.865 (portrait photos), digits 0.955 vs 0.956.
     fit: str = "center"
     # One hidden layer of 512 with dropout 0.5 (bench/accuracy.py: 3 datasets x 3 seeds).
     head: list[int] = field(default_factory=lambda: [512])
