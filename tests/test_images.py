@@ -129,7 +129,7 @@ def test_unknown_fit_is_a_usage_error(tmp_path):
 
 
 def test_center_fit_of_an_extreme_strip_stays_small(tmp_path):
-    """A 60000x2 PNG (a few kB): covering 256x256 whole would be a 7.7-gigapixel image;
+    """A 60000x2 PNG (a few kB): covering 256x256 whole would be a 2-gigapixel (5.9 GB) image;
     only its central region is resampled."""
     from PIL import Image
 

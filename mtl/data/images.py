@@ -255,7 +255,7 @@ def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
     """``img`` resized, its aspect kept, to cover width x height, cropped to the centre.
 
     Only the central region of the source is resampled (Pillow's ``box``): resizing the
-    whole image first would make a 60000x2 strip a 7.7-gigapixel intermediate. The
+    whole image first would make a 60000x2 strip a 2-gigapixel (5.9 GB) intermediate. The
     pixels are those of resize-then-crop, up to rounding (at most 1 of 255)."""
     scale = max(width / img.width, height / img.height)
     w = max(width, round(img.width * scale))  # the covering size, as if resized whole

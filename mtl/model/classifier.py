@@ -211,6 +211,77 @@ def cut_point(backbone: Any, n: int) -> int:
     return 0
 
 
+def _check_layout(
+    views: list[str], augment: bool, freeze_layers: int | None, size: int, input_size: int
+) -> None:
+    """Several views and a larger input are computed once per photo: whole base frozen."""
+    if len(views) > 1 and (augment or freeze_layers is not None):
+        raise UsageError(
+            "several views need the whole base frozen and no augmentation. "
+            f"Received views={views!r}, freeze={freeze_layers!r}, augment={augment!r}"
+        )
+    if input_size != size and (augment or freeze_layers is not None):
+        raise UsageError(
+            "an input larger than the base's needs the whole base frozen and no augmentation. "
+            f"Received input_size={input_size}, size={size}"
+        )
+
+
+def _base_spec(model: str, alpha: float, size: int, views: list[str], input_size: int) -> str:
+    """What the cached tensor depends on besides the cut (part of the cache key)."""
+    keras = _keras()
+    spec = f"{model}|alpha={float(alpha)}|size={size}|{keras.mixed_precision.dtype_policy().name}"
+    if views != ["image"]:
+        spec += f"|views={'+'.join(views)}"
+    if input_size != size:
+        spec += f"|input={input_size}"
+    return spec
+
+
+def _preprocessed(model: str, x: Any) -> Any:
+    pre = backbones.preprocessing(model)
+    return pre(x) if pre is not None else x
+
+
+def _pooled_parts(
+    full: Any, backbone: Any, head: Any, layers: dict[str, list[Any]], model: str,
+    input_size: int, spec: str,
+) -> Parts:  # fmt: skip
+    """The whole base frozen: pixels -> pooled features (one row per view) are cached."""
+    keras = _keras()
+    image = keras.Input((input_size, input_size, 3), name="image")
+    x = _preprocessed(model, image)
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    dim = int(backbone.output_shape[-1])
+    pooled = [pool(backbone(_through(v, x, training=False))) for v in layers.values()]
+    if len(pooled) > 1:  # (n, views, features): one cache entry per photo, all views
+        stack = [keras.layers.Reshape((1, dim))(p) for p in pooled]
+        pooled = [keras.layers.Concatenate(axis=1, name="views")(stack)]
+    extractor = keras.Model(image, pooled[0], name="frozen_base")
+    feats = keras.Input((dim,), name="features")
+    top = keras.Model(feats, head(feats), name="trainable_head")
+    return Parts(full, backbone, head, extractor, top, -1, f"{spec}|pooled")
+
+
+def _cut_parts(
+    full: Any, backbone: Any, head: Any, n: int, model: str, size: int, spec: str
+) -> Parts:
+    """The first ``n`` base layers frozen: their output is cached, the rest trains."""
+    keras = _keras()
+    k = cut_point(backbone, n)
+    if k == 0:
+        return Parts(full, backbone, head, None, full, 0, f"{spec}|pixels")
+    lower = keras.Model(backbone.input, backbone.layers[k - 1].output, name="frozen_layers")
+    upper = keras.Model(backbone.layers[k - 1].output, backbone.output, name="trainable_layers")
+    image = keras.Input((size, size, 3), name="image")
+    extractor = keras.Model(image, lower(_preprocessed(model, image)), name="frozen_base")
+    cached = keras.Input(tuple(lower.output.shape[1:]), name="cached")
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(upper(cached))
+    top = keras.Model(cached, head(pooled), name="trainable_top")
+    name = backbone.layers[k - 1].name
+    return Parts(full, backbone, head, extractor, top, k, f"{spec}|cut={k}:{name}")
+
+
 def build_parts(
     class_names: Sequence[str],
     *,
@@ -236,20 +307,9 @@ def build_parts(
     ``input_size`` (default ``size``): the model's input side, larger than the base's
     only in that case (:func:`view_layers`).
     """
-    # Long by design: one branch per kind of cut (augmented, pooled, inside the base).
-    keras = _keras()
     views = check_views(views)
-    if len(views) > 1 and (augment or freeze_layers is not None):
-        raise UsageError(
-            "several views need the whole base frozen and no augmentation. "
-            f"Received views={views!r}, freeze={freeze_layers!r}, augment={augment!r}"
-        )
     input_size = input_size or size
-    if input_size != size and (augment or freeze_layers is not None):
-        raise UsageError(
-            "an input larger than the base's needs the whole base frozen and no augmentation. "
-            f"Received input_size={input_size}, size={size}"
-        )
+    _check_layout(views, augment, freeze_layers, size, input_size)
     if backbone is None:
         backbone = backbones.build(model, alpha, include_top=False, weights=weights, size=size)
     n_layers = len(backbone.layers)
@@ -261,42 +321,9 @@ def build_parts(
         )
     layers = view_layers(views, size, input_size)
     full = assemble(backbone, head, class_names, model, size, augment, layers, input_size)
-    base_spec = (
-        f"{model}|alpha={float(alpha)}|size={size}|{keras.mixed_precision.dtype_policy().name}"
-    )
-    if views != ["image"]:
-        base_spec += f"|views={'+'.join(views)}"
-    if input_size != size:
-        base_spec += f"|input={input_size}"
-    pre = backbones.preprocessing(model)
-
-    def preprocessed(x: Any) -> Any:
-        return pre(x) if pre is not None else x
-
+    spec = _base_spec(model, alpha, size, views, input_size)
     if augment:  # augmentation changes the pixels every epoch: nothing can be cached
-        return Parts(full, backbone, head, None, full, 0, f"{base_spec}|pixels")
+        return Parts(full, backbone, head, None, full, 0, f"{spec}|pixels")
     if n >= n_layers:
-        image = keras.Input((input_size, input_size, 3), name="image")
-        x = preprocessed(image)
-        pool = keras.layers.GlobalAveragePooling2D(name="pool")
-        dim = int(backbone.output_shape[-1])
-        pooled = [pool(backbone(_through(v, x, training=False))) for v in layers.values()]
-        if len(pooled) > 1:  # (n, views, features): one cache entry per photo, all views
-            stack = [keras.layers.Reshape((1, dim))(p) for p in pooled]
-            pooled = [keras.layers.Concatenate(axis=1, name="views")(stack)]
-        extractor = keras.Model(image, pooled[0], name="frozen_base")
-        feats = keras.Input((dim,), name="features")
-        top = keras.Model(feats, head(feats), name="trainable_head")
-        return Parts(full, backbone, head, extractor, top, -1, f"{base_spec}|pooled")
-    k = cut_point(backbone, n)
-    if k == 0:
-        return Parts(full, backbone, head, None, full, 0, f"{base_spec}|pixels")
-    lower = keras.Model(backbone.input, backbone.layers[k - 1].output, name="frozen_layers")
-    upper = keras.Model(backbone.layers[k - 1].output, backbone.output, name="trainable_layers")
-    image = keras.Input((size, size, 3), name="image")
-    extractor = keras.Model(image, lower(preprocessed(image)), name="frozen_base")
-    cached = keras.Input(tuple(lower.output.shape[1:]), name="cached")
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(upper(cached))
-    top = keras.Model(cached, head(pooled), name="trainable_top")
-    name = backbone.layers[k - 1].name
-    return Parts(full, backbone, head, extractor, top, k, f"{base_spec}|cut={k}:{name}")
+        return _pooled_parts(full, backbone, head, layers, model, input_size, spec)
+    return _cut_parts(full, backbone, head, n, model, size, spec)
