@@ -29,8 +29,10 @@ def sample_results(sample_photos):
     return {Path(r["file"]).stem: r for r in data}
 
 
-def test_grace_hopper_is_military_uniform(sample_results):
-    assert sample_results["grace_hopper"]["predictions"][0]["label"] == "military_uniform"
+def test_grace_hopper_central_crop_sees_her_bow_tie(sample_results):
+    """The default crop keeps the portrait's centre: her face and bow tie, not the
+    uniform's shoulders (squashed, the whole photo reads as military_uniform: below)."""
+    assert sample_results["grace_hopper"]["predictions"][0]["label"] == "bow_tie"
 
 
 def test_coffee_is_espresso(sample_results):
@@ -51,23 +53,57 @@ def test_json_shape(sample_results):
     assert 0 < sum(probs) <= 1.0 + 1e-6
 
 
-def test_probabilities_equal_direct_keras(sample_results, sample_photos):
-    """mtl == keras.applications.MobileNet(weights='imagenet') + preprocess_input, same pixels."""
+def _direct_keras(photos: dict[str, Path], pixels_of) -> dict[str, dict[str, float]]:
+    """keras.applications.MobileNet(weights='imagenet') + preprocess_input on ``pixels_of``."""
     import keras
 
-    from mtl.data.images import load_image
-
     net = keras.applications.MobileNet(alpha=ALPHA, weights="imagenet")
-    names = sorted(sample_photos)
-    pixels = np.stack([load_image(sample_photos[n], 224) for n in names]).astype("float32")
+    names = sorted(photos)
+    pixels = np.stack([pixels_of(photos[n]) for n in names]).astype("float32")
     probs = net.predict_on_batch(keras.applications.mobilenet.preprocess_input(pixels))
     index = json.loads(
         (Path(os.environ["MTL_WEIGHTS_DIR"]) / "imagenet_class_index.json").read_text()
     )
-    label_to_id = {v[1]: int(k) for k, v in index.items()}
-    for name, row in zip(names, probs, strict=True):
-        for p in sample_results[name]["predictions"]:
-            assert abs(p["probability"] - float(row[label_to_id[p["label"]]])) < 1e-4
+    return {
+        name: {index[str(i)][1]: float(p) for i, p in enumerate(row)}
+        for name, row in zip(names, probs, strict=True)
+    }
+
+
+def _assert_same(results: dict, expected: dict[str, dict[str, float]]) -> None:
+    for name, probs in expected.items():
+        for p in results[name]["predictions"]:
+            assert abs(p["probability"] - probs[p["label"]]) < 1e-4
+
+
+def test_probabilities_equal_direct_keras(sample_results, sample_photos):
+    """The default fit is ImageNet's evaluation crop: the short side resized to 256, the
+    central 224x224; mtl == Keras' own MobileNet on those pixels."""
+    from mtl.data.images import load_image
+
+    def crop(path: Path) -> np.ndarray:
+        return load_image(path, 256, fit="center")[16:240, 16:240]
+
+    _assert_same(sample_results, _direct_keras(sample_photos, crop))
+
+
+def test_squash_equals_direct_keras_on_the_whole_photo(cli, sample_photos):
+    from mtl.data.images import load_image
+
+    code, data, stderr = classify_json(
+        cli, "--fit", "squash", "-k", "5", *map(str, sample_photos.values())
+    )
+    assert code == 0, stderr
+    results = {Path(r["file"]).stem: r for r in data}
+    _assert_same(results, _direct_keras(sample_photos, lambda p: load_image(p, 224)))
+    assert results["coffee"]["predictions"][0]["label"] == "espresso"
+    assert results["grace_hopper"]["predictions"][0]["label"] == "military_uniform"
+
+
+def test_unknown_fit_is_refused(cli, sample_photos):
+    result = cli.invoke(app, ["classify", "--fit", "crop", str(sample_photos["coffee"])])
+    assert result.exit_code == 2 and "'crop'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_table_output(cli, sample_photos):

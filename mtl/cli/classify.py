@@ -25,6 +25,8 @@ EXAMPLES = """
   mtl classify photos/ --top-k 3 --json | jq '.[0].predictions[0].label'
 
   mtl classify dog.png --model mobilenet_v2 --alpha 1.0
+
+  mtl classify panorama.jpg --fit squash
 """
 
 
@@ -42,6 +44,13 @@ def register(app: typer.Typer) -> None:
             1.0, "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
         ),
         batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
+        fit: Literal["center", "squash"] = typer.Option(
+            "center",
+            "--fit",
+            help="How a photo becomes the model's square: center = ImageNet's evaluation "
+            "crop (short side to 256, the central 224x224); squash = the whole photo, "
+            "aspect ignored (for subjects at the edges).",
+        ),
         weights_dir: Path | None = typer.Option(
             None,
             "--weights-dir",
@@ -64,6 +73,7 @@ def register(app: typer.Typer) -> None:
                 alpha=alpha,
                 top_k_count=top_k,
                 batch_size=batch_size,
+                fit=fit,
                 weights_dir=weights_dir,
                 on_download=on_download,
                 on_progress=on_progress,
