@@ -80,6 +80,10 @@ VFM = ("resize", "resize_flip", "mcrop", "mcrop_flip")
 V2C = ("crop", "crop256")  # both from the photo's central square at 256 (one input)
 V2S = ("sresize", "scrop")  # what a model with a 256x256 squashed input computes
 V2CM = ("crop", "cmcrop")  # mtl's views of the central square (mtl train --fit center)
+F1 = ("f256",)  # one base pass on the whole 256 square, all 8x8 cells pooled
+FW = ("f256", "w256")  # two views from that one pass: all cells, the central 6x6
+FWW = ("f256", "w256w")  # all cells, the central 7x7 box (what a 224 crop covers)
+VM = ("sq256r", "crop256")  # exactly mtl's two views of its 256 input (fit center)
 BASELINE = Head(policy="early")  # mtl's defaults, in feature space
 RECIPE = Head(units=(1024, 1024, 512), dropout=0.0, epochs=10)
 ARMS: dict[str, Head] = {
@@ -107,6 +111,11 @@ ARMS: dict[str, Head] = {
     "h512_v2c_e30_cos": Head(epochs=30, cosine=True, train_views=V2C, test_views=V2C),
     "h512_v2c_e30": Head(epochs=30, train_views=V2C, test_views=V2C),
     "h512_v2cm_e30": Head(epochs=30, train_views=V2CM, test_views=V2CM),
+    "h512_vm_e30": Head(epochs=30, train_views=VM, test_views=VM),
+    "h512_f1_e30": Head(epochs=30, train_views=F1, test_views=F1),
+    "h512_fw_e30": Head(epochs=30, train_views=FW, test_views=FW),
+    "h512_fww_e30": Head(epochs=30, train_views=FWW, test_views=FWW),
+    "h512_c1_e30": Head(epochs=30, train_views=("crop",), test_views=("crop",)),
     "h512_v2s_e30": Head(epochs=30, train_views=V2S, test_views=V2S),
     "h512_v2f_e30": Head(epochs=30, train_views=V2F, test_views=V2F),
     "h512_v2m_e40": Head(epochs=40, train_views=V2M, test_views=V2M),
