@@ -82,9 +82,9 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/predict_vs_naive.py --data $(DATA) --alpha $(ALPHA)
 
 # Held-out accuracy of mtl's defaults against the plain Keras recipe and a linear probe,
-# on every shared dataset plus scikit-learn's digits, 3 seeds each (docs/benchmarks.md#accuracy).
+# on every shared dataset plus scikit-learn's digits, 6 seeds each (docs/benchmarks.md#accuracy).
 bench-accuracy: $(VENV)/.installed-test
-	PYTHONPATH=$(CURDIR) $(BIN)/python bench/accuracy.py --alpha $(ALPHA) --seeds 3 \
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/accuracy.py --alpha $(ALPHA) --seeds 6 \
 	  --datasets hymenoptera,clothing,digits --arms mtl,mtl_noprior,probe,probe_cv,recipe
 
 # mtl review on injected noise (swapped labels, off-topic photos) in both shared datasets.

@@ -143,3 +143,30 @@ def test_what_trains_the_head(monkeypatch):
     monkeypatch.delenv("MTL_CPU_DEVICES")
     monkeypatch.setattr(basepass, "gpu_visible", lambda: True)
     assert engine() == "keras"
+
+
+@pytest.mark.parametrize("units", [[], [4], [4, 6]])
+def test_side_by_side_logits_are_the_mean_of_the_heads(units):
+    """The saved model's ensemble of the validated and refit heads is one Dense stack
+    whose logits are the mean of theirs, for linear, one- and two-layer heads."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(9, 5)).astype(np.float32)
+    heads = [headfit.Head.fresh(5, 3, units, 0.5, seed=s) for s in (1, 2)]
+    for h in heads:
+        for b in h.biases:
+            b[:] = rng.normal(size=b.shape)
+    both = headfit.side_by_side(heads)
+    assert both.units == [2 * u for u in units] and both.dropout == 0.5
+    np.testing.assert_allclose(
+        both.logits(x), np.mean([h.logits(x) for h in heads], axis=0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_side_by_side_refuses_heads_that_do_not_add_up():
+    a = headfit.Head.fresh(5, 3, [4], 0.0, seed=1)
+    with pytest.raises(ValueError, match="one layout"):
+        headfit.side_by_side([a, headfit.Head.fresh(5, 3, [6], 0.0, seed=2)])
+    composed = a.copy()
+    composed.skip = True
+    with pytest.raises(ValueError, match="one layout"):
+        headfit.side_by_side([a, composed])

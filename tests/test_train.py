@@ -105,6 +105,8 @@ def test_saved_model_layout(trained):
     assert names[1] == "preprocess" and names[-1] == "class_names"
     assert type(model.layers[1]).__name__ == "Rescaling"
     assert not any(type(layer).__name__ == "Lambda" for layer in model.layers)
+    # The refit's head and the validated head side by side (headfit.side_by_side).
+    assert model.get_layer("head").get_layer("dense_0").units == 2 * 512
 
 
 def test_run_folder_contents(trained):

@@ -128,8 +128,8 @@ Refit = Annotated[
     bool | None,
     typer.Option(
         "--refit/--no-refit",
-        help="After the validated run, train the saved model again on every photo "
-        "(validation photos too) for the same epochs.",
+        help="After the validated run, train a second head on every photo (validation "
+        "photos too) for the same epochs; the saved model averages the two heads.",
         show_default=str(_DEFAULTS["refit"]).lower(),
     ),
 ]

@@ -65,7 +65,9 @@ class TrainConfig:
     views: list[str] = field(default_factory=lambda: ["image", "crop"])
     val_split: float = 0.2
     # After the validated run, train a fresh head the same way on every photo (validation
-    # photos too) for the epochs that run kept; that is the saved model. Pooled runs only.
+    # photos too) for the epochs that run kept; the saved model averages its logits with
+    # the validated head's (headfit.side_by_side: an ensemble of two at no training cost,
+    # which halves clothing's seed-to-seed spread in bench/accuracy.py). Pooled runs only.
     refit: bool = True
     # Blend in the ImageNet prior (mtl.training.prior) at the weight the validation photos
     # give it: ants/bees 0.940 -> 0.957 in bench/accuracy.py; weight ~0 where the classes

@@ -80,6 +80,11 @@ class Head:
             self.skip,
         )
 
+    @property
+    def units(self) -> list[int]:
+        """The hidden layers' widths (``[]``: a linear head), as ``--head`` gives them."""
+        return [int(k.shape[1]) for k in self.kernels[:-1]]
+
     def probs(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (inference: no dropout), float64, in bounded chunks."""
         return _softmax(self.logits(x))
@@ -115,6 +120,39 @@ class Head:
             if i < last:
                 h = np.maximum(h, 0.0)
         return h, inputs
+
+
+def side_by_side(heads: Sequence[Head]) -> Head:
+    """One head whose logits are the mean of ``heads``' logits: an ensemble that is still
+    a plain stack of Dense layers, so the saved model and every export run it.
+
+    The heads share one layout and none is composed with the prior. Their first layers
+    read the same features side by side, deeper hidden layers are block-diagonal (each
+    head sees only its own units), and the last layers' outputs are averaged. Linear
+    heads average into one linear map."""
+    first = heads[0]
+    shapes = {tuple(k.shape for k in h.kernels) for h in heads}
+    if len(shapes) != 1 or any(h.skip for h in heads):
+        raise ValueError("only heads of one layout, not composed with the prior, add up")
+    n = len(heads)
+    if len(first.kernels) == 1:
+        return Head([_mean([h.kernels[0] for h in heads])], [_mean([h.biases[0] for h in heads])],
+                    first.dropout)  # fmt: skip
+    kernels = [np.concatenate([h.kernels[0] for h in heads], axis=1)]
+    for i in range(1, len(first.kernels) - 1):
+        from scipy.linalg import block_diag
+
+        kernels.append(block_diag(*(h.kernels[i] for h in heads)).astype(np.float32))
+    last = np.concatenate([h.kernels[-1] for h in heads], axis=0).astype(np.float64) / n
+    kernels.append(last.astype(np.float32))
+    biases = [np.concatenate([h.biases[i] for h in heads]) for i in range(len(first.biases) - 1)]
+    biases.append(_mean([h.biases[-1] for h in heads]))
+    return Head(kernels, biases, first.dropout)
+
+
+def _mean(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The element-wise mean, summed in float64, as float32."""
+    return np.asarray(np.mean(np.stack(arrays), axis=0, dtype=np.float64), np.float32)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ class NumpyTrainer(Trainer):
         with headfit.one_blas_thread():
             head, kept, notes, train_metrics, val_metrics = self.fit_and_refit()
         arch = skeleton.arch(
-            self.base.spec(None).text(), c.run_views, c.head, c.dropout, skip=head.skip
+            self.base.spec(None).text(), c.run_views, head.units, c.dropout, skip=head.skip
         )
         self.model_writer = "skeleton" if skeleton.path(arch).is_file() else "keras"
         return self.write(
@@ -100,6 +100,7 @@ class NumpyTrainer(Trainer):
         kept, notes = self.keep(None)
         if self.best is not None and c.patience and has_val:
             head = self.best
+        validated = head
         blend = self.fit_prior(head, notes) if has_val else None
         if blend is not None:
             head = prior.compose(head, self.prior_layer(("train",)), blend)
@@ -111,6 +112,9 @@ class NumpyTrainer(Trainer):
                 head, logs = early_refit.result()
             else:
                 head, logs = self.fit_head("refit", kept, ("train", "val"))
+            # The saved model averages the two heads' logits: a free ensemble (the validated
+            # head is trained anyway) that steadies the result across seeds.
+            head = headfit.side_by_side([validated, head])
             if blend is not None:  # the same blend, the prior's class means from every photo
                 head = prior.compose(head, self.prior_layer(("train", "val")), blend)
             for log in logs:

@@ -351,7 +351,7 @@ class Trainer(PriorSteps):
                 model=c.model,
                 alpha=c.alpha,
                 size=c.image_size,
-                head_units=c.head,
+                head_units=reuse.pop("head_units", c.head),
                 dropout=c.dropout,
                 freeze_layers=freeze,
                 augment=c.augment,
@@ -618,8 +618,8 @@ class Trainer(PriorSteps):
     def refit_note(self, kept: int) -> str:
         return (
             f"the saved model was then refit on all {len(self.ds.items)} photos for {kept} "
-            "epoch(s); the validation scores are those of the same recipe without the "
-            "validation photos"
+            "epoch(s), averaging that head with the validated one; the validation scores "
+            "are the validated head's alone, which never saw the validation photos"
         )
 
     # --- the whole run -----------------------------------------------------------------
@@ -668,7 +668,10 @@ class Trainer(PriorSteps):
         refitted = False
         if c.refit and val_metrics is not None and c.pooled_only:
             t0 = time.perf_counter()
+            validated = head_of(parts.head.get_weights(), c.dropout)
             parts = self.refit(parts, kept)
+            refit_head = head_of(parts.head.get_weights(), c.dropout)
+            parts = self.with_head(parts, headfit.side_by_side([validated, refit_head]))
             train_metrics = self.final_eval(parts, subsets=("train", "val"))[0]
             self.seconds["refit"] = time.perf_counter() - t0
             notes.append(self.refit_note(kept))
@@ -686,7 +689,9 @@ class Trainer(PriorSteps):
 
     def with_head(self, parts: Any, head: headfit.Head) -> Any:
         """The same model with ``head``'s weights (and layout: the prior's skip) as its head."""
-        rebuilt = self.build(None, weights=None, backbone=parts.backbone, head_skip=head.skip)
+        rebuilt = self.build(
+            None, weights=None, backbone=parts.backbone, head_skip=head.skip, head_units=head.units
+        )
         rebuilt.head.set_weights(head.weights())
         return rebuilt
 
