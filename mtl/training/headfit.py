@@ -138,10 +138,10 @@ def side_by_side(heads: Sequence[Head]) -> Head:
     if len(first.kernels) == 1:
         return Head([_mean([h.kernels[0] for h in heads])], [_mean([h.biases[0] for h in heads])],
                     first.dropout)  # fmt: skip
+    from scipy.linalg import block_diag
+
     kernels = [np.concatenate([h.kernels[0] for h in heads], axis=1)]
     for i in range(1, len(first.kernels) - 1):
-        from scipy.linalg import block_diag
-
         kernels.append(block_diag(*(h.kernels[i] for h in heads)).astype(np.float32))
     last = np.concatenate([h.kernels[-1] for h in heads], axis=0).astype(np.float64) / n
     kernels.append(last.astype(np.float32))

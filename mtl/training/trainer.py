@@ -688,7 +688,8 @@ class Trainer(PriorSteps):
         )  # fmt: skip
 
     def with_head(self, parts: Any, head: headfit.Head) -> Any:
-        """The same model with ``head``'s weights (and layout: the prior's skip) as its head."""
+        """The same model with ``head``'s weights and layout (its widths: the averaged heads
+        are twice as wide; the prior's skip) as its head."""
         rebuilt = self.build(
             None, weights=None, backbone=parts.backbone, head_skip=head.skip, head_units=head.units
         )
