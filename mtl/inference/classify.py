@@ -14,13 +14,14 @@ from mtl.data.images import check_fit, expand_inputs, iter_batches
 from mtl.errors import UsageError
 from mtl.inference.results import ImageResult, top_k
 from mtl.model import backbones
+from mtl.model.classifier import CROP
 from mtl.model.imagenet import load_class_index
 from mtl.progress import ProgressFn
 
-# ImageNet's evaluation crop, with which MobileNet's accuracy is reported: the short side
-# resized to 256, the central 224x224. On the 245 ants/bees photos (bench/classify_fit.py)
-# it ranks the true ImageNet class first on 82.0% of photos, against 75.5% squashed.
-CROP = 0.875
+# fit "center" is ImageNet's evaluation crop, with which MobileNet's accuracy is reported:
+# the short side resized to 256, the central 224x224 (classifier.CROP, as train's crop
+# view). On the 245 ants/bees photos (bench/classify_fit.py) it ranks the true ImageNet
+# class first on 82.0% of photos, against 75.5% squashed.
 
 
 def input_side(size: int, fit: str) -> int:
@@ -59,7 +60,7 @@ def classify(
 ) -> list[ImageResult]:
     """Classify every image in ``inputs``; unreadable files become error results.
 
-    ``fit``: ``center`` crops as ImageNet's evaluation does (:data:`CROP`); ``squash``
+    ``fit``: ``center`` crops as ImageNet's evaluation does (:func:`input_side`); ``squash``
     resizes the whole photo to the model's square, ignoring its aspect."""
     if top_k_count < 1 or top_k_count > 1000:
         raise UsageError(f"--top-k must be between 1 and 1000. Received top_k={top_k_count}")
