@@ -24,7 +24,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mtl._version import __version__ as __version__
+
 __all__ = ["classify", "evaluate", "export", "fetch", "predict", "train"]
 
 if TYPE_CHECKING:

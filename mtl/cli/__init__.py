@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from mtl import __version__
+from mtl._version import __version__
 
 # _helpfix: flags shown without a "<bool>" type in every help screen (imported for its effect).
 from mtl.cli import _helpfix, classify, evaluate, export, fetch, predict, review, train  # noqa: F401

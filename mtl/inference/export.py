@@ -218,7 +218,7 @@ def _write_export(
 def tflite_with_info(flatbuffer: bytes, loaded: Any) -> bytes:
     """The ``.tflite`` with what mtl predict needs besides the labels (how photos are made
     square, :data:`mtl.inference.tflite.INFO_METADATA`) in the file's own metadata."""
-    from mtl import __version__
+    from mtl._version import __version__
     from mtl.inference.tflite import INFO_METADATA
     from mtl.litert import add_metadata
 
@@ -252,7 +252,7 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
 
     import onnx
 
-    from mtl import __version__
+    from mtl._version import __version__
     from mtl.inference.onnx import CLASS_NAMES_KEY, FIT_KEY, IMAGE_SIZE_KEY, VERSION_KEY
     from mtl.runtime import keras, quiet_native_stderr
 

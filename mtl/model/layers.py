@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mtl import __version__
+from mtl._version import __version__
 from mtl.runtime import keras as _load_keras
 
 _load_keras()  # quiet, configured import first

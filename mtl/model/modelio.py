@@ -55,7 +55,7 @@ MAX_META_BYTES = 16 << 20
 def model_meta(class_names: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
     """What travels inside ``model.keras`` besides the network: the class names in output
     order, mtl's version and model format, and how the model was built."""
-    from mtl import __version__
+    from mtl._version import __version__
 
     return {
         "model_format": MODEL_FORMAT,

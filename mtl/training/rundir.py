@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtl import __version__, files, runtime
+from mtl import files, runtime
+from mtl._version import __version__
 from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
 from mtl.training.config import TrainConfig
