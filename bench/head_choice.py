@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
 
-    from mtl.training.config import resolve
+    from mtl.pipeline.config import resolve
     from mtl.training.trainer import train
 
     rows = []

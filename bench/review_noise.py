@@ -115,7 +115,7 @@ def train_eval(
     """Test accuracy of `mtl train` (defaults), the mean over training seeds: on 82 test
     photos one photo is 1.2 points, a third of what the noise costs."""
     from mtl.inference.evaluate import evaluate
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
     from mtl.training.trainer import train
 
     accs = []
@@ -218,7 +218,7 @@ def main() -> None:
     from mtl.data import dataset
     from mtl.review import flags, review
     from mtl.review.features import pooled_features
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
 
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = [

@@ -60,7 +60,7 @@ def train(
     every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
     run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
     """
-    from mtl.training.config import resolve
+    from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
     cfg = None if resume is not None else resolve(config, settings)

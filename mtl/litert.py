@@ -1,6 +1,6 @@
 """The one LiteRT wrapper: a ``.tflite`` model of one input and one output, run from NumPy.
 
-Training runs the frozen base on it (:mod:`mtl.training.litebase`) and
+Training runs the frozen base on it (:mod:`mtl.model.litebase`) and
 ``mtl predict`` runs exported models on it (:mod:`mtl.inference.tflite`).
 ``ai_edge_litert`` and NumPy start in a fraction of a second; nothing here
 imports TensorFlow or Keras.

@@ -11,7 +11,7 @@ import time
 
 import keras
 
-from mtl.training.config import resolve
+from mtl.pipeline.config import resolve
 from mtl.training.trainer import train
 
 

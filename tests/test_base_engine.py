@@ -31,7 +31,7 @@ def base_parts():
 def test_litert_features_equal_keras_features_on_real_photos(base_parts):
     from mtl.data.images import load_image
     from mtl.runtime import tflite_flatbuffer
-    from mtl.training.litebase import LiteExtractor
+    from mtl.model.litebase import LiteExtractor
 
     photos = (
         sorted((HYMENOPTERA / "ants").iterdir())[:6] + sorted((HYMENOPTERA / "bees").iterdir())[:6]
@@ -122,8 +122,8 @@ def _devices(**kw):
 
 def test_engine_choice(monkeypatch, tmp_path):
     from mtl.errors import UsageError
-    from mtl.training.basepass import BasePass
-    from mtl.training.config import resolve
+    from mtl.pipeline.basepass import BasePass
+    from mtl.pipeline.config import resolve
 
     def choose(devices, **options):
         return BasePass(resolve(None, options), tmp_path / "w.h5").choose(devices)

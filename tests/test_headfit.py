@@ -119,8 +119,8 @@ def test_divergence_is_a_clear_error():
 def test_what_trains_the_head(monkeypatch):
     """NumPy for pooled features on one CPU; Keras for everything else, from settings and
     machine alone."""
-    from mtl.training import basepass
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline import basepass
+    from mtl.pipeline.config import TrainConfig
 
     monkeypatch.setattr(basepass, "gpu_visible", lambda: False)
     monkeypatch.delenv("MTL_CPU_DEVICES", raising=False)

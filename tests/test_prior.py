@@ -140,7 +140,7 @@ def test_the_keras_head_engine_blends_the_prior_the_same_way(tmp_path):
 def test_a_damaged_or_missing_top_file_means_no_prior_and_a_reason(tmp_path):
     """The prior is optional: an unusable include-top file never stops a run."""
     from mtl.model import backbones
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
     from mtl.training.trainer import _prior_weights
 
     cfg = TrainConfig(alpha=ALPHA)

@@ -387,7 +387,7 @@ def test_nan_and_infinity_become_null(tmp_path, capsys):
 
 
 def test_a_config_file_that_is_not_utf8_is_a_usage_error(tmp_path):
-    from mtl.training.config import load_toml
+    from mtl.pipeline.config import load_toml
 
     bad = tmp_path / "c.toml"
     bad.write_bytes(b"epochs = 2\n# caf\xe9\n")
@@ -397,7 +397,7 @@ def test_a_config_file_that_is_not_utf8_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**40])
 def test_a_seed_out_of_range_is_a_usage_error(seed):
-    from mtl.training.config import resolve
+    from mtl.pipeline.config import resolve
 
     with pytest.raises(UsageError, match="--seed must be between 0 and 2"):
         resolve(None, {"seed": seed})

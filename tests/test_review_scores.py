@@ -44,7 +44,7 @@ def cache_dir(tmp_path_factory):
 
 def test_wrong_labels_among_eight_classes_found_with_their_true_class(clothing, cache_dir):
     from mtl.review import Thresholds, review
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
 
     root, swapped = clothing
     result = review(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir, write_report=False)
@@ -67,7 +67,7 @@ def test_wrong_labels_among_eight_classes_found_with_their_true_class(clothing, 
 def test_calibration_sharpens_under_confident_out_of_fold_probabilities(clothing, cache_dir):
     from mtl.review import scores
     from mtl.review.features import pooled_features
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
 
     root, _ = clothing
     pooled = pooled_features(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir)
@@ -170,7 +170,7 @@ def test_imagenet_classes_lean_on_the_concept_classifier(ants_and_bees, cache_di
     from mtl.review import review, scores
     from mtl.review.concepts import imagenet_probabilities
     from mtl.review.features import pooled_features
-    from mtl.training.config import TrainConfig
+    from mtl.pipeline.config import TrainConfig
 
     root, swapped = ants_and_bees
     result = review(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir, write_report=False)

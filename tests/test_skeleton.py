@@ -38,16 +38,16 @@ def built(offline_env, tmp_path, monkeypatch):
 
 def test_written_model_predicts_as_the_keras_model(built):
     from mtl.data.images import load_image
-    from mtl.model.modelio import check_model_file, load_model, model_meta
+    from mtl.model.modelio import ModelInfo, check_model_file, load_model, model_meta
 
     parts, arch, tmp = built
     rng = np.random.default_rng(1)
     new = [rng.normal(size=w.shape).astype("float32") for w in parts.head.get_weights()]
-    meta = model_meta(["ants", "bees"], {"views": ["image", "crop"]})
+    meta = model_meta(["ants", "bees"], ModelInfo(views=("image", "crop")))
     assert skeleton.write(arch, tmp / "model.keras", new, meta, views=2)
     check_model_file(tmp / "model.keras")
     loaded = load_model(tmp / "model.keras")
-    assert loaded.class_names == ["ants", "bees"] and loaded.info["views"] == ["image", "crop"]
+    assert loaded.class_names == ["ants", "bees"] and loaded.info.views == ("image", "crop")
     photos = sorted((HYMENOPTERA / "bees").iterdir())[:4]
     x = np.stack([load_image(p, 224) for p in photos]).astype("float32")
     parts.head.set_weights(new)

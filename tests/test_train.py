@@ -139,8 +139,8 @@ def test_run_folder_contents(trained):
 def test_base_runs_once_then_only_the_trainable_part(tmp_path, monkeypatch, freeze):
     """Every base forward pass happens before epoch 1; epochs 2+ run none (freeze all and N)."""
     from mtl.data import features
-    from mtl.training import litebase
-    from mtl.training.config import resolve
+    from mtl.model import litebase
+    from mtl.pipeline.config import resolve
     from mtl.training.trainer import train
 
     events: list[str] = []

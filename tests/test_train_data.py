@@ -11,7 +11,7 @@ import pytest
 from mtl.cli import app
 from mtl.data import dataset
 from mtl.errors import DataError, UsageError
-from mtl.training import config
+from mtl.pipeline import config
 from tests.conftest import HYMENOPTERA
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtl.training.config import TrainConfig
+from mtl.pipeline.config import TrainConfig
 from tests.conftest import ALPHA, HYMENOPTERA
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,7 @@ def test_the_crop_view_is_the_photos_own_central_pixels(parts):
 
 def test_litert_runs_the_256_input_base_as_keras_does(parts):
     from mtl.runtime import tflite_flatbuffer
-    from mtl.training.litebase import LiteExtractor
+    from mtl.model.litebase import LiteExtractor
 
     views, _ = parts
     x = _squares(2)
@@ -80,7 +80,7 @@ def test_litert_runs_the_256_input_base_as_keras_does(parts):
 
 
 def test_a_base_spec_from_before_input_size_reads_as_the_base_side():
-    from mtl.training.litebase import BaseSpec
+    from mtl.model.litebase import BaseSpec
 
     spec = BaseSpec("mobilenet", 0.75, 224, None, "d" * 64, "3", ("image", "crop"), 256)
     assert BaseSpec.from_json(spec.to_json()) == spec and "|input=256" in spec.text()

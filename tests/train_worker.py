@@ -11,7 +11,7 @@ import numpy as np
 from mtl import runtime
 from mtl.data.images import load_image
 from mtl.model.modelio import load_model
-from mtl.training.config import resolve
+from mtl.pipeline.config import resolve
 from mtl.training.trainer import train
 
 

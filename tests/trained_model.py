@@ -57,7 +57,7 @@ def make_trained_model(
     from mtl.data.images import load_image
     from mtl.model import backbones
     from mtl.model.classifier import build_parts
-    from mtl.model.modelio import model_meta, save_model
+    from mtl.model.modelio import ModelInfo, model_meta, save_model
     from mtl.runtime import keras
 
     k = keras()
@@ -67,7 +67,7 @@ def make_trained_model(
         os.environ.get("MTL_WEIGHTS_DIR"),
         download=False,
     )
-    info = {"model": "mobilenet", "alpha": alpha, "image_size": 224, "fit": "center"}
+    info = ModelInfo(model="mobilenet", alpha=alpha, image_size=224, fit="center")
     model = build_parts(
         CLASSES, model="mobilenet", alpha=alpha, weights=wfile, size=224,
         head_units=(), dropout=0.2, freeze_layers=None,

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         images; show them (table, HTML page); move them only when asked."""
         # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl import review as core
-        from mtl.training.config import TrainConfig
+        from mtl.pipeline.config import TrainConfig
 
         if undo:
             _undo(data, apply or relabel, as_json)

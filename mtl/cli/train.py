@@ -21,7 +21,7 @@ from mtl.cli._common import (
     warn,
     weights_dir_option,
 )
-from mtl.training.config import KEYS, TrainConfig
+from mtl.pipeline.config import KEYS, TrainConfig
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -263,7 +263,7 @@ def _train(
     as_json: bool,
 ) -> None:
     """Parse what the options mean together, call the core, render."""
-    from mtl.training.config import resolve
+    from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
     if resume is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl.data.images import list_images
-from mtl.errors import DataError, UsageError
+from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.progress import ProgressFn
 from mtl.report import metrics
 
@@ -118,9 +118,19 @@ def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
 
 
 def was_refit(run_dir: Path) -> bool:
-    """Whether the run's saved model was refit on every photo (``metrics.json`` says so)."""
+    """Whether the run's saved model was refit on every photo: its ``mtl.json`` record
+    says so; a model from before that record, its ``metrics.json`` notes."""
     import json
 
+    from mtl.inference.predict import MODEL_FILE
+    from mtl.model.modelio import read_info
+
+    try:
+        info = read_info(run_dir / MODEL_FILE)
+    except ModelFileError:
+        info = None  # reported when the model itself is opened
+    if info is not None and info.refit is not None:
+        return info.refit
     try:
         notes = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("notes")
     except (OSError, ValueError, AttributeError):

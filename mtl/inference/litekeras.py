@@ -21,13 +21,16 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mtl.errors import MtlError
 from mtl.model import backbones
+from mtl.model.head import Head
+from mtl.model.litebase import LiteExtractor
 
 ENGINE_VARIABLE = "MTL_PREDICT_ENGINE"  # "auto" (default) or "keras"
 # MobileNet's largest weights (v2, alpha 1.4) are 25 MB; a zip bomb inflates to gigabytes.
@@ -38,8 +41,32 @@ MAX_WEIGHTS_BYTES = 512 << 20
 PREDICT_BATCH = 32
 
 
-def open_lite(path: Path) -> Any | None:
-    """A :class:`~mtl.inference.predict.Predictor` for ``path`` without Keras, or None."""
+@dataclass
+class LiteKerasModel:
+    """An mtl ``model.keras`` run without Keras, as :mod:`mtl.inference.tflite`'s and
+    :mod:`mtl.inference.onnx`'s models are: uint8 pixels in, probabilities out."""
+
+    class_names: list[str]
+    image_size: int
+    fit: str
+    extractor: LiteExtractor
+    head: Head
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        step = PREDICT_BATCH
+        out = [self._probs(pixels[i : i + step]) for i in range(0, len(pixels), step)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def _probs(self, pixels: np.ndarray) -> np.ndarray:
+        features = self.extractor(pixels)
+        n, dim = len(pixels), features.shape[-1]
+        classes = self.head.biases[-1].shape[0]
+        per_view = self.head.probs(features.reshape(-1, dim)).reshape(n, -1, classes)
+        return np.asarray(per_view.mean(axis=1), np.float32)  # the model's views_average
+
+
+def open_lite(path: Path) -> LiteKerasModel | None:
+    """``path`` ready to run without Keras, or None (the caller loads it with Keras)."""
     if os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() == "keras":
         return None
     try:
@@ -48,10 +75,8 @@ def open_lite(path: Path) -> Any | None:
         return None  # the Keras loader reads it, or reports what is wrong with it
 
 
-def _open(path: Path) -> Any | None:
-    from mtl.inference.predict import Predictor
-    from mtl.model.modelio import MODEL_FORMAT, check_model_file, fit_of, read_meta
-    from mtl.training.litebase import BaseSpec
+def _open(path: Path) -> LiteKerasModel | None:
+    from mtl.model.modelio import MODEL_FORMAT, ModelInfo, check_model_file, read_meta
 
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         return None
@@ -59,11 +84,9 @@ def _open(path: Path) -> Any | None:
     meta = read_meta(path)
     if meta is None or int(meta["model_format"]) > MODEL_FORMAT:
         return None
-    info = meta.get("info") or {}
-    fit = fit_of(info, str(path))
-    spec = BaseSpec.from_json(info.get("frozen_base"))
-    places = info.get("head_weights")
-    if spec is None or spec.freeze is not None or not isinstance(places, list):
+    info = ModelInfo.from_json(meta["info"], str(path))
+    spec, places = info.frozen_base, info.head_weights
+    if spec is None or spec.freeze is not None or places is None:
         return None
     backbones.check(spec.model, spec.alpha, spec.size)  # also keeps the base's file name plain
     base_file = spec.path()
@@ -74,9 +97,6 @@ def _open(path: Path) -> Any | None:
     skip = _layout(kernels, biases, len(names))
     if skip is None:
         return None
-    from mtl.training.headfit import Head
-    from mtl.training.litebase import LiteExtractor
-
     # batch 0: no padding, so one photo is one pass (a short last batch reallocates once)
     extractor = LiteExtractor(base_file, spec.text(), batch=0)
     head = Head(kernels, biases, skip=skip)
@@ -90,26 +110,14 @@ def _open(path: Path) -> Any | None:
     ):
         return None
 
-    def run(pixels: np.ndarray) -> np.ndarray:
-        step = PREDICT_BATCH
-        out = [_probs(extractor, head, pixels[i : i + step]) for i in range(0, len(pixels), step)]
-        return np.concatenate(out) if out else np.zeros((0, len(names)), np.float32)
-
-    return Predictor(path, "keras", names, side, run, engine="litert", fit=fit)
+    return LiteKerasModel(names, side, info.fit, extractor, head)
 
 
-def _probs(extractor: Any, head: Any, pixels: np.ndarray) -> np.ndarray:
-    features = extractor(pixels)
-    n, dim = len(pixels), features.shape[-1]
-    per_view = head.probs(features.reshape(-1, dim)).reshape(n, -1, head.biases[-1].shape[0])
-    return np.asarray(per_view.mean(axis=1), np.float32)  # the model's views_average
-
-
-def _head(path: Path, places: list[Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _head(path: Path, places: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The head's (kernel, bias) pairs from the file's ``model.weights.h5``."""
     import h5py
 
-    if len(places) % 2 or not places or not all(isinstance(p, str) for p in places):
+    if len(places) % 2 or not places:
         raise ValueError("head_weights: expected kernel, bias pairs")
     with zipfile.ZipFile(path) as z:
         entry = z.getinfo("model.weights.h5")

@@ -90,8 +90,10 @@ def open_model(
     from mtl.inference.litekeras import open_lite
 
     lite = open_lite(path)
-    if lite is not None:
-        return lite  # no TensorFlow: the same network on LiteRT and NumPy
+    if lite is not None:  # no TensorFlow: the same network on LiteRT and NumPy
+        return Predictor(
+            path, "keras", lite.class_names, lite.image_size, lite, engine="litert", fit=lite.fit
+        )
     from mtl.model.modelio import load_model
 
     loaded = load_model(path)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtl.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from mtl.model.litebase import BaseSpec
 
 # 2: the class names in mtl.json inside the file and Keras' own layers only (plain Keras
 # loads it); 1: the class names in mtl's ClassNames layer (still read).
@@ -22,6 +26,63 @@ MAX_CONFIG_BYTES = 64 * 2**20
 MAX_INPUT_PIXELS = 4096
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """How a saved model was built: the ``info`` of its ``mtl.json``, read and written
+    here only (:func:`model_meta`, :func:`with_info`, :func:`read_info`).
+
+    ``None``: not recorded (a file from before the field, or made by another tool)."""
+
+    model: str | None = None
+    alpha: float | None = None
+    image_size: int | None = None
+    fit: str = "squash"  # the files from before the choice squashed
+    views: tuple[str, ...] | None = None
+    refit: bool | None = None  # the saved head was refit on every photo (train + val)
+    # The LiteRT spec of the whole frozen base and the head's kernel, bias places in
+    # model.weights.h5: what running the file without Keras takes (mtl.inference.litekeras).
+    frozen_base: BaseSpec | None = None
+    head_weights: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "model": self.model, "alpha": self.alpha, "image_size": self.image_size,
+            "fit": self.fit, "views": list(self.views) if self.views is not None else None,
+            "refit": self.refit,
+            "frozen_base": self.frozen_base.to_json() if self.frozen_base else None,
+            "head_weights": list(self.head_weights) if self.head_weights is not None else None,
+        }  # fmt: skip
+        return {k: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, info: dict[str, Any], where: str = "the model") -> ModelInfo:
+        """The record a file holds; a field of the wrong type reads as not recorded, an
+        unknown fit is refused (:func:`fit_of`)."""
+        from mtl.model.litebase import BaseSpec
+
+        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = info.get(key)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+        views, places = _strings(info.get("views")), _strings(info.get("head_weights"))
+        return cls(
+            model=typed("model", str),
+            alpha=typed("alpha", (int, float)),
+            image_size=typed("image_size", int),
+            fit=fit_of(info, where),
+            views=views,
+            refit=info["refit"] if isinstance(info.get("refit"), bool) else None,
+            frozen_base=BaseSpec.from_json(info.get("frozen_base")),
+            head_weights=places,
+        )
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A list of strings, as a tuple; None for anything else."""
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return tuple(value) if ok else None
+
+
 @dataclass
 class LoadedModel:
     """A trained model with what travels inside it."""
@@ -30,11 +91,11 @@ class LoadedModel:
     class_names: list[str]
     image_size: int
     mtl_version: str
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=ModelInfo)
 
     @property
     def fit(self) -> str:
-        return fit_of(self.info)
+        return self.info.fit
 
 
 def fit_of(info: dict[str, Any], where: str = "the model") -> str:
@@ -52,7 +113,7 @@ META_ENTRY = "mtl.json"  # inside model.keras, beside Keras' own entries (Keras 
 MAX_META_BYTES = 16 << 20
 
 
-def model_meta(class_names: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_meta(class_names: list[str], info: ModelInfo | None = None) -> dict[str, Any]:
     """What travels inside ``model.keras`` besides the network: the class names in output
     order, mtl's version and model format, and how the model was built."""
     from mtl._version import __version__
@@ -61,8 +122,22 @@ def model_meta(class_names: list[str], info: dict[str, Any] | None = None) -> di
         "model_format": MODEL_FORMAT,
         "class_names": [str(c) for c in class_names],
         "mtl_version": __version__,
-        "info": dict(info or {}),
+        "info": (info or ModelInfo()).to_json(),
     }
+
+
+def with_info(meta: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``meta`` (:func:`model_meta`) with some of its :class:`ModelInfo` fields changed."""
+    info = dataclasses.replace(ModelInfo.from_json(meta.get("info", {})), **changes)
+    return {**meta, "info": info.to_json()}
+
+
+def read_info(path: Path) -> ModelInfo | None:
+    """The record inside the ``model.keras`` at ``path``; None without one (or no file)."""
+    if not path.is_file():
+        return None
+    meta = read_meta(path)
+    return ModelInfo.from_json(meta["info"], str(path)) if meta is not None else None
 
 
 def save_model(
@@ -123,7 +198,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
                 f"{path} has no class names: it was not made by mtl train "
                 "(use `mtl classify` for ImageNet models)"
             )
-        meta = model_meta(list(layer.class_names), dict(layer.info))
+        meta = model_meta(list(layer.class_names), ModelInfo.from_json(dict(layer.info)))
         meta.update(model_format=layer.model_format, mtl_version=layer.mtl_version)
     if int(meta["model_format"]) > MODEL_FORMAT:
         raise ModelFileError(
@@ -146,7 +221,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         class_names=names,
         image_size=int(shape[1]),
         mtl_version=str(meta["mtl_version"]),
-        info=dict(meta["info"]),
+        info=ModelInfo.from_json(meta["info"], str(path)),
     )
 
 

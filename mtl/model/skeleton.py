@@ -200,10 +200,10 @@ def write(
     metadata = json.loads(entries["metadata.json"])
     metadata["date_saved"] = time.strftime("%Y-%m-%d@%H:%M:%S")
     entries["metadata.json"] = json.dumps(metadata).encode()
-    from mtl.model.modelio import META_ENTRY
+    from mtl.model.modelio import META_ENTRY, with_info
 
     # Where the head's weights are: what a reader without Keras needs to run the head.
-    meta = {**meta, "info": {**meta.get("info", {}), "head_weights": list(places)}}
+    meta = with_info(meta, head_weights=tuple(places))
     files.write_with(dest, lambda tmp: _zip(tmp, entries, {META_ENTRY: meta}), force=True)
     return True
 

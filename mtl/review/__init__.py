@@ -20,11 +20,11 @@ from typing import Any
 
 from mtl.assets import weights
 from mtl.errors import UsageError
+from mtl.pipeline.config import TrainConfig
 from mtl.progress import StageProgressFn
 from mtl.review import actions
 from mtl.review.actions import UndoResult, undo
 from mtl.review.flags import REASONS, Finding, Thresholds
-from mtl.training.config import TrainConfig
 
 __all__ = ["ReviewResult", "Thresholds", "UndoResult", "review", "undo"]
 

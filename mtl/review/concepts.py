@@ -15,6 +15,7 @@ import numpy as np
 
 from mtl.assets import weights
 from mtl.model import backbones
+from mtl.model.concepts import concept_probs
 from mtl.model.imagenet import read_top
 
 
@@ -38,7 +39,4 @@ def imagenet_probabilities(
         raise ValueError(
             f"the {model} ImageNet top takes {kernel.shape[0]} features, not {x.shape[1]}"
         )
-    logits = np.asarray(x, dtype=np.float64) @ kernel + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
+    return concept_probs(kernel, bias, x)

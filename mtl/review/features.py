@@ -1,7 +1,7 @@
 """Pooled base features for every photo of a dataset, through the path `mtl train` takes.
 
 The same scan (:func:`mtl.data.dataset.scan`), the same base pass
-(:class:`mtl.training.basepass.BasePass`: LiteRT on a CPU, started before
+(:meth:`mtl.pipeline.basepass.BasePass.fill_pooled`: LiteRT on a CPU, started before
 TensorFlow imports), the same model parts and the same :class:`FeatureCache`
 keys, so a review costs one base pass, and a shared ``--cache-dir`` makes the
 `mtl train` that follows it (or preceded it) reuse every feature.
@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,9 @@ from mtl.assets import weights
 from mtl.data import dataset, features
 from mtl.errors import DataError
 from mtl.model import backbones
+from mtl.pipeline.basepass import BasePass, build_parts, cpu_devices, head_engine
+from mtl.pipeline.config import TrainConfig, validate
 from mtl.progress import StageProgressFn
-from mtl.training.basepass import BasePass, head_engine
-from mtl.training.config import TrainConfig, validate
 
 STAGE = "checking images + computing features"
 
@@ -59,10 +60,6 @@ def pooled_features(
     one class, no readable photo in a class) and for a class of fewer than two
     readable photos (out-of-fold predictions need two).
     """
-    # Reason for its length: train's own scan, base pass and cache steps, reused in order.
-    from mtl.training.headrun import NumpyTrainer, cpu_devices
-    from mtl.training.trainer import Hooks, Trainer
-
     cfg = validate(cfg)
     t0 = time.perf_counter()
     # val_split 0: every photo is scored; the k folds are made later, from the seed.
@@ -78,34 +75,29 @@ def pooled_features(
         persistent=cache_dir is not None,
     )
     base = BasePass(cfg, wfile)
-    engine = head_engine(cfg, callbacks=False, resuming=False, photos=len(ds.items))
-    base.start_early([it.path for it in ds.items], cache, importing=engine == "keras")
+    paths = [it.path for it in ds.items]
+    # Where train's head would train in NumPy, its pass needs no TensorFlow: nor does this.
+    plain_cpu = head_engine(cfg, callbacks=False, resuming=False, photos=len(paths)) == "numpy"
+    base.start_early(paths, cache, importing=not plain_cpu)
     seconds: dict[str, float] = {}
-    hooks = Hooks(on_progress)
+    report = (lambda d, t: on_progress(STAGE, d, t)) if on_progress else None
     try:
-        # A Trainer only to reuse its build and base-pass steps: nothing is trained or written.
-        trainer: Trainer
-        if engine == "numpy":  # on a CPU: LiteRT's pass, no TensorFlow (as train's)
-            devices = cpu_devices()
-            seconds["setup"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            trainer = NumpyTrainer(cfg, ds, wfile, devices, Path("."), cache, base, hooks)
-            feats = trainer.pooled_features()
-        else:
-            devices = runtime.setup_training(cfg.precision)
-            seconds["setup"] = time.perf_counter() - t0
-            trainer = Trainer(cfg, ds, wfile, devices, Path("."), cache, base, hooks)
-            base.choose(devices)
-            t1 = time.perf_counter()
-            parts = trainer.build(None, weights=wfile)
-            feats = trainer.base_pass(parts, None, STAGE)
+        devices = None if plain_cpu else runtime.setup_training(cfg.precision)
+        seconds["setup"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+
+        def parts() -> Any:  # the Keras model, only if Keras must convert or run the base
+            return build_parts(cfg, ds.classes, devices or cpu_devices(), None, weights=wfile)
+
+        feats = base.fill_pooled(paths, cache, parts, devices, report)
         seconds["features"] = time.perf_counter() - t1
     finally:
         base.stop_early()
+    key_of = dict(zip(feats.paths, feats.keys, strict=True))
     ds.drop(feats.failures)
     dataset.check_usable(ds)
     check_reviewable(ds)
-    x = features.stack(cache, [trainer.key_of[it.path] for it in ds.items]).astype(np.float32)
+    x = features.stack(cache, [key_of[it.path] for it in ds.items]).astype(np.float32)
     if x.ndim == 3:  # (photos, views, features), as train caches them: their mean
         x = x.mean(axis=1)
     return Pooled(

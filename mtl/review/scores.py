@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtl.model.concepts import class_means, class_sums
 from mtl.progress import ProgressFn
 
 FOLDS = 5
@@ -141,8 +142,7 @@ def concept_class_probs(concepts: np.ndarray, labels: np.ndarray) -> np.ndarray:
     no photo votes for its own label). Class means average out a few wrong labels."""
     k = int(labels.max()) + 1
     log_p = np.log(np.clip(concepts, 1e-9, 1.0))
-    sums = np.stack([concepts[labels == c].sum(axis=0) for c in range(k)])  # (k, 1000)
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums, counts = class_sums(concepts, labels, k)  # (k, 1000), (k,)
     dots = log_p @ sums.T  # (n, k): log p_i . (sum of class c)
     rows = np.arange(len(labels))
     own = np.einsum("ij,ij->i", log_p, concepts)  # log p_i . p_i, to leave photo i out
@@ -183,7 +183,7 @@ def concept_scores(concepts: np.ndarray, labels: np.ndarray) -> np.ndarray:
     closest class's mean distribution under each photo's own."""
     k = int(labels.max()) + 1
     log_p = np.log(np.clip(concepts, 1e-9, 1.0))
-    means = np.stack([concepts[labels == c].mean(axis=0) for c in range(k)])
+    means = class_means(*class_sums(concepts, labels, k))
     cross = -(log_p @ means.T)  # (n, k)
     return robust_z(cross.min(axis=1))
 

@@ -3,7 +3,7 @@
 :class:`NumpyTrainer` is :class:`~mtl.training.trainer.Trainer` with the same
 steps and outputs (history, early stopping, refit, metrics, run folder), where
 the head trains in :mod:`mtl.training.headfit` on the pooled features that
-LiteRT computes. :func:`mtl.training.basepass.head_engine` chooses it from the
+LiteRT computes. :func:`mtl.pipeline.basepass.head_engine` chooses it from the
 settings and the machine. Keras is imported only when the machine lacks
 something made once: the LiteRT base (the first run on a machine converts it)
 or the model skeleton of this architecture (:mod:`mtl.model.skeleton`; the
@@ -13,7 +13,6 @@ keeps it). Otherwise a small run is over in the time TensorFlow takes to import.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,22 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from mtl import runtime
 from mtl.data import dataset, features
 from mtl.model import skeleton
+from mtl.model.modelio import with_info
 from mtl.training import headfit, prior
-from mtl.training.basepass import base_batch, decide_engine
 from mtl.training.tracking import EarlyStopping, EpochLog
 from mtl.training.trainer import FIRST_PASS, Trainer, TrainResult, _val_scores
-
-
-def cpu_devices() -> runtime.TrainingDevices:
-    """The one device a NumPy-head run uses, described as training prints it."""
-    return runtime.TrainingDevices(
-        f"{runtime.backend_name()} on CPU ({os.cpu_count()} cores), float32; head on NumPy",
-        None,
-        False,
-    )
 
 
 class NumpyTrainer(Trainer):
@@ -136,18 +125,7 @@ class NumpyTrainer(Trainer):
         report = self.hooks.on_progress
         on_progress = (lambda d, t: report(FIRST_PASS, d, t)) if report else None
         paths = [it.path for it in self.ds.items]
-        c = self.cfg
-        self.base.engine = decide_engine(c, runtime.backend_name(), False, False)
-        result = None
-        if self.base.engine == "litert":
-            result = self.base.fill_lite(
-                self.keras_parts, None, paths, self.cache, on_progress=on_progress
-            )
-        if result is None:  # --base-engine keras, another backend, or LiteRT failed
-            self.base.engine = "keras"
-            result = self.base.fill_keras(
-                self.keras_parts(), paths, self.cache, False, base_batch(c), on_progress
-            )
+        result = self.base.fill_pooled(paths, self.cache, self.keras_parts, None, on_progress)
         self.key_of = dict(zip(result.paths, result.keys, strict=True))
         return result
 
@@ -226,7 +204,7 @@ class NumpyTrainer(Trainer):
         (:mod:`mtl.inference.litekeras`)."""
         weights = head.weights()
         views = len(self.cfg.run_views)
-        meta = {**meta, "info": {**meta["info"], "frozen_base": self.base.spec(None).to_json()}}
+        meta = with_info(meta, frozen_base=self.base.spec(None))
         if skeleton.write(arch, path, weights, meta, views):
             self.model_writer = "skeleton"
             return

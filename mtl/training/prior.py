@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtl.training.headfit import Head
+from mtl.model import concepts
+from mtl.model.head import Head
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Prior:
     ) -> Prior:
         """From per-class sums of concept probabilities (:func:`concept_sums`, added up
         over chunks of a large dataset) and row counts."""
-        means = sums / np.maximum(counts, 1)[:, None]
+        means = concepts.class_means(sums, counts)
         kernel, bias = top_kernel @ means.T, top_bias @ means.T
         return cls(kernel.astype(np.float32), bias.astype(np.float32))
 
@@ -64,13 +65,8 @@ def concept_sums(
     top_kernel: np.ndarray, top_bias: np.ndarray, rows: np.ndarray, labels: np.ndarray, classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per class, the sum of the top's probabilities over ``rows``, and the row count."""
-    logits = rows.astype(np.float64) @ top_kernel + top_bias
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=1, keepdims=True)
-    sums = np.zeros((classes, p.shape[1]))
-    np.add.at(sums, labels, p)
-    return sums, np.bincount(labels, minlength=classes).astype(np.float64)
+    probs = concepts.concept_probs(top_kernel, top_bias, rows)
+    return concepts.class_sums(probs, labels, classes)
 
 
 @dataclass(frozen=True)

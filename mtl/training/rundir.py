@@ -18,7 +18,7 @@ from mtl import files, runtime
 from mtl._version import __version__
 from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
-from mtl.training.config import TrainConfig
+from mtl.pipeline.config import TrainConfig
 from mtl.training.tracking import EpochLog
 
 MODEL_FILE = "model.keras"
@@ -138,7 +138,7 @@ def write_run(
     """Write the run folder's files, ``model.keras`` last (the commit point: a run
     folder holding it is complete; ``save(path, meta)`` writes it atomically); returns
     their names and any warnings."""
-    from mtl.model.modelio import model_meta
+    from mtl.model.modelio import ModelInfo, model_meta
 
     written = ["labels.txt", "config.json", "split.csv", "history.csv", "metrics.json"]
     files.write_text(run_dir / "labels.txt", "".join(c + "\n" for c in run.classes), force=True)
@@ -172,9 +172,11 @@ def write_run(
             f"{len(run.classes)} classes: the confusion matrix is left out of metrics.json "
             f"and the plots (shown up to {MAX_MATRIX_CLASSES} classes)"
         )
-    info = {"model": run.config.model, "alpha": run.config.alpha,
-            "image_size": run.config.image_size, "fit": run.config.fit,
-            "views": run.config.run_views}  # fmt: skip
+    c = run.config
+    info = ModelInfo(
+        model=c.model, alpha=c.alpha, image_size=c.image_size, fit=c.fit,
+        views=tuple(c.run_views), refit=any(h.phase == "refit" for h in run.history),
+    )  # fmt: skip
     save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
 

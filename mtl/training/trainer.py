@@ -3,7 +3,7 @@
 :func:`train` prepares the run (settings, data, weights, run folder, feature
 cache) and hands it to a :class:`Trainer`, whose methods are the steps in the
 order they run: build the model, run the frozen base once over every image
-(:mod:`mtl.training.basepass`), fit the head (and, optionally, a fine-tuning
+(:mod:`mtl.pipeline.basepass`), fit the head (and, optionally, a fine-tuning
 phase), checkpoint every epoch, evaluate, and write the run folder
 (:mod:`mtl.training.rundir`). Each epoch trains only the part after the
 frozen base (:func:`mtl.model.classifier.build_parts`), whose layers are shared
@@ -29,12 +29,12 @@ from mtl.data import dataset, features
 from mtl.errors import MtlError, UsageError
 from mtl.locks import folder_lock
 from mtl.model import backbones, modelio
+from mtl.pipeline.basepass import BasePass, base_batch, build_parts, head_engine
+from mtl.pipeline.config import TrainConfig, validate
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
 from mtl.report.events import EventLog
 from mtl.training import checkpoint, headfit, prior, rundir
-from mtl.training.basepass import BasePass, base_batch, head_engine
-from mtl.training.config import TrainConfig, validate
 from mtl.training.priorsteps import PriorSteps, head_of
 from mtl.training.tracking import EarlyStopping, EpochLog, fine_tune_notes
 
@@ -219,7 +219,8 @@ def _run(
         t0 = time.perf_counter()
         trainer: Trainer
         if engine == "numpy":
-            from mtl.training.headrun import NumpyTrainer, cpu_devices
+            from mtl.pipeline.basepass import cpu_devices
+            from mtl.training.headrun import NumpyTrainer
 
             devices = cpu_devices()
             seconds = {"setup": time.perf_counter() - t0}
@@ -342,23 +343,7 @@ class Trainer(PriorSteps):
 
     def build(self, freeze: int | None, **reuse: Any) -> Any:
         """The model for training, cut after ``freeze`` base layers (None: the whole base)."""
-        from mtl.model.classifier import build_parts
-
-        c = self.cfg
-        with self.devices.scope():
-            return build_parts(
-                self.ds.classes,
-                model=c.model,
-                alpha=c.alpha,
-                size=c.image_size,
-                head_units=reuse.pop("head_units", c.head),
-                dropout=c.dropout,
-                freeze_layers=freeze,
-                augment=c.augment,
-                views=reuse.pop("views", self.views),
-                input_size=c.input_size,
-                **reuse,
-            )
+        return build_parts(self.cfg, self.ds.classes, self.devices, freeze, **reuse)
 
     def base_pass(
         self,

@@ -1,6 +1,6 @@
 """The frozen base's one pass over every image: which engine runs it, and starting it early.
 
-``auto`` runs the pass with LiteRT (:mod:`mtl.training.litebase`) when training is on a
+``auto`` runs the pass with LiteRT (:mod:`mtl.model.litebase`) when training is on a
 CPU with the TensorFlow backend, in float32 on one device, and with Keras
 everywhere else (a GPU is far faster than any CPU engine). The choice is
 made from the settings and devices alone, never from what happens to be
@@ -17,15 +17,51 @@ from typing import Any
 from mtl import runtime
 from mtl.data import features
 from mtl.errors import UsageError
+from mtl.model import litebase
+from mtl.pipeline.config import TrainConfig
 from mtl.progress import ProgressFn
-from mtl.training import litebase
-from mtl.training.config import TrainConfig
 
 
 def base_batch(cfg: TrainConfig) -> int:
     """Images per forward pass of the frozen base: not the training batch size, which may
     be huge (every batch is padded to this size, and memory grows with it)."""
     return min(max(cfg.batch_size, 32), 256)
+
+
+def cpu_devices() -> runtime.TrainingDevices:
+    """One plain CPU (the device of a NumPy-head run), described as training prints it."""
+    return runtime.TrainingDevices(
+        f"{runtime.backend_name()} on CPU ({os.cpu_count()} cores), float32; head on NumPy",
+        None,
+        False,
+    )
+
+
+def build_parts(
+    cfg: TrainConfig,
+    classes: Sequence[str],
+    devices: runtime.TrainingDevices,
+    freeze: int | None,
+    **reuse: Any,
+) -> Any:
+    """The Keras model for ``cfg`` cut after ``freeze`` base layers (None: the whole base),
+    in the devices' scope (imports TensorFlow): :class:`mtl.model.classifier.Parts`."""
+    from mtl.model.classifier import build_parts as build
+
+    with devices.scope():
+        return build(
+            list(classes),
+            model=cfg.model,
+            alpha=cfg.alpha,
+            size=cfg.image_size,
+            head_units=reuse.pop("head_units", cfg.head),
+            dropout=cfg.dropout,
+            freeze_layers=freeze,
+            augment=cfg.augment,
+            views=reuse.pop("views", cfg.run_views),
+            input_size=cfg.input_size,
+            **reuse,
+        )
 
 
 def _needs_strategy() -> bool:
@@ -217,6 +253,32 @@ class BasePass:
             if result is not None:
                 return result
         return self.fill_keras(parts, paths, cache, direct, batch_size, on_progress)
+
+    def fill_pooled(
+        self,
+        paths: Sequence[Path],
+        cache: features.FeatureCache,
+        get_parts: Callable[[], Any],
+        devices: runtime.TrainingDevices | None,
+        on_progress: ProgressFn | None,
+    ) -> features.Features:
+        """The whole frozen base's pooled features for ``paths``: the pass of a run whose head
+        trains on them, and of `mtl review`. ``devices`` None: one plain CPU, TensorFlow
+        not set up (LiteRT runs it unless the settings forbid); ``get_parts()`` builds the
+        Keras model (:func:`build_parts`) only when Keras must convert or run the base."""
+        c = self.cfg
+        if devices is None:
+            self.engine = decide_engine(c, runtime.backend_name(), False, False)
+        else:
+            self.choose(devices)
+        result = None
+        if self.engine == "litert":
+            result = self.fill_lite(get_parts, None, paths, cache, on_progress=on_progress)
+        if result is None:  # --base-engine keras, another backend, or LiteRT failed
+            self.engine = "keras"
+            direct = devices is not None and devices.strategy is not None
+            result = self.fill_keras(get_parts(), paths, cache, direct, base_batch(c), on_progress)
+        return result
 
     @staticmethod
     def _input_side(parts: Any) -> int:
