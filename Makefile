@@ -19,11 +19,12 @@ DATA ?= $(SHARED)/data/hymenoptera/train
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test check bench bench-accuracy bench-review browser clean
+.PHONY: help install demo test test-unit check bench bench-accuracy bench-review browser clean
 
 help:
 	@echo "make demo   - set up .venv and run mtl end to end on real photos"
 	@echo "make test   - set up .venv with the test extra and run the tests"
+	@echo "make test-unit - the unit layer only (tests/unit: no TensorFlow, no weights; seconds)"
 	@echo "make check  - ruff (lint + format check) and mypy on mtl/"
 	@echo "make bench  - run the benchmarks under bench/"
 	@echo "make bench-accuracy - held-out accuracy: mtl vs the Keras recipe and a linear probe"
@@ -61,10 +62,19 @@ test: $(VENV)/.installed-test browser
 	$(BIN)/python -m tests.assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The unit layer (tests/README.md): neither TensorFlow nor weights, so neither is looked
+# for. An existing venv that has pytest is used as it is (VENV=... points at one);
+# only a missing one is installed.
+test-unit: | $(BIN)/python
+	@$(BIN)/python -c "import pytest" 2>/dev/null || $(MAKE) --no-print-directory $(VENV)/.installed-test
+	env -u MTL_WEIGHTS_DIR -u MTL_DATA_DIR $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# ... and the import contract (docs/architecture.md, "Layering rules"): tests/unit/test_imports.py.
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check mtl tests bench
 	$(BIN)/ruff format --check mtl tests bench
 	$(BIN)/mypy mtl
+	$(BIN)/python -m pytest -q tests/unit/test_imports.py
 
 # Benchmarks run where a user's `pip install 'mtl[train]'` lands: runtime dependencies only.
 # (TensorFlow and Keras import JAX and scikit-learn when present: the test extra

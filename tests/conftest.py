@@ -1,7 +1,8 @@
 """Shared fixtures: the real weights and photos, sample photos, a CLI runner.
 
 Beside ``../shared`` the weights and photos come from there, offline; elsewhere
-they are downloaded once into the caches and reused (see tests/assets.py).
+they are downloaded once into the caches and reused (see tests/assets.py), when a
+test outside tests/unit/ first needs them. tests/README.md says where a test goes.
 """
 
 from __future__ import annotations
@@ -20,13 +21,30 @@ from tests import assets
 ROOT = assets.ROOT
 SHARED = assets.SHARED
 ALPHA = assets.ALPHA  # the only variant stored offline
-try:
-    _ASSETS: assets.Assets | None = assets.resolve()
-    _MISSING = ""
-except MtlError as exc:  # reported by the session fixture, as one line
-    _ASSETS, _MISSING = None, exc.message
-WEIGHTS = _ASSETS.weights if _ASSETS else assets.SHARED_WEIGHTS
-HYMENOPTERA = _ASSETS.hymenoptera if _ASSETS else assets.SHARED_HYMENOPTERA
+UNIT = Path(__file__).parent / "unit"  # the layer that needs neither (tests/README.md)
+# WEIGHTS and HYMENOPTERA are found (or downloaded) on first use, not at import: the unit
+# layer never asks for them, so it runs on a clone with nothing beside it.
+_found: dict[str, object] = {}
+
+
+def _assets() -> tuple[assets.Assets | None, str]:
+    if not _found:
+        try:
+            _found["assets"], _found["missing"] = assets.resolve(), ""
+        except MtlError as exc:  # reported by the offline_env fixture, as one line
+            _found["assets"], _found["missing"] = None, exc.message
+    return _found["assets"], str(_found["missing"])  # type: ignore[return-value]
+
+
+def __getattr__(name: str) -> Path:
+    """``from tests.conftest import WEIGHTS, HYMENOPTERA``: resolved on first import."""
+    if name == "WEIGHTS":
+        found = _assets()[0]
+        return found.weights if found else assets.SHARED_WEIGHTS
+    if name == "HYMENOPTERA":
+        found = _assets()[0]
+        return found.hymenoptera if found else assets.SHARED_HYMENOPTERA
+    raise AttributeError(name)
 
 
 def closed_port() -> int:
@@ -36,18 +54,27 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
+def _real_assets(request: pytest.FixtureRequest) -> None:
+    """Every test outside tests/unit/ runs with the real weights (:func:`offline_env`)."""
+    if UNIT not in request.path.parents:
+        request.getfixturevalue("offline_env")
+
+
+@pytest.fixture(scope="session")
 def offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Real weights (../shared or cached), an empty Keras cache, no way to reach the internet."""
-    if _ASSETS is None:
-        pytest.exit(f"real weights or photos missing: {_MISSING} (see README: Weights)", 2)
-    os.environ["MTL_WEIGHTS_DIR"] = str(WEIGHTS)
+    found, missing = _assets()
+    if found is None:
+        pytest.exit(f"real weights or photos missing: {missing} (see README: Weights)", 2)
+    weights = found.weights
+    os.environ["MTL_WEIGHTS_DIR"] = str(weights)
     # Keras reads KERAS_HOME once, at import: give it a cache that holds copies of the
     # real files, so direct keras.applications calls find them offline too.
     home = tmp_path_factory.mktemp("keras_home")
     (home / "models").mkdir()
     for name in assets.weight_names():
-        shutil.copy(WEIGHTS / name, home / "models" / name)
+        shutil.copy(weights / name, home / "models" / name)
     os.environ["KERAS_HOME"] = str(home)
     # Bases converted for LiteRT are kept per session, never in the user's ~/.cache.
     os.environ["MTL_CACHE_DIR"] = str(tmp_path_factory.mktemp("mtl_cache"))
@@ -83,4 +110,6 @@ def trained_model(offline_env: None, tmp_path_factory: pytest.TempPathFactory): 
     """model.keras: real frozen MobileNet 0.75 + a head trained on half of HYMENOPTERA."""
     from tests.trained_model import make_trained_model
 
-    return make_trained_model(HYMENOPTERA, tmp_path_factory.mktemp("trained"), alpha=ALPHA)
+    found = _assets()[0]
+    assert found is not None  # offline_env exits without it
+    return make_trained_model(found.hymenoptera, tmp_path_factory.mktemp("trained"), alpha=ALPHA)

@@ -30,8 +30,8 @@ def base_parts():
 
 def test_litert_features_equal_keras_features_on_real_photos(base_parts):
     from mtl.data.images import load_image
-    from mtl.runtime import tflite_flatbuffer
     from mtl.model.litebase import LiteExtractor
+    from mtl.runtime import tflite_flatbuffer
 
     photos = (
         sorted((HYMENOPTERA / "ants").iterdir())[:6] + sorted((HYMENOPTERA / "bees").iterdir())[:6]

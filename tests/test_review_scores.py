@@ -43,8 +43,8 @@ def cache_dir(tmp_path_factory):
 
 
 def test_wrong_labels_among_eight_classes_found_with_their_true_class(clothing, cache_dir):
-    from mtl.review import Thresholds, review
     from mtl.pipeline.config import TrainConfig
+    from mtl.review import Thresholds, review
 
     root, swapped = clothing
     result = review(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir, write_report=False)
@@ -65,9 +65,9 @@ def test_wrong_labels_among_eight_classes_found_with_their_true_class(clothing, 
 
 
 def test_calibration_sharpens_under_confident_out_of_fold_probabilities(clothing, cache_dir):
+    from mtl.pipeline.config import TrainConfig
     from mtl.review import scores
     from mtl.review.features import pooled_features
-    from mtl.pipeline.config import TrainConfig
 
     root, _ = clothing
     pooled = pooled_features(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir)
@@ -167,10 +167,10 @@ def test_imagenet_classes_lean_on_the_concept_classifier(ants_and_bees, cache_di
     """Ants and bees are ImageNet concepts: the class means of MobileNet's own ImageNet
     probabilities separate them better than a regression on 68 photos with 8 wrong
     labels, and the likelihood of the given labels says so (weight past 0.5)."""
+    from mtl.pipeline.config import TrainConfig
     from mtl.review import review, scores
     from mtl.review.concepts import imagenet_probabilities
     from mtl.review.features import pooled_features
-    from mtl.pipeline.config import TrainConfig
 
     root, swapped = ants_and_bees
     result = review(root, TrainConfig(alpha=ALPHA), cache_dir=cache_dir, write_report=False)

@@ -68,8 +68,8 @@ def test_the_crop_view_is_the_photos_own_central_pixels(parts):
 
 
 def test_litert_runs_the_256_input_base_as_keras_does(parts):
-    from mtl.runtime import tflite_flatbuffer
     from mtl.model.litebase import LiteExtractor
+    from mtl.runtime import tflite_flatbuffer
 
     views, _ = parts
     x = _squares(2)

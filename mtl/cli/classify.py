@@ -16,6 +16,7 @@ from mtl.cli._common import (
     verbose_option,
 )
 from mtl.cli._results import render_image_results
+from mtl.model import backbones
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -37,9 +38,9 @@ def register(app: typer.Typer) -> None:
             ..., help="Image files, folders (searched recursively) or quoted globs."
         ),
         top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image."),
-        model: Literal[
-            "mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"
-        ] = typer.Option("mobilenet", "--model", "-m", help="The pretrained ImageNet model."),
+        model: backbones.ModelName = typer.Option(
+            "mobilenet", "--model", "-m", help="The pretrained ImageNet model."
+        ),
         alpha: float = typer.Option(
             1.0, "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
         ),

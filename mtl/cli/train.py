@@ -21,6 +21,7 @@ from mtl.cli._common import (
     warn,
     weights_dir_option,
 )
+from mtl.model import backbones
 from mtl.pipeline.config import KEYS, TrainConfig
 
 EXAMPLES = """
@@ -169,13 +170,8 @@ Patience = Annotated[
     ),
 ]
 Model = Annotated[
-    Literal["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"] | None,
-    _opt(
-        "model",
-        "--model",
-        "-m",
-        help="mobilenet, mobilenet_v2, mobilenet_v3_small or mobilenet_v3_large.",
-    ),
+    backbones.ModelName | None,
+    _opt("model", "--model", "-m", help=f"The base: {', '.join(backbones.FAMILIES)}."),
 ]
 Alpha = Annotated[
     float | None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mtl import runtime
 from mtl.assets.weights import RemoteFile
@@ -27,16 +27,29 @@ class Family:
     sizes: tuple[int, ...]
     # MobileNetV3 carries its own Rescaling layer; v1/v2 need ours.
     builtin_preprocessing: bool
+    # The include-top file's layer that maps the pooled features to ImageNet's 1000
+    # logits (mtl.model.imagenet.read_top); None: no such single layer (v3's top is two).
+    top_layer: str | None = None
 
 
 FAMILIES: dict[str, Family] = {
-    "mobilenet": Family("MobileNet", (0.25, 0.5, 0.75, 1.0), (128, 160, 192, 224), False),
-    "mobilenet_v2": Family(
-        "MobileNetV2", (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), (96, 128, 160, 192, 224), False
+    "mobilenet": Family(
+        "MobileNet", (0.25, 0.5, 0.75, 1.0), (128, 160, 192, 224), False, "conv_preds"
     ),
+    "mobilenet_v2": Family(
+        "MobileNetV2",
+        (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        (96, 128, 160, 192, 224),
+        False,
+        "predictions",
+    ),  # fmt: skip
     "mobilenet_v3_small": Family("MobileNetV3Small", (0.75, 1.0), (224,), True),
     "mobilenet_v3_large": Family("MobileNetV3Large", (0.75, 1.0), (224,), True),
 }
+if TYPE_CHECKING:
+    ModelName = str
+else:  # the CLI's choices (a Literal Typer shows and checks), built from the table
+    ModelName = Literal[tuple(FAMILIES)]
 DEFAULT_MODEL = "mobilenet"
 DEFAULT_ALPHA = 1.0
 DEFAULT_SIZE = 224

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl.errors import WeightsUnavailable
+from mtl.model import backbones
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,10 @@ def load_class_index(path: Path) -> ClassIndex:
 
 
 # The dense layer over the pooled features in each family's include-top file.
-_TOP_LAYER = {"mobilenet": "conv_preds", "mobilenet_v2": "predictions"}
-
-
 def has_top(model: str) -> bool:
     """Whether ``model``'s ImageNet top is one layer over the pooled features here."""
-    return model in _TOP_LAYER
+    family = backbones.FAMILIES.get(model)
+    return family is not None and family.top_layer is not None
 
 
 def read_top(path: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +48,7 @@ def read_top(path: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
     import h5py  # a Keras dependency
 
     with h5py.File(path, "r") as f:
-        group = f[_TOP_LAYER[model]]
+        group = f[backbones.FAMILIES[model].top_layer]
         found: dict[str, np.ndarray] = {}
 
         def keep(name: str, obj: object) -> None:  # visititems stops at a non-None return
