@@ -21,7 +21,7 @@ from mtl.crawler.engines import rewrite_url
 from mtl.crawler.keywords import slugify
 from tests.fakes.engine_server import FakeEngine, encode, jpeg, picture, png
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = "1"  # the slow host trickles for 2 s
 FAST = ["--min-size", "100x100", "--timeout", TIMEOUT, "--threads", "4", "--quiet"]
 

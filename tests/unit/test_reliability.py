@@ -160,7 +160,7 @@ def test_the_lock_is_held_across_processes_and_can_be_waited_for(tmp_path):
         "    print('held', flush=True)\n"
         "    sys.stdin.readline()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     holder = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -257,7 +257,7 @@ def test_every_cli_renderer_escapes_user_strings():
     """No f-string with a value reaches Rich markup unescaped: a static check of mtl/cli."""
     import re
 
-    cli = Path(__file__).resolve().parents[1] / "mtl" / "cli"
+    cli = Path(__file__).resolve().parents[2] / "mtl" / "cli"
     bad = []
     for path in sorted(cli.glob("*.py")):
         for n, line in enumerate(path.read_text().splitlines(), 1):

@@ -12,7 +12,7 @@ from mtl.data import dataset
 from mtl.errors import DataError, UsageError
 from mtl.pipeline import config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_tree(root: Path, counts: dict[str, int], start: int = 0) -> None:
