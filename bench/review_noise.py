@@ -216,9 +216,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from mtl.data import dataset
+    from mtl.pipeline.config import TrainConfig
     from mtl.review import flags, review
     from mtl.review.features import pooled_features
-    from mtl.pipeline.config import TrainConfig
 
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = [
