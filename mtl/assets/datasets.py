@@ -254,7 +254,6 @@ def _download_into_cache(
             raise DatasetUnavailable(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Located(dataset, target, "download", count(target, dataset))
 
 
 def _work_dir(parent: Path, name: str, error: type[MtlError], what: str) -> Path:
