@@ -21,7 +21,7 @@ import pytest
 
 from mtl.assets import checksums, datasets, weights
 from mtl.cli import app
-from mtl.errors import DatasetUnavailable, ModelFileError, WeightsUnavailable
+from mtl.errors import DatasetUnavailable, ModelFileError, UsageError, WeightsUnavailable
 from mtl.model import backbones
 from tests.conftest import HYMENOPTERA, ROOT, WEIGHTS
 from tests.fakes.file_server import FileServer, wrong_hdf5
@@ -312,3 +312,160 @@ def test_duplicate_class_names_are_refused_in_every_model_format(cli, tmp_path):
         read_labels(labels)
     with pytest.raises(ModelFileError, match="the class name 'b' appears twice"):
         class_names_from_metadata({"mtl.class_names": '["b", "b"]'}, tmp_path / "m.onnx")
+
+
+# --- M12, L11: a checkpoint is checked like any file read back ------------------------
+
+
+def saved_checkpoint(run: Path, variables: list) -> Path:
+    import numpy as np
+
+    from mtl.training import checkpoint
+
+    checkpoint.save(
+        run,
+        checkpoint.Checkpoint(
+            epochs_done=1,
+            phase="train",
+            history=[{"epoch": 1}],
+            early={"best_loss": 0.5, "best_epoch": 1, "wait": 0, "stopped_early": False},
+            variables=[np.asarray(v, np.float32) for v in variables],
+            optimizer={"iterations": np.array(3)},
+            best_weights=None,
+        ),
+    )
+    return checkpoint.folder(run) / checkpoint.STATE_FILE
+
+
+def test_a_nan_checkpoint_is_refused_naming_it(tmp_path):
+    from mtl.training import checkpoint
+
+    state = saved_checkpoint(tmp_path, [[1.0, float("nan")], [0.0]])
+    with pytest.raises(UsageError) as exc:
+        checkpoint.load(tmp_path)
+    assert str(state) in exc.value.message and "var/0 holds NaN" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        ({"arrays": "../../../outside.npz"}, "names '../../../outside.npz', not one of mtl's"),
+        ({"arrays": "/etc/passwd"}, "not one of mtl's checkpoint files"),
+        ({"epochs_done": 1000}, "epochs_done 1000 does not match its 1 epochs"),
+        ({"epochs_done": "1"}, "epochs_done '1' does not match"),
+        ({"history": "x"}, "history is not a list of epochs"),
+        ({"phase": 3}, "phase or early-stopping state is damaged"),
+    ],
+)
+def test_a_tampered_checkpoint_state_is_refused_naming_it(tmp_path, edit, reason):
+    from mtl.training import checkpoint
+
+    state = saved_checkpoint(tmp_path / "run", [[1.0, 2.0]])
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes((checkpoint.folder(tmp_path / "run") / "epoch-0001.npz").read_bytes())
+    state.write_text(json.dumps({**json.loads(state.read_text()), **edit}))
+    with pytest.raises(UsageError) as exc:
+        checkpoint.load(tmp_path / "run")
+    assert exc.value.message.startswith(f"cannot read the checkpoint {state}: ")
+    assert reason in exc.value.message
+
+
+def test_an_array_file_linked_outside_the_run_is_refused(tmp_path):
+    from mtl.training import checkpoint
+
+    saved_checkpoint(tmp_path / "run", [[1.0, 2.0]])
+    npz = checkpoint.folder(tmp_path / "run") / "epoch-0001.npz"
+    npz.rename(tmp_path / "elsewhere.npz")
+    npz.symlink_to(tmp_path / "elsewhere.npz")
+    with pytest.raises(UsageError, match="epoch-0001.npz is missing or not a plain file"):
+        checkpoint.load(tmp_path / "run")
+
+
+# --- L9, L8, L6: inputs that ended in an "unexpected" exit 1 --------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MTL_CPU_DEVICES": "abc"}, "MTL_CPU_DEVICES must be a whole number from 1 to"),
+        ({"MTL_CPU_DEVICES": "100000"}, "Received '100000'"),
+        ({"TF_CONFIG": "{not json"}, "TF_CONFIG is not valid JSON"),
+        ({"TF_CONFIG": '{"cluster": {"worker": 3}}'}, 'TF_CONFIG must be {"cluster"'),
+        ({"KERAS_BACKEND": "evil"}, "KERAS_BACKEND must be one of tensorflow, jax, torch"),
+        ({"KERAS_BACKEND": "torch"}, "KERAS_BACKEND=torch needs torch, which this install"),
+    ],
+)
+def test_bad_environment_variables_exit_2_naming_them(tmp_path, env, message):
+    pytest.importorskip("tensorflow")
+    if env.get("KERAS_BACKEND") == "torch":
+        try:
+            import torch  # noqa: F401
+
+            pytest.skip("torch is installed here")
+        except ImportError:
+            pass
+    done = subprocess.run(
+        [sys.executable, "-m", "mtl", "classify", "--alpha", "0.75", photo()],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in " ".join(done.stderr.split())
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_api_arguments_are_checked_before_anything_is_written(tmp_path):
+    import mtl
+
+    with pytest.raises(UsageError, match=r"data must be a path .* Received 123 \(int\)"):
+        mtl.train(123)  # type: ignore[arg-type]
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match=r"callbacks\[0\] is not a keras.callbacks.Callback"):
+        mtl.train(HYMENOPTERA, out=out, callbacks=[42])
+    assert not out.exists()
+
+
+def test_two_threads_training_into_one_folder_get_a_clear_lock_message(tmp_path):
+    import threading
+
+    from mtl.locks import FolderBusy, folder_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with folder_lock(tmp_path, "train"):
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    try:
+        with pytest.raises(FolderBusy) as exc, folder_lock(tmp_path, "train"):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    assert "in use by another train in this process (another thread" in exc.value.message
+    assert f"pid {os.getpid()}" not in exc.value.message
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    code = (
+        "import resource, signal\n"
+        "from mtl import files\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        f"files.write_bytes({str(tmp_path / 'big.npz')!r}, bytes(1 << 20))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert f"File too large: '{tmp_path / 'big.npz'}'" in done.stderr, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == []
