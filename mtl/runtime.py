@@ -110,6 +110,7 @@ def tf_config() -> dict[str, Any] | None:
         not isinstance(workers, list)
         or not workers
         or not all(isinstance(w, str) and w for w in workers)
+        or not isinstance(cluster, dict)
         or not isinstance(task, dict)
         or task.get("type") not in cluster
         or not isinstance(task.get("index"), int)
