@@ -60,6 +60,7 @@ def train(
     every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
     run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
     """
+    _check_train_arguments(data, config, out, resume, weights_dir, cache_dir, callbacks, on_epoch)
     from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
@@ -75,6 +76,43 @@ def train(
         on_epoch=on_epoch,
         callbacks=callbacks,
     )
+
+
+def _check_train_arguments(
+    data: object,
+    config: object,
+    out: object,
+    resume: object,
+    weights_dir: object,
+    cache_dir: object,
+    callbacks: object,
+    on_epoch: object,
+) -> None:
+    """Refuse wrong types before anything is written (a run folder, a lock)."""
+    from mtl.errors import UsageError
+
+    paths = {"data": data, "config": config, "out": out, "resume": resume}
+    paths.update(weights_dir=weights_dir, cache_dir=cache_dir)
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise UsageError(
+                f"{name} must be a path (str or os.PathLike). Received {value!r} "
+                f"({type(value).__name__})"
+            )
+    if on_epoch is not None and not callable(on_epoch):
+        raise UsageError(f"on_epoch must be callable. Received {on_epoch!r}")
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
+        raise UsageError(f"callbacks must be a list of Keras callbacks. Received {callbacks!r}")
+    if callbacks:
+        from mtl.runtime import keras
+
+        base = keras().callbacks.Callback
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, base):
+                raise UsageError(
+                    f"callbacks[{i}] is not a keras.callbacks.Callback. Received {cb!r} "
+                    f"({type(cb).__name__})"
+                )
 
 
 def predict(

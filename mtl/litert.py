@@ -114,5 +114,34 @@ def read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
     return None
 
 
+def tensor_shapes(flatbuffer: bytes) -> tuple[list[list[int]], list[list[int]]]:
+    """(the first subgraph's input shapes, every tensor's shape) as the file declares
+    them, read without an interpreter (which would allocate them all).
+
+    Raises ``ValueError`` for a file that is not a readable flatbuffer."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    def shape(tensor: Any) -> list[int]:
+        dims = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+        if tensor.ShapeSignatureLength():
+            signature = [int(d) for d in tensor.ShapeSignatureAsNumpy()]
+            dims = [max(a, b) for a, b in zip(dims, signature, strict=False)] or dims
+        return dims
+
+    try:
+        model = fb.Model.GetRootAs(flatbuffer, 0)
+        inputs: list[list[int]] = []
+        every: list[list[int]] = []
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            tensors = [shape(graph.Tensors(i)) for i in range(graph.TensorsLength())]
+            every += tensors
+            if g == 0:
+                inputs = [tensors[graph.Inputs(i)] for i in range(graph.InputsLength())]
+    except (IndexError, struct_error, TypeError, AttributeError) as exc:
+        raise ValueError(f"cannot read its tensors ({exc})") from None
+    return inputs, every
+
+
 def _text(value: bytes | str | None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")

@@ -74,6 +74,12 @@ def _acquire(fcntl: Any, folder: Path, path: Path, wait: bool) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
+            own = f" pid {os.getpid()}"
+            if holder.endswith(own):  # flock is per open file: another thread of ours
+                raise FolderBusy(
+                    f"{folder} is in use by another {holder[: -len(own)]} in this process "
+                    f"(another thread; lock {path}); one folder takes one run at a time"
+                ) from None
             raise FolderBusy(
                 f"another {holder or 'mtl process'} is using {folder} (lock {path}); "
                 "wait for it to finish, or use another folder"

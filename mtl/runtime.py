@@ -47,19 +47,99 @@ def quiet_native_stderr() -> Iterator[None]:
                 sys.stderr.write(sink.read().decode(errors="replace"))
 
 
+# KERAS_BACKEND -> the module it needs (what a missing one is called in the message).
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
 def backend_name() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _check_environment() -> None:
+    """Refuse bad KERAS_BACKEND, MTL_CPU_DEVICES and TF_CONFIG values before importing
+    anything, each named with what it may be (else: Keras' ValueError, an int() error
+    or a JSON error, all "unexpected")."""
+    from mtl.errors import UsageError
+
+    name = backend_name()
+    if name not in BACKENDS:
+        raise UsageError(f"KERAS_BACKEND must be one of {', '.join(BACKENDS)}. Received {name!r}")
+    cpu_devices()
+    tf_config()
+
+
+def cpu_devices() -> int:
+    """``MTL_CPU_DEVICES``: 1 to the number of cores here (at least 2, so the tests of
+    the multi-device path run on a one-core machine too)."""
+    from mtl.errors import UsageError
+
+    raw = os.environ.get("MTL_CPU_DEVICES", "").strip()
+    cores = max(os.cpu_count() or 1, 2)
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= cores:
+        raise UsageError(
+            f"MTL_CPU_DEVICES must be a whole number from 1 to {cores} (the CPU cores "
+            f"here). Received {raw[:40]!r}"
+        )
+    return n
+
+
+def tf_config() -> dict[str, Any] | None:
+    """``TF_CONFIG`` (multi-worker training), checked: a JSON object whose ``cluster``
+    lists its ``worker`` addresses and whose ``task`` is one of them."""
+    import json
+
+    from mtl.errors import UsageError
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"TF_CONFIG is not valid JSON ({exc})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    workers = cluster.get("worker") if isinstance(cluster, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if (
+        not isinstance(workers, list)
+        or not workers
+        or not all(isinstance(w, str) and w for w in workers)
+        or not isinstance(cluster, dict)
+        or not isinstance(task, dict)
+        or task.get("type") not in cluster
+        or not isinstance(task.get("index"), int)
+        or not 0 <= task["index"] < len(cluster.get(task["type"]) or [])
+    ):
+        raise UsageError(
+            'TF_CONFIG must be {"cluster": {"worker": ["host:port", ...]}, "task": '
+            '{"type": "worker", "index": N}} with N one of the workers. Received '
+            f"{raw[:120]!r}"
+        )
+    return config
 
 
 @cache
 def keras() -> ModuleType:
     """Import Keras (and its backend) once, quietly, and initialise the devices."""
+    _check_environment()
     with quiet_native_stderr():
         try:
             import keras as k
         except ImportError as exc:
             from mtl.errors import UsageError
 
+            backend = backend_name()
+            if exc.name and exc.name.split(".")[0] == BACKENDS[backend] != "tensorflow":
+                raise UsageError(
+                    f"KERAS_BACKEND={backend} needs {exc.name.split('.')[0]}, which this "
+                    f"install lacks: pip install {BACKENDS[backend]}, or unset KERAS_BACKEND"
+                ) from None
             raise UsageError(
                 f"this needs Keras and TensorFlow, which this install lacks ({exc.name}): "
                 "pip install 'mtl[train]' (the light install runs exported .tflite and "
@@ -81,7 +161,7 @@ def keras() -> ModuleType:
 
 def _split_cpu(tf: Any) -> None:
     """``MTL_CPU_DEVICES=N``: show the CPU as N logical devices (tests of the multi-device path)."""
-    n = int(os.environ.get("MTL_CPU_DEVICES", "1") or 1)
+    n = cpu_devices()
     if n > 1:
         cpus = tf.config.list_physical_devices("CPU")
         with contextlib.suppress(RuntimeError):  # already initialised: keep what is there
@@ -149,11 +229,16 @@ def _tf_compute_capability(tf: Any) -> float:
 
 def _tf_strategy(tf: Any) -> tuple[Any | None, str]:
     """MultiWorkerMirrored with TF_CONFIG, Mirrored over several GPUs (or logical CPUs)."""
-    if os.environ.get("TF_CONFIG"):
-        import json
+    config = tf_config()
+    if config is not None:
+        workers = len(config["cluster"]["worker"])
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except (ValueError, KeyError, RuntimeError) as exc:
+            from mtl.errors import UsageError
 
-        workers = len(json.loads(os.environ["TF_CONFIG"]).get("cluster", {}).get("worker", []))
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UsageError(f"TF_CONFIG does not describe a usable cluster: {first}") from None
         return strategy, f"MultiWorkerMirroredStrategy, {workers} workers"
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:

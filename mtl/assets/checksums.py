@@ -7,9 +7,10 @@ cache) and :mod:`mtl.assets.datasets`. Nothing here imports TensorFlow or Keras.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 from pathlib import Path
-from typing import Any
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -66,11 +67,102 @@ def hdf5_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+KNOWN_SIZES = {"imagenet_class_index.json": 35363}
+OTHER_WEIGHTS_BYTES = 32 << 20  # MobileNetV2/V3 files: the largest (V2 1.4, top) is ~25 MB
+
+# MobileNet v1's pointwise filters, block by block (Howard et al. 2017, table 1),
+# before the width multiplier alpha; the first convolution has 32.
+V1_BLOCKS = (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+V1_ALPHAS = {"1_0": 1.0, "7_5": 0.75, "5_0": 0.5, "2_5": 0.25}
+V1_NAME = re.compile(r"mobilenet_(\d_\d)_(\d+)_tf(_no_top)?\.h5")
+
+
+def mobilenet_v1_layout(name: str) -> dict[str, list[tuple[int, ...]]] | None:
+    """Layer name -> weight shapes that Keras' MobileNet v1 file ``name`` must hold
+    (None for other files): what ``keras.applications.MobileNet`` builds for its alpha."""
+    match = V1_NAME.fullmatch(name)
+    if not match or match.group(1) not in V1_ALPHAS:
+        return None
+    alpha = V1_ALPHAS[match.group(1)]
+    c = int(32 * alpha)
+    layout: dict[str, list[tuple[int, ...]]] = {"conv1": [(3, 3, 3, c)], "conv1_bn": [(c,)] * 4}
+    for i, filters in enumerate(V1_BLOCKS, 1):
+        out = int(filters * alpha)
+        layout[f"conv_dw_{i}"] = [(3, 3, c, 1)]
+        layout[f"conv_dw_{i}_bn"] = [(c,)] * 4
+        layout[f"conv_pw_{i}"] = [(1, 1, c, out)]
+        layout[f"conv_pw_{i}_bn"] = [(out,)] * 4
+        c = out
+    if not match.group(3):
+        layout["conv_preds"] = [(1, 1, c, 1000), (1000,)]
+    return layout
+
+
+def expected_size(name: str) -> int:
+    """About how many bytes ``name`` is: its downloads' cap and deadline come from it."""
+    layout = mobilenet_v1_layout(name)
+    if layout is not None:
+        floats = sum(math.prod(shape) for shapes in layout.values() for shape in shapes)
+        return 4 * floats + (512 << 10)  # float32 tensors plus HDF5's headers
+    return KNOWN_SIZES.get(name, OTHER_WEIGHTS_BYTES)
+
+
+def keras_layout_problem(name: str, path: str | os.PathLike[str]) -> str | None:
+    """Why the HDF5 file ``path`` is not Keras weights for ``name``, or None.
+
+    Every file needs Keras' ``layer_names`` and float weights, all finite; a MobileNet v1
+    file must hold exactly the layers and shapes :func:`mobilenet_v1_layout` lists (any
+    valid HDF5 passes the signature check; Keras then fails on it with "Layer count
+    mismatch", naming no file)."""
+    try:
+        import h5py
+        import numpy as np
+    except ImportError:  # pragma: no cover - the light install loads no weights
+        return None
+    found: dict[str, list[tuple[int, ...]]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            group = f.get("model_weights", f)
+            raw = group.attrs.get("layer_names")
+            if raw is None:
+                return "not Keras weights (no layer_names)"
+            for layer in raw:
+                layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+                names = group[layer].attrs.get("weight_names", [])
+                shapes = []
+                for weight in names:
+                    weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+                    data = group[layer][weight]
+                    if data.dtype.kind != "f" or data.size > 1 << 26:
+                        return f"{layer} holds {data.dtype} {data.shape}, not float weights"
+                    if not np.isfinite(data[()]).all():
+                        return f"{layer} holds NaN or infinite weights"
+                    shapes.append(tuple(int(d) for d in data.shape))
+                if shapes:
+                    found[layer] = shapes
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        return f"not readable as Keras weights ({str(exc).splitlines()[0][:100]})"
+    if not found:
+        return "no layer holds weights"
+    expected = mobilenet_v1_layout(name)
+    if expected is not None and found != expected:
+        missing = [k for k in expected if k not in found]
+        extra = [k for k in found if k not in expected]
+        wrong = [k for k in expected if k in found and found[k] != expected[k]]
+        for what, names in (("lacks", missing), ("has unexpected", extra), ("has wrong", wrong)):
+            if names:
+                more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+                return (
+                    f"not the MobileNet weights {name} must hold: it {what} layer {names[0]}{more}"
+                )
+    return None
+
+
 def check_weights_file(name: str, path: str | os.PathLike[str]) -> None:
     """Raise ``ValueError`` (with the reason) if ``path`` is not a good ``name``."""
     path = Path(path)
     if name.endswith(".h5"):
-        why = hdf5_problem(path)
+        why = hdf5_problem(path) or keras_layout_problem(name, path)
         if why:
             raise ValueError(why)
     expected = KNOWN_SHA256.get(name)
@@ -85,18 +177,3 @@ def download_failure(exc: BaseException) -> object:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     return getattr(exc, "reason", None) or exc
-
-
-def copy_download(response: Any, fh: Any, name: str, progress: Any = None) -> None:
-    """Copy an HTTP response body into ``fh``, reporting ``progress(name, done, total)``;
-    a body shorter or longer than its Content-Length is refused (ValueError)."""
-    length = response.headers.get("Content-Length")
-    total = int(length) if length and length.isdigit() else None
-    done = 0
-    while chunk := response.read(1 << 16):
-        fh.write(chunk)
-        done += len(chunk)
-        if progress:
-            progress(name, done, total)
-    if total is not None and done != total:
-        raise ValueError(f"download ended after {done} of {total} bytes")

@@ -13,6 +13,11 @@ Order, as for weights (:mod:`mtl.assets.weights`):
    folder, the expected splits, classes and counts, and the SHA-256 of every
    pinned photo. It is unpacked into a temp folder inside the cache and renamed
    into place in one step, so the cache holds a verified dataset or nothing.
+   The download is bounded (:mod:`mtl.assets.bounded`: a size cap, a deadline
+   and a minimum rate, all from the zip's known size) and runs under the cache
+   folder's lock, which also clears the temp folders of a killed earlier run.
+   A folder at the cache's place that mtl did not write (no marker file) is
+   never replaced: the download is refused, naming it.
 
 Nothing here imports TensorFlow or Keras, and nothing prints.
 """
@@ -26,18 +31,17 @@ import os
 import shutil
 import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from mtl.assets import checksums
+from mtl.assets import bounded, checksums
 from mtl.assets.cache import cache_root
 from mtl.errors import DatasetUnavailable, MtlError, UsageError
+from mtl.locks import folder_lock
 
-DOWNLOAD_TIMEOUT_S = 30.0
 MARKER = ".mtl-dataset.json"  # written last into a verified cache folder
 MAX_MEMBER_BYTES = 64 << 20  # no photo in a known dataset comes near this
 MAX_TOTAL_BYTES = 2 << 30
@@ -55,6 +59,7 @@ class KnownDataset:
     top: str  # the zip's top folder
     classes: tuple[str, ...]
     counts: Mapping[str, int]  # split -> number of files expected
+    zip_bytes: int  # the zip's size: its download's cap, deadline and rate come from it
     pins: str | None = None  # package file: "<sha256>  <split>/<class>/<file>" lines
     source: str = ""
 
@@ -89,6 +94,7 @@ HYMENOPTERA = KnownDataset(
     # ../shared/data/hymenoptera/train); the 153 validation photos are not
     # available here to pin, so only their number is checked.
     counts={"train": 245, "val": 153},
+    zip_bytes=47_286_322,
     pins="hymenoptera_train.sha256",
     source="https://pytorch.org/tutorials/beginner/transfer_learning_tutorial.html",
 )
@@ -184,18 +190,52 @@ def resolve(
     )
     if not download:
         raise DatasetUnavailable(f"missing dataset {name}; download {url}, {where}")
-    work = _work_dir(target.parent, dataset.name, DatasetUnavailable, "the dataset cache ")
+    _refuse_foreign(target, dataset)
+    with bounded.signals_unwind(), folder_lock(target.parent, "fetch --dataset", wait=True):
+        found = find(dataset)  # another process may have finished it while we waited
+        if found is not None:
+            return found
+        _refuse_foreign(target, dataset)
+        _clear_stale(target.parent, dataset.name)
+        _download_into_cache(dataset, url, target, where, progress)
+    return Located(dataset, target, "download", count(target, dataset))
+
+
+def _refuse_foreign(target: Path, dataset: KnownDataset) -> None:
+    """A folder at the cache's place without mtl's marker holds someone's files (a copy
+    unzipped by hand, notes): never replace it."""
+    if (target.exists() or target.is_symlink()) and not (
+        target.is_dir() and not target.is_symlink() and (target / MARKER).is_file()
+    ):
+        raise DatasetUnavailable(
+            f"{target} exists but was not written by mtl (no {MARKER}); move it away to "
+            f"download {dataset.name} again, or set MTL_DATA_DIR to the folder holding it"
+        )
+
+
+def _clear_stale(parent: Path, name: str) -> None:
+    """Temp folders of a run that was killed (SIGKILL, power loss); safe under the lock."""
+    for stale in parent.glob(f".{name}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _download_into_cache(
+    dataset: KnownDataset, url: str, target: Path, where: str, progress: DownloadProgress | None
+) -> None:
+    name = dataset.name
+    work = _work_dir(target.parent, name, DatasetUnavailable, "the dataset cache ")
     try:
         archive = work / dataset.file_name
         try:
-            _download(url, archive, dataset.file_name, progress)
+            _download(url, archive, dataset, progress)
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             reason = checksums.download_failure(exc)
             raise DatasetUnavailable(
                 f"missing dataset {name} and cannot download it from {url} ({reason}); "
                 f"download it by hand, {where}"
             ) from None
-        unpacked = work / dataset.name
+        unpacked = work / name
         try:
             splits = unpack(archive, unpacked, dataset)
         except (ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -206,16 +246,14 @@ def resolve(
             raise DatasetUnavailable(f"cannot unpack {name} into {target.parent}: {exc}") from None
         archive.unlink()
         _write_marker(unpacked, dataset, url, splits)
-        if target.exists() and not (target / MARKER).is_file():
-            os.replace(target, work / "unverified")  # not ours: a partial copy made by hand
+        if target.is_dir() and not target.is_symlink() and (target / MARKER).is_file():
+            os.replace(target, work / "replaced")  # ours, but unusable: find() passed it by
         try:
             os.replace(unpacked, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # not another process finishing first
-                raise
+        except OSError as exc:
+            raise DatasetUnavailable(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Located(dataset, target, "download", count(target, dataset))
 
 
 def _work_dir(parent: Path, name: str, error: type[MtlError], what: str) -> Path:
@@ -227,12 +265,13 @@ def _work_dir(parent: Path, name: str, error: type[MtlError], what: str) -> Path
         raise error(f"cannot write {what}{parent}: {exc}") from None
 
 
-def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:
-    with (
-        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-        open(target, "wb") as fh,
-    ):
-        checksums.copy_download(response, fh, name, progress)
+def _download(
+    url: str, target: Path, dataset: KnownDataset, progress: DownloadProgress | None
+) -> None:
+    with open(target, "wb") as fh:
+        bounded.download(
+            url, fh, dataset.file_name, bounded.limits_for(dataset.zip_bytes), progress
+        )
 
 
 def _member_path(name: str) -> PurePosixPath:
@@ -349,11 +388,12 @@ def place(located: Located, out: str | os.PathLike[str]) -> Placed:
             f"{target} already exists and is not a complete copy of {dataset.name}; "
             "remove it or choose another --out"
         )
-    work = _work_dir(target.parent, dataset.name, UsageError, "to ")
-    try:
-        for split in located.splits:
-            shutil.copytree(located.path / split, work / dataset.name / split)
-        os.replace(work / dataset.name, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with bounded.signals_unwind():
+        work = _work_dir(target.parent, dataset.name, UsageError, "to ")
+        try:
+            for split in located.splits:
+                shutil.copytree(located.path / split, work / dataset.name / split)
+            os.replace(work / dataset.name, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return Placed(located, target, copied=True)

@@ -3,7 +3,11 @@
 Order: ``--weights-dir`` / ``MTL_WEIGHTS_DIR``, then the Keras cache
 (``$KERAS_HOME/models``, default ``~/.keras/models``), then a download from
 Keras' canonical URL into that cache. A weights folder may be read-only, so
-nothing is ever written there.
+nothing is ever written there. A download is bounded by the file's expected size
+(:mod:`mtl.assets.bounded`), runs under the cache folder's lock (which clears the
+``.part`` files of a killed earlier run), and its content is checked before it is
+kept (:func:`mtl.assets.checksums.check_weights_file`: the layer names and shapes
+a MobileNet file must hold, the class index's SHA-256).
 """
 
 from __future__ import annotations
@@ -11,18 +15,17 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl.assets import checksums
+from mtl.assets import bounded, checksums
 from mtl.errors import WeightsUnavailable
+from mtl.locks import folder_lock
 
 CLASS_INDEX_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 )
-DOWNLOAD_TIMEOUT_S = 30.0
 
 DownloadProgress = Callable[[str, int, int | None], None]
 
@@ -71,7 +74,13 @@ def resolve(
     if not download:
         raise WeightsUnavailable(f"missing {remote.name}; download {url} and put it in {where}")
     try:
-        _download(url, target, remote.name, progress)
+        with bounded.signals_unwind(), folder_lock(target.parent, "weights download", wait=True):
+            if target.is_file() and target.stat().st_size > 0:  # another process got it
+                _check_found(remote, target, url, in_cache=True)
+                return target
+            for stale in target.parent.glob(f".{remote.name}.*.part"):
+                stale.unlink(missing_ok=True)  # a killed download's; no one else writes now
+            _download(url, target, remote.name, progress)
     except (OSError, urllib.error.URLError, ValueError) as exc:
         reason = checksums.download_failure(exc)
         raise WeightsUnavailable(
@@ -82,12 +91,13 @@ def resolve(
 
 
 def _check_found(remote: RemoteFile, path: Path, url: str, *, in_cache: bool) -> None:
-    """An ``.h5`` found on disk must be a whole HDF5 file before Keras opens it (Keras' own
-    error, "file signature not found", names no file). 64 bytes are read; the class
-    index is left to its reader, which names the file itself."""
+    """An ``.h5`` found on disk must be whole Keras weights of the right layout before
+    Keras opens it (Keras' own errors, "file signature not found", "Layer count
+    mismatch", name no file). The class index is left to its reader, which names the
+    file itself."""
     if not remote.name.endswith(".h5"):
         return
-    why = checksums.hdf5_problem(path)
+    why = checksums.hdf5_problem(path) or checksums.keras_layout_problem(remote.name, path)
     if why:
         fix = "delete it and mtl downloads it again" if in_cache else f"replace it with {url}"
         raise WeightsUnavailable(f"{path} is not usable weights ({why}); {fix}")
@@ -95,16 +105,16 @@ def _check_found(remote: RemoteFile, path: Path, url: str, *, in_cache: bool) ->
 
 def _download(url: str, target: Path, name: str, progress: DownloadProgress | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                checksums.copy_download(response, fh, name, progress)
-            checksums.check_weights_file(name, tmp)  # a bad file is never kept
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    limits = bounded.limits_for(checksums.expected_size(name))
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            bounded.download(url, fh, name, limits, progress)
+        checksums.check_weights_file(name, tmp)  # a bad file is never kept
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def class_index_file() -> RemoteFile:

@@ -35,6 +35,9 @@ def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str]
         names = None
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ModelFileError(f"{path} has damaged class names in its metadata ({CLASS_NAMES_KEY})")
+    from mtl.model.modelio import check_unique
+
+    check_unique(names, path)
     return names
 
 
@@ -80,6 +83,13 @@ class ONNXModel:
         classes = outputs[0].shape[-1] if outputs[0].shape else None
         if not isinstance(classes, int):
             raise ModelFileError(f"{self.path} is not an mtl image classifier (output shape)")
+        from mtl.model.modelio import MAX_INPUT_PIXELS
+
+        if shape[1] > MAX_INPUT_PIXELS or shape[1] < 1:
+            raise ModelFileError(
+                f"{self.path} is not a usable mtl model: it declares an input of "
+                f"{shape[1]}x{shape[2]} pixels (the limit is {MAX_INPUT_PIXELS} a side)"
+            )
         self.input_name = inputs[0].name
         self.image_size = int(shape[1])
         self.num_classes = classes
@@ -92,8 +102,18 @@ class ONNXModel:
         self.fit = fit_of({"fit": self.metadata.get(FIT_KEY, "squash")}, str(self.path))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
-        return np.asarray(out, dtype=np.float32)
+        try:
+            out = self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+        except Exception as exc:  # onnxruntime's own types, and a multi-line log
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelFileError(f"{self.path} failed to run: {first[:200]}") from None
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape != (len(x), self.num_classes):
+            raise ModelFileError(
+                f"{self.path} failed to run: it returned shape {list(out.shape)}, "
+                f"not [{len(x)}, {self.num_classes}]"
+            )
+        return out
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) RGB 0-255 to (n, classes) probabilities."""

@@ -7,6 +7,7 @@ import TensorFlow or Keras.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,9 @@ LABELS_SUFFIX = ".labels.txt"
 # The metadata entry ``mtl export`` writes into a .tflite: JSON with "fit" (how photos
 # become its square input, mtl.data.images.FITS), "image_size" and "mtl_version".
 INFO_METADATA = "mtl"
+# No tensor of a MobileNet classifier at the largest allowed input comes near this
+# (1 GiB of float32); a hostile file declares one to make the interpreter allocate it.
+MAX_TENSOR_ELEMENTS = 1 << 28
 
 
 def labels_path_for(model_path: str | os.PathLike[str]) -> Path:
@@ -40,6 +44,9 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     labels = [line.strip() for line in text.split("\n") if line.strip()]
     if len(labels) < 2:
         raise ModelFileError(f"labels file {path} has {len(labels)} labels; expected one per line")
+    from mtl.model.modelio import check_unique
+
+    check_unique(labels, path)
     return labels
 
 
@@ -61,6 +68,7 @@ class TFLiteModel:
             raise ModelFileError(
                 "running .tflite models needs ai-edge-litert (pip install ai-edge-litert)"
             ) from None
+        self._check_sizes()
         try:
             self.model = LiteModel(self.path, threads=num_threads)
         except (ValueError, RuntimeError) as exc:
@@ -78,6 +86,37 @@ class TFLiteModel:
         self.fit = self._read_fit()
         signature = self.model.input.get("shape_signature")
         self._dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
+
+    def _check_sizes(self) -> None:
+        """Refuse a file declaring an input over :data:`~mtl.model.modelio.MAX_INPUT_PIXELS`
+        a side, or any tensor over :data:`MAX_TENSOR_ELEMENTS`, before the interpreter
+        allocates them (a 1.6 KB file can declare a 30000x30000 input)."""
+        import mmap
+
+        from mtl.litert import tensor_shapes
+        from mtl.model.modelio import MAX_INPUT_PIXELS
+
+        try:
+            with (
+                open(self.path, "rb") as fh,
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m,
+            ):
+                inputs, every = tensor_shapes(m)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{self.path} is not a readable TFLite model: {exc}") from None
+        for dims in inputs:
+            if any(d > MAX_INPUT_PIXELS for d in dims[1:3]):
+                raise ModelFileError(
+                    f"{self.path} is not a usable mtl model: it declares an input of "
+                    f"{'x'.join(str(d) for d in dims[1:3])} pixels (the limit is "
+                    f"{MAX_INPUT_PIXELS} a side)"
+                )
+        for dims in every:
+            if math.prod(max(d, 1) for d in dims) > MAX_TENSOR_ELEMENTS:
+                raise ModelFileError(
+                    f"{self.path} is not a usable mtl model: it declares a tensor of shape "
+                    f"{dims} (more than {MAX_TENSOR_ELEMENTS} values)"
+                )
 
     def _read_fit(self) -> str:
         """The fit ``mtl export`` recorded; "squash" for a file without one."""

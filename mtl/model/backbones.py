@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mtl import runtime
 from mtl.assets.weights import RemoteFile
-from mtl.errors import UsageError
+from mtl.errors import UsageError, WeightsUnavailable
 
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -119,7 +119,14 @@ def build(
         kwargs["include_preprocessing"] = True
     net = builder(**kwargs)
     if weights is not None:
-        net.load_weights(str(weights))
+        try:
+            net.load_weights(str(weights))
+        except (ValueError, OSError, KeyError) as exc:  # Keras' errors name no file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:150]
+            raise WeightsUnavailable(
+                f"{weights} does not load into {model} alpha {alpha} ({first}); delete it "
+                "(mtl downloads a good copy into the Keras cache) or replace it"
+            ) from None
     return net
 
 

@@ -24,6 +24,10 @@ MODEL_FORMAT = 2
 MAX_CONFIG_BYTES = 64 * 2**20
 # Pixels a side: MobileNet is trained at 128-224; anything past this is not a photo model.
 MAX_INPUT_PIXELS = 4096
+# A .keras config declaring more is refused before Keras builds it: MobileNetV2 1.4 with
+# its ImageNet top has 6.2M parameters, mtl's heads far fewer; no layer is this wide.
+MAX_PARAMS = 100_000_000
+MAX_UNITS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         )
     shape = model.input_shape
     names = list(meta["class_names"])
+    check_unique(names, path)
     outputs = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if not isinstance(outputs, int) or outputs != len(names):
         raise ModelFileError(
@@ -223,6 +228,15 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         mtl_version=str(meta["mtl_version"]),
         info=ModelInfo.from_json(meta["info"], str(path)),
     )
+
+
+def check_unique(names: list[str], where: object) -> None:
+    """Class names must be distinct: two outputs of one name cannot be told apart."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ModelFileError(f"{where} is damaged: the class name {name!r} appears twice")
+        seen.add(name)
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
@@ -244,6 +258,7 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         or not isinstance(meta.get("info", {}), dict)
     ):
         raise ModelFileError(f"{path} is damaged: its {META_ENTRY} has no valid class names")
+    check_unique(names, path)
     meta.setdefault("info", {})
     meta.setdefault("mtl_version", "unknown")
     return meta
@@ -283,6 +298,52 @@ def check_model_file(path: Path) -> None:
                 f"{'x'.join(str(d) for d in dims[1:3])} pixels (the limit is "
                 f"{MAX_INPUT_PIXELS} a side)"
             )
+    params = 0
+    for name, width, weights in _layer_sizes(config):
+        if width > MAX_UNITS:
+            raise ModelFileError(
+                f"{path} is not a usable mtl model: its layer {name} declares {width} units "
+                f"(the limit is {MAX_UNITS})"
+            )
+        params += weights
+    if params > MAX_PARAMS:
+        raise ModelFileError(
+            f"{path} is not a usable mtl model: its config declares about {params} parameters "
+            f"(the limit is {MAX_PARAMS})"
+        )
+
+
+_WIDTH_KEYS = ("units", "filters", "output_dim", "input_dim", "depth_multiplier", "key_dim")
+
+
+def _layer_sizes(node: Any) -> list[tuple[str, int, int]]:
+    """(layer name, widest declared size, estimated parameters) for every layer in a Keras
+    config; the estimate multiplies the layer's widths and kernel by the last dimension of
+    the input shape Keras 3 records in its ``build_config``."""
+    found: list[tuple[str, int, int]] = []
+    if isinstance(node, dict):
+        config = node.get("config")
+        if isinstance(node.get("class_name"), str) and isinstance(config, dict):
+            widths = [config[k] for k in _WIDTH_KEYS if isinstance(config.get(k), int)]
+            if widths:
+                kernel = config.get("kernel_size")
+                area = 1
+                for k in kernel if isinstance(kernel, list) else [kernel]:
+                    area *= k if isinstance(k, int) and k > 0 else 1
+                build = node.get("build_config")
+                shape = build.get("input_shape") if isinstance(build, dict) else None
+                last = shape[-1] if isinstance(shape, list) and shape else None
+                fan_in = last if isinstance(last, int) and last > 0 else 1
+                weights = area * (fan_in + 1)
+                for w in widths:
+                    weights *= max(w, 1)
+                found.append((str(config.get("name", node["class_name"])), max(widths), weights))
+        for value in node.values():
+            found += _layer_sizes(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _layer_sizes(value)
+    return found
 
 
 def _input_shapes(node: Any) -> list[list[Any]]:

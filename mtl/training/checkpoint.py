@@ -15,6 +15,7 @@ Layout, under ``RUN/checkpoint/``:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from mtl.errors import UsageError
 FOLDER = "checkpoint"
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
+ARRAY_NAME = re.compile(r"(epoch-\d{4,}|best-[a-z_]+-\d{4,})\.npz")
 
 
 @dataclass
@@ -105,31 +107,63 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load(run_dir: Path) -> Checkpoint | None:
-    """The last complete checkpoint, or None when no epoch finished yet."""
-    path = folder(run_dir) / STATE_FILE
+    """The last complete checkpoint, or None when no epoch finished yet.
+
+    ``state.json`` is checked like any file read back: its array files must be plain
+    names inside the checkpoint folder, ``epochs_done`` must match its history, and
+    every array must be finite (a NaN checkpoint resumes to a model that says 0.5/0.5
+    for every photo). Anything else is a :class:`UsageError` naming the file."""
+    where = folder(run_dir)
+    path = where / STATE_FILE
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
         arrays: dict[str, np.ndarray] = {}
         for name in (state["arrays"], state.get("best")):
             if name:
-                with np.load(folder(run_dir) / name) as npz:
+                with np.load(_array_file(where, name)) as npz:
                     arrays.update({k: npz[k] for k in npz.files})
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"cannot read the checkpoint in {folder(run_dir)}: {exc}") from None
+        ckpt = _checkpoint(state, arrays)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"cannot read the checkpoint {path}: {exc}") from None
+    return ckpt
 
+
+def _array_file(where: Path, name: object) -> Path:
+    """A checkpoint's ``.npz``, named by ``state.json``: a plain file in ``where``."""
+    if not isinstance(name, str) or not ARRAY_NAME.fullmatch(name):
+        raise ValueError(f"it names {name!r}, not one of mtl's checkpoint files")
+    file = where / name
+    if file.is_symlink() or not file.is_file():
+        raise ValueError(f"{name} is missing or not a plain file in {where}")
+    return file
+
+
+def _checkpoint(state: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:
     def numbered(prefix: str) -> list[np.ndarray]:
         keys = sorted(
             (k for k in arrays if k.startswith(prefix)), key=lambda k: int(k[len(prefix) :])
         )
         return [arrays[k] for k in keys]
 
+    for key, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ValueError(f"its {key} holds NaN or infinite values (training diverged)")
+    epochs, history = state["epochs_done"], state["history"]
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError("its history is not a list of epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs != len(history):
+        raise ValueError(f"epochs_done {epochs!r} does not match its {len(history)} epochs")
+    if not isinstance(state["phase"], str) or not isinstance(state["early"], dict):
+        raise ValueError("its phase or early-stopping state is damaged")
     best = numbered("best/")
     return Checkpoint(
-        epochs_done=int(state["epochs_done"]),
-        phase=str(state["phase"]),
-        history=list(state["history"]),
+        epochs_done=epochs,
+        phase=state["phase"],
+        history=history,
         early=dict(state["early"]),
         variables=numbered("var/"),
         optimizer={k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
