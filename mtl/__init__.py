@@ -13,6 +13,7 @@ the same defaults, and returns a result object (``.to_json()`` gives what
     mtl.export(run.model_path, format="onnx").files
     mtl.classify(["photo.jpg"], top_k=3)
     mtl.fetch(["blue tit", "crow"], out="data/", limit=50)
+    mtl.review("data/").to_json()["scores"]     # every photo's scores; mtl.review.undo("data/")
 
 Importing this package is cheap: TensorFlow/Keras load only when a function
 needs a model (see :mod:`mtl.runtime`).
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["classify", "evaluate", "export", "fetch", "predict", "train"]
+__all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "train"]
 
 if TYPE_CHECKING:
     from mtl.crawler.crawl import FetchResult
@@ -126,3 +127,13 @@ def fetch(keywords: Sequence[str] | str, *, out: PathLike = "data", **options: A
     if isinstance(keywords, str):
         keywords = [keywords]
     return run(FetchRequest(keywords=list(keywords), out=Path(out), **options))
+
+
+def __getattr__(name: str) -> Any:
+    """``mtl.review`` on first use: the package :mod:`mtl.review`, callable as
+    ``mtl.review(data, ...)`` (``mtl review``: see :func:`mtl.review.review`)."""
+    if name == "review":
+        import importlib
+
+        return importlib.import_module("mtl.review")
+    raise AttributeError(f"module 'mtl' has no attribute {name!r}")

@@ -199,7 +199,14 @@ def _table(result: Any) -> None:
             shown(rel), shown(f.given), shown(f.suggested or "-"), f.reason, f"{f.score:.2f}",
             shown(f.detail),
         )  # fmt: skip
-    out.print(table)
+    # Piped (not a terminal), Rich would fit the table to 80 columns and cut the file
+    # names: print it at its natural width instead, for grep and for the next tool.
+    if out.is_terminal:
+        out.print(table)
+    else:
+        from rich.console import Console
+
+        Console(file=out.file, width=10_000, soft_wrap=True).print(table)
     counts = ", ".join(f"{r} {n}" for r, n in result.counts().items()) or "nothing flagged"
     out.print(f"{counts}; {result.seconds.get('total', 0):.1f}s", highlight=False, markup=False)
     if result.report:

@@ -123,7 +123,7 @@ def review(
         raise DataError(f"no such folder: {data}")
     actions.check_review_dir(root)
     if decisions is not None:
-        if apply or relabel:
+        if relabel:
             raise UsageError("a decisions file is applied alone (without --relabel)")
         with actions.locked(root):
             return _apply_decisions(root, Path(decisions), t)

@@ -205,9 +205,13 @@ def check(root: Path, moves: Sequence[Move]) -> None:
         _refuse_link(root, m.original)
         _refuse_link(root, str(PurePosixPath(m.file).parent))
         src = root / m.original
+        if not os.path.lexists(src):
+            continue  # deleted since it was scored: apply skips it and says so
         if not src.is_file():
             raise DataError(f"{src} is not a regular file; nothing was moved")
         for folder in (src.parent, _nearest_existing((root / m.file).parent)):
+            if not folder.is_dir() or folder.is_symlink():
+                raise DataError(f"cannot use {folder}: not a folder; nothing was moved")
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise DataError(
                     f"cannot use {folder}: not writable (permission denied or a read-only "
