@@ -147,14 +147,18 @@ class OutputState:
                 self.entries.pop(entry.file, None)
                 self.index.remove(entry.file)
                 self.hold(entry)
-            elif entry.status == "ok" and entry.file not in self.entries:
-                if (self.out / entry.file).is_file() and entry.file not in held:
-                    moved = [f for f, e in self.entries.items() if e.sha256 == entry.sha256]
-                    for f in moved:
-                        if not (self.out / f).exists():
-                            self.entries.pop(f)
-                            self.index.remove(f)
-                    self.add(entry)
+            elif (
+                entry.status == "ok"
+                and entry.file not in self.entries
+                and entry.file not in held
+                and (self.out / entry.file).is_file()
+            ):
+                moved = [f for f, e in self.entries.items() if e.sha256 == entry.sha256]
+                for f in moved:
+                    if not (self.out / f).exists():
+                        self.entries.pop(f)
+                        self.index.remove(f)
+                self.add(entry)
 
 
 def _sha256(path: Path) -> str:

@@ -595,7 +595,8 @@ def _undo(root: Path) -> UndoResult:
             {IN_PLACE: already, MISSING: missing, BLOCKED: blocked}.get(state, blocked).append(m)
     _restore_manifest(root, [*restored, *already])
     left = [m for m in moves if m in blocked]
-    _write_records(root, left)
+    if left != moves:  # as it was when nothing could be put back
+        _write_records(root, left)
     if not left:
         (review_dir(root) / REPORT).unlink(missing_ok=True)
         remove_empty(review_dir(root))

@@ -181,11 +181,12 @@ def every_photo(
     for i, path in enumerate(paths):
         s = stats[i] if i < len(stats) else None
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        probs = zip(classes, scores.probs[i], strict=True)
         rows.append({
             "file": rel,
             "given": classes[int(labels[i])],
             "likeliest": classes[int(scores.suggested[i])],
-            "probabilities": {c: round(float(p), 4) for c, p in zip(classes, scores.probs[i], strict=True)},
+            "probabilities": {c: round(float(p), 4) for c, p in probs},
             "label_quality": round(float(scores.label_quality[i]), 4),
             "off_topic_z": round(float(scores.off_topic[i]), 3),
             "duplicate_similarity": round(float(scores.duplicate_similarity[i]), 4),
