@@ -96,6 +96,10 @@ def applied(fetched, cache_dir, tmp_path_factory):
 def test_review_apply_sets_aside_the_wrong_and_off_topic_photos(applied):
     out, noise, before, summary = applied
     assert summary["photos"] == len(before) - 1  # every photo but manifest.jsonl
+    # Scores for every photo, flagged or not (issue 23 item 10).
+    assert len(summary["scores"]) == summary["photos"]
+    assert sum(r["flagged"] is not None for r in summary["scores"]) == summary["flagged"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in summary["scores"])
     found = {}
     for record in summary["applied"]:
         sha = hashlib.sha256((out / record["file"]).read_bytes()).hexdigest()
