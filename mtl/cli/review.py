@@ -176,6 +176,10 @@ def _render(result: Any, as_json: bool) -> None:
         warn(message)
     if as_json:
         print_json(result.to_json())
+    elif result.total == 0:  # a decisions file: nothing was scored, only the moves
+        _moved(result)
+        if not result.moves:
+            out.print("nothing moved: the decisions keep every photo", highlight=False)
     else:
         _table(result)
 
@@ -212,6 +216,13 @@ def _table(result: Any) -> None:
     if result.report:
         out.print(f"report: {result.report}", highlight=False, markup=False)
     if result.moves:
+        _moved(result)
+    elif result.findings:
+        out.print("nothing moved (use --apply to set them aside)", highlight=False)
+
+
+def _moved(result: Any) -> None:
+    if result.moves:
         moved = sum(m.action == "set_aside" for m in result.moves)
         relabeled = len(result.moves) - moved
         out.print(
@@ -219,7 +230,3 @@ def _table(result: Any) -> None:
             f"undo with: mtl review {shown(result.root)} --undo",
             highlight=False,
         )
-    elif result.findings:
-        out.print("nothing moved (use --apply to set them aside)", highlight=False)
-    elif result.total == 0:
-        out.print("nothing moved: the decisions keep every photo", highlight=False)
