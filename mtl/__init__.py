@@ -13,6 +13,7 @@ the same defaults, and returns a result object (``.to_json()`` gives what
     mtl.export(run.model_path, format="onnx").files
     mtl.classify(["photo.jpg"], top_k=3)
     mtl.fetch(["blue tit", "crow"], out="data/", limit=50)
+    mtl.review("data/").to_json()["scores"]     # every photo's scores; mtl.review.undo("data/")
 
 Importing this package is cheap: TensorFlow/Keras load only when a function
 needs a model (see :mod:`mtl.runtime`).
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from mtl._version import __version__ as __version__
 
-__all__ = ["classify", "evaluate", "export", "fetch", "predict", "train"]
+__all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "train"]
 
 if TYPE_CHECKING:
     from mtl.crawler.crawl import FetchResult
@@ -165,3 +166,13 @@ def fetch(keywords: Sequence[str] | str, *, out: PathLike = "data", **options: A
     if isinstance(keywords, str):
         keywords = [keywords]
     return run(FetchRequest(keywords=list(keywords), out=Path(out), **options))
+
+
+def __getattr__(name: str) -> Any:
+    """``mtl.review`` on first use: the package :mod:`mtl.review`, callable as
+    ``mtl.review(data, ...)`` (``mtl review``: see :func:`mtl.review.review`)."""
+    if name == "review":
+        import importlib
+
+        return importlib.import_module("mtl.review")
+    raise AttributeError(f"module 'mtl' has no attribute {name!r}")

@@ -96,6 +96,10 @@ def applied(fetched, cache_dir, tmp_path_factory):
 def test_review_apply_sets_aside_the_wrong_and_off_topic_photos(applied):
     out, noise, before, summary = applied
     assert summary["photos"] == len(before) - 1  # every photo but manifest.jsonl
+    # Scores for every photo, flagged or not (issue 23 item 10).
+    assert len(summary["scores"]) == summary["photos"]
+    assert sum(r["flagged"] is not None for r in summary["scores"]) == summary["flagged"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in summary["scores"])
     found = {}
     for record in summary["applied"]:
         sha = hashlib.sha256((out / record["file"]).read_bytes()).hexdigest()
@@ -187,7 +191,9 @@ def _records_folder(tmp_path: Path, record: dict[str, object]) -> Path:
     shutil.copy(
         photos(HYMENOPTERA / "bees", 0, 1)[0], root / "_review" / "off_topic" / "a" / "y.jpg"
     )
-    good = {"file": "_review/off_topic/a/y.jpg", "original": "a/y.jpg", "action": "set_aside"}
+    sha = hashlib.sha256((root / "_review" / "off_topic" / "a" / "y.jpg").read_bytes()).hexdigest()
+    good = {"file": "_review/off_topic/a/y.jpg", "original": "a/y.jpg", "action": "set_aside",
+            "reason": "off_topic", "given": "a", "sha256": sha}  # fmt: skip
     lines = [json.dumps(good), json.dumps({**good, **record})]
     (root / "_review" / "review.jsonl").write_text("\n".join(lines) + "\n")
     return root
@@ -214,10 +220,12 @@ def test_undo_refuses_records_outside_data_before_moving_anything(cli, tmp_path,
 
 
 def test_undo_never_overwrites_a_file_at_the_original_place(cli, tmp_path):
-    root = _records_folder(tmp_path, {"file": "_review/off_topic/a/y.jpg", "original": "a/x.jpg"})
+    root = _records_folder(tmp_path, {})
+    shutil.copy(photos(HYMENOPTERA / "ants", 1, 1)[0], root / "a" / "y.jpg")  # taken since
     before = snapshot(tmp_path)
     result = cli.invoke(app, ["review", str(root), "--undo"])
-    assert result.exit_code == 2 and "overwrite" in result.stderr
+    # Put back what it can (nothing here), report the rest, keep it recorded.
+    assert result.exit_code == 0 and "a/y.jpg is taken" in result.stderr, result.stderr
     assert snapshot(tmp_path) == before
 
 

@@ -31,7 +31,9 @@ EXAMPLES = """
 
   mtl review data/ --apply --relabel    (confident wrong labels to the suggested class instead)
 
-  mtl review data/ --undo               (every recorded photo back where it was)
+  mtl review data/ --apply decisions.json   (what you marked on the page: keep/remove/move)
+
+  mtl review data/ --undo               (every recorded photo back, newest move first)
 
   mtl review data/ --cache-dir feats/ && mtl train data/ --cache-dir feats/   (one base pass)
 
@@ -39,7 +41,9 @@ Each photo is scored by a head that never saw it (k-fold over the features mtl t
 caches): wrong_label (another class is likelier, the given one far below chance),
 off_topic (fits no class), duplicate (near-identical photo in another class), dark,
 blurry, odd_aspect, tiny_subject (a small subject on a plain or blurred background).
-mtl train ignores data/_review/.
+The page (data/_review/report.html) shows the square the model saw; mark each photo
+keep, remove or move to a class there and download decisions.json. --json gives the
+scores of every photo, flagged or not. mtl train ignores data/_review/.
 """
 
 
@@ -49,8 +53,17 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Argument(
             ..., help="Dataset folder: one sub-folder of images per class."
         ),
+        decisions: Path | None = typer.Argument(
+            None,
+            help="With --apply: a decisions.json saved from the review page; applies exactly "
+            "those decisions (no scoring).",
+            show_default=False,
+        ),
         apply: bool = typer.Option(
-            False, "--apply", help="Move flagged photos to DATA/_review/<reason>/ (never deletes)."
+            False,
+            "--apply",
+            help="Move flagged photos to DATA/_review/<reason>/ (never deletes); with "
+            "DECISIONS, do what the page's decisions say.",
         ),
         relabel: bool = typer.Option(
             False,
@@ -89,7 +102,10 @@ def register(app: typer.Typer) -> None:
         image_size: int = typer.Option(224, "--image-size", help="Input size in pixels."),
         weights_dir: Path | None = weights_dir_option(),
         cache_dir: Path | None = cache_dir_option(),
-        as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the findings and every photo's scores as JSON."
+        ),
     ) -> None:
         """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken
         images; show them (table, HTML page); move them only when asked."""
@@ -98,8 +114,13 @@ def register(app: typer.Typer) -> None:
         from mtl.pipeline.config import TrainConfig
 
         if undo:
-            _undo(data, apply or relabel, as_json)
+            _undo(data, apply or relabel or decisions is not None, as_json)
             return
+        if decisions is not None and not apply:
+            from mtl.cli._common import fail
+
+            raise fail(f"a decisions file is applied with --apply: mtl review {data} --apply "
+                       f"{decisions}", 2)  # fmt: skip
         cfg = TrainConfig(model=model, alpha=alpha, image_size=image_size, seed=seed)
         thresholds = core.Thresholds(wrong_label=label_threshold, off_topic=off_topic_threshold,
                                      duplicate=duplicate_threshold,
@@ -114,7 +135,9 @@ def register(app: typer.Typer) -> None:
                 top=top,
                 apply=apply,
                 relabel=relabel,
+                decisions=decisions,
                 report=report,
+                force=force,
                 weights_dir=weights_dir,
                 cache_dir=cache_dir,
                 on_download=on_download,
@@ -128,8 +151,15 @@ def _undo(data: Path, also_moving: bool, as_json: bool) -> None:
     from mtl.cli._common import fail
 
     if also_moving:
-        raise fail("--undo cannot be combined with --apply or --relabel", 2)
+        raise fail("--undo cannot be combined with --apply, --relabel or DECISIONS", 2)
     undone = call(core.undo, data)
+    for m in undone.missing:
+        warn(f"{shown(m.file)} is gone (deleted since?); {shown(m.original)} not restored")
+    for m in undone.blocked:
+        warn(
+            f"{shown(m.original)} is taken (or {shown(m.file)} changed); {shown(m.file)} left "
+            "where it is, still recorded: clear the place and run --undo again"
+        )
     if as_json:
         print_json(undone.to_json())
     else:
@@ -146,6 +176,10 @@ def _render(result: Any, as_json: bool) -> None:
         warn(message)
     if as_json:
         print_json(result.to_json())
+    elif result.total == 0:  # a decisions file: nothing was scored, only the moves
+        _moved(result)
+        if not result.moves:
+            out.print("nothing moved: the decisions keep every photo", highlight=False)
     else:
         _table(result)
 
@@ -158,18 +192,36 @@ def _table(result: Any) -> None:
         title_justify="left",
     )
     for col in ("file", "given", "suggested", "reason", "score", "detail"):
-        table.add_column(col, justify="right" if col == "score" else "left")
+        # Piped, the console is 80 columns: fold file names rather than cut them.
+        table.add_column(
+            col, justify="right" if col == "score" else "left",
+            overflow="fold" if col in ("file", "detail") else "ellipsis",
+        )  # fmt: skip
     for f in result.findings:
         rel = f.path.relative_to(result.root) if f.path.is_relative_to(result.root) else f.path
         table.add_row(
             shown(rel), shown(f.given), shown(f.suggested or "-"), f.reason, f"{f.score:.2f}",
             shown(f.detail),
         )  # fmt: skip
-    out.print(table)
+    # Piped (not a terminal), Rich would fit the table to 80 columns and cut the file
+    # names: print it at its natural width instead, for grep and for the next tool.
+    if out.is_terminal:
+        out.print(table)
+    else:
+        from rich.console import Console
+
+        Console(file=out.file, width=10_000, soft_wrap=True).print(table)
     counts = ", ".join(f"{r} {n}" for r, n in result.counts().items()) or "nothing flagged"
     out.print(f"{counts}; {result.seconds.get('total', 0):.1f}s", highlight=False, markup=False)
     if result.report:
         out.print(f"report: {result.report}", highlight=False, markup=False)
+    if result.moves:
+        _moved(result)
+    elif result.findings:
+        out.print("nothing moved (use --apply to set them aside)", highlight=False)
+
+
+def _moved(result: Any) -> None:
     if result.moves:
         moved = sum(m.action == "set_aside" for m in result.moves)
         relabeled = len(result.moves) - moved
@@ -178,5 +230,3 @@ def _table(result: Any) -> None:
             f"undo with: mtl review {shown(result.root)} --undo",
             highlight=False,
         )
-    elif result.findings:
-        out.print("nothing moved (use --apply to set them aside)", highlight=False)

@@ -204,8 +204,10 @@ class _Run:
             return
         index = self.state.index
         matches = index.matches(got.sha256, got.info.phash)
-        if index.is_blocked(got.sha256, got.info.phash):
-            reason: Reason | None = "ambiguous"
+        if self.state.is_held(got.sha256, got.info.phash):
+            reason: Reason | None = "set_aside"  # not "ambiguous": review judged it
+        elif index.is_blocked(got.sha256, got.info.phash):
+            reason = "ambiguous"
         elif any(m.slug == cls.keyword.slug for m in matches):
             reason = "duplicate"
         elif matches:

@@ -13,6 +13,7 @@ Reason = Literal[
     "timeout",
     "duplicate",
     "ambiguous",
+    "set_aside",  # a picture `mtl review --apply` set aside: never fetched again
 ]
 
 # Display order in the table and key order in JSON: the order of the Literal above.

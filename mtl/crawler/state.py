@@ -27,6 +27,7 @@ from mtl.crawler.manifest import (
 from mtl.crawler.reasons import Rejected
 from mtl.crawler.validate import inspect_image
 from mtl.data.images import is_image_name, open_regular
+from mtl.errors import DataError
 
 
 def now_iso() -> str:
@@ -50,14 +51,14 @@ class OutputState:
     ambiguous: list[AmbiguousImage] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     held: list[ManifestEntry] = field(default_factory=list)  # set aside by `mtl review`
+    held_index: HashIndex = field(default_factory=HashIndex)  # the held pictures' hashes
 
     @classmethod
     def load(cls, out: Path) -> OutputState:
         state = cls(out=out)
         for entry in load_manifest(out):
             if entry.status != "ok":  # set aside by `mtl review --apply`: never kept again
-                state.held.append(entry)
-                state.index.block(entry.sha256, entry.phash)
+                state.hold(entry)
             elif (out / entry.file).is_file():
                 state.add(entry)
             else:
@@ -74,6 +75,15 @@ class OutputState:
             ):
                 state.add(entry)
         return state
+
+    def hold(self, entry: ManifestEntry) -> None:
+        self.held.append(entry)
+        self.index.block(entry.sha256, entry.phash)
+        self.held_index.block(entry.sha256, entry.phash)
+
+    def is_held(self, sha256: str, phash: str) -> bool:
+        """Whether review set this picture aside (a refusal of its own, not "ambiguous")."""
+        return self.held_index.is_blocked(sha256, phash)
 
     def record(self, entry: ManifestEntry) -> None:
         """Journal ``entry`` before its file is placed (see :data:`manifest.PENDING`)."""
@@ -118,9 +128,37 @@ class OutputState:
 
     def save(self) -> None:
         if self.out.is_dir():
+            self._merge_review_marks()
             save_manifest(self.out, [*self.entries.values(), *self.held])
             save_ambiguous(self.out, self.ambiguous)
             clear_pending(self.out)
+
+    def _merge_review_marks(self) -> None:
+        """Keep what `mtl review` wrote into the manifest since this run read it (review
+        takes the same folder lock, so this is belt and braces): its set-aside marks, and
+        a relabelled photo's new place instead of its old one."""
+        try:
+            on_disk = load_manifest(self.out)
+        except DataError:
+            return  # unreadable now: this run's own view is all there is
+        held = {e.file for e in self.held}
+        for entry in on_disk:
+            if entry.status != "ok" and entry.file not in held:
+                self.entries.pop(entry.file, None)
+                self.index.remove(entry.file)
+                self.hold(entry)
+            elif (
+                entry.status == "ok"
+                and entry.file not in self.entries
+                and entry.file not in held
+                and (self.out / entry.file).is_file()
+            ):
+                moved = [f for f, e in self.entries.items() if e.sha256 == entry.sha256]
+                for f in moved:
+                    if not (self.out / f).exists():
+                        self.entries.pop(f)
+                        self.index.remove(f)
+                self.add(entry)
 
 
 def _sha256(path: Path) -> str:

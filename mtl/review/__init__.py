@@ -12,14 +12,17 @@ writes the HTML page (:mod:`.report`) and, only when asked, moves them
 from __future__ import annotations
 
 import os
+import sys
 import time
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl import files
 from mtl.assets import weights
-from mtl.errors import UsageError
+from mtl.errors import DataError, UsageError
 from mtl.pipeline.config import TrainConfig
 from mtl.progress import StageProgressFn
 from mtl.review import actions
@@ -47,6 +50,8 @@ class ReviewResult:
     # of the ImageNet-concept classifier, and the calibration's temperature.
     concept_weight: float = 0.0
     temperature: float = 1.0
+    # Every photo's scores (cleanlab gives one for every photo, not only the flagged).
+    scores: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = Counter(f.reason for f in self.findings)
@@ -68,8 +73,15 @@ class ReviewResult:
             "concept_weight": self.concept_weight,
             "temperature": round(self.temperature, 4),
             "thresholds": self.thresholds.__dict__,
+            "scores": self.scores,
             "seconds": self.seconds,
         }
+
+    def __repr__(self) -> str:
+        return (
+            f"ReviewResult({self.root}: {self.flagged} of {self.total} flagged, "
+            f"{len(self.moves)} moved)"
+        )
 
 
 def review(
@@ -81,7 +93,9 @@ def review(
     top: int | None = None,
     apply: bool = False,
     relabel: bool = False,
+    decisions: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
+    force: bool = False,
     write_report: bool = True,
     weights_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -92,22 +106,73 @@ def review(
 
     ``apply``: move flagged photos to ``DATA/_review/<reason>/`` (recorded, undoable);
     ``relabel``: move confident wrong-label photos to the suggested class instead (implies
-    ``apply``). ``top``: only the N worst. The page goes to ``report`` (default
-    ``DATA/_review/report.html``). Raises DataError/UsageError (exit 2) for unusable input.
+    ``apply``). ``decisions``: apply exactly what a decisions file saved from the review
+    page says (keep / remove / move to a class), without scoring. ``top``: only the N
+    worst. The page goes to ``report`` (default ``DATA/_review/report.html``; an existing
+    other file only with ``force``). Moving holds DATA's folder lock (as fetch and train
+    do). Raises DataError/UsageError (exit 2) for unusable input.
     """
-    from mtl.review import flags, quality, scores
-    from mtl.review.features import pooled_features
-
     if folds < 2:
         raise UsageError(f"--folds must be 2 or more. Received {folds}")
     if top is not None and top < 1:
         raise UsageError(f"--top must be 1 or more. Received {top}")
-    t = thresholds or Thresholds()
+    t = (thresholds or Thresholds()).check()
     cfg = cfg or TrainConfig()
-    root = Path(data)
+    root = Path(os.path.abspath(data))
+    if not root.is_dir():
+        raise DataError(f"no such folder: {data}")
+    actions.check_review_dir(root)
+    if decisions is not None:
+        if relabel:
+            raise UsageError("a decisions file is applied alone (without --relabel)")
+        with actions.locked(root):
+            return _apply_decisions(root, Path(decisions), t)
+    if report is not None and write_report:
+        files.check_new(report, force=force, what="report")
+    elif write_report:
+        files.check_writable(actions.review_dir(root) / actions.REPORT, what="report")
+    if not (apply or relabel):
+        return _review(root, cfg, t, folds, top, False, False, report, write_report,
+                       weights_dir, cache_dir, on_download, on_progress)  # fmt: skip
+    with actions.locked(root):
+        actions.reconcile(root)  # an unsafe record stops us before any work
+        return _review(root, cfg, t, folds, top, apply, relabel, report, write_report,
+                       weights_dir, cache_dir, on_download, on_progress)  # fmt: skip
+
+
+def _apply_decisions(root: Path, path: Path, t: Thresholds) -> ReviewResult:
+    from mtl.data import dataset
+
     t0 = time.perf_counter()
-    if (apply or relabel) and root.is_dir():
-        actions.read_records(root)  # an unsafe record stops us before any work
+    classes = dataset.scan(root).classes
+    done = actions.apply_all(root, actions.read_decisions(root, path, classes))
+    warnings = [f"{g} is gone (deleted since the page was made); not moved" for g in done.gone]
+    return ReviewResult(
+        root=root, classes=classes, total=0, findings=[], flagged=0, moves=done.moves,
+        report=None, skipped=[], warnings=warnings, off_topic_method="", thresholds=t,
+        seconds={"total": round(time.perf_counter() - t0, 3)},
+    )  # fmt: skip
+
+
+def _review(
+    root: Path,
+    cfg: TrainConfig,
+    t: Thresholds,
+    folds: int,
+    top: int | None,
+    apply: bool,
+    relabel: bool,
+    report: str | os.PathLike[str] | None,
+    write_report: bool,
+    weights_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    on_download: weights.DownloadProgress | None,
+    on_progress: StageProgressFn | None,
+) -> ReviewResult:
+    from mtl.review import flags, quality, scores
+    from mtl.review.features import pooled_features
+
+    t0 = time.perf_counter()
     pooled = pooled_features(
         root, cfg, weights_dir=weights_dir, cache_dir=cache_dir,
         on_download=on_download, on_progress=on_progress,
@@ -118,8 +183,9 @@ def review(
     concept_probs = _concepts(pooled.x, cfg, weights_dir, on_download, warnings)
     report_fn = (lambda d, n: on_progress("scoring (k-fold)", d, n)) if on_progress else None
     s = scores.score(
-        pooled.x, pooled.labels, concept_probs, folds=folds, seed=cfg.seed, on_progress=report_fn
-    )
+        pooled.x, pooled.labels, concept_probs, folds=folds, seed=cfg.seed,
+        duplicate=t.duplicate, on_progress=report_fn,
+    )  # fmt: skip
     stats_fn = (lambda d, n: on_progress("image statistics", d, n)) if on_progress else None
     stats = quality.all_stats(pooled.paths, stats_fn)
     seconds["scores"] = round(time.perf_counter() - t1, 3)
@@ -130,6 +196,8 @@ def review(
         flagged=len(found), moves=[], report=None, skipped=pooled.skipped, warnings=warnings,
         off_topic_method=s.off_topic_method, thresholds=t, concept_weight=s.concept_weight,
         temperature=s.temperature,
+        scores=flags.every_photo(root, pooled.paths, pooled.labels, pooled.classes, s, stats,
+                                 found),
     )  # fmt: skip
     if write_report:
         t2 = time.perf_counter()
@@ -139,11 +207,13 @@ def review(
             f"weight {s.concept_weight:.1f}, calibrated (temperature {s.temperature:.2f}); "
             f"off-topic by {s.off_topic_method}."
         )
-        result.report = _write_page(result, report, settings)
+        result.report = _write_page(result, report, settings, cfg)
         seconds["report"] = round(time.perf_counter() - t2, 3)
     if apply or relabel:
         moves = actions.plan(root, shown, relabel=relabel, relabel_confidence=t.relabel)
-        result.moves = actions.apply(root, moves)
+        done = actions.apply_all(root, moves)
+        result.moves = done.moves
+        warnings += [f"{g} is gone (deleted while it was scored); not moved" for g in done.gone]
     seconds["total"] = round(time.perf_counter() - t0, 3)
     result.seconds = seconds
     return result
@@ -169,13 +239,33 @@ def _concepts(
     )
 
 
-def _write_page(result: ReviewResult, report: str | os.PathLike[str] | None, settings: str) -> Path:
+def _write_page(
+    result: ReviewResult,
+    report: str | os.PathLike[str] | None,
+    settings: str,
+    cfg: TrainConfig,
+) -> Path:
     """The self-contained HTML page (default ``DATA/_review/report.html``)."""
     from mtl.review import report as page
 
     root = result.root
     target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
     html = page.render(
-        root, result.classes, result.findings, result.counts(), result.total, settings
-    )
-    return page.write(target, html)
+        root, result.classes, result.findings, result.counts(), result.total, settings,
+        fit=cfg.fit,
+    )  # fmt: skip
+    try:
+        return page.write(target, html)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise DataError(f"cannot use {target}: {why}; nothing was moved") from None
+
+
+class _CallableModule(types.ModuleType):
+    """``mtl.review(...)`` works although ``mtl.review`` is also this package."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ReviewResult:
+        return review(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

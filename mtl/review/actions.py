@@ -1,33 +1,55 @@
 """Acting on findings, only when asked: set photos aside, relabel them, and undo it all.
 
 ``--apply`` moves each flagged photo to ``DATA/_review/<reason>/<its place>``
-(never deletes), ``--relabel`` moves confident wrong-label photos to the
-suggested class instead. Every move is recorded in ``DATA/_review/review.jsonl``
-*before* it happens (a second ``--apply`` appends), and ``manifest.jsonl``
-lines of moved photos are marked (``"status": "review"``: `mtl fetch` keeps
-them listed and refuses the same picture again; `mtl train` skips them) with
-the original line kept in the record. ``--undo`` reads the records back,
-checks every one before touching anything (paths relative and inside DATA,
-nothing at an original place), moves the photos back, restores the manifest
-lines and removes what review wrote, so the folder is as it was.
+(never deletes), ``--relabel`` moves confident wrong-label photos to the top of
+the suggested class's folder instead, and ``--apply DECISIONS`` does what a
+decisions file from the review page says. ``manifest.jsonl`` lines of moved
+photos are marked (``"status": "review"``: `mtl fetch` keeps them listed and
+refuses the same picture again; `mtl train` skips them), the original line kept
+in the record.
+
+``DATA/_review/review.jsonl`` is a journal, written under the folder lock that
+`mtl fetch` and `mtl train` take:
+
+- a record is written *before* its move, so a crash leaves a record whose photo
+  is still in place; the next ``--apply`` or ``--undo`` reconciles it (drops it)
+  from what is on disk, so nothing is recorded twice;
+- records chain: a photo relabelled by one apply and set aside by a later one
+  has two records, and ``--undo`` replays them newest first;
+- ``--undo`` puts back what it can (a photo deleted since, or a file now at its
+  place, is reported and, if it may still be restored later, kept recorded);
+- every record read back is checked before anything moves: both paths inside
+  DATA, relative, through no symbolic link, a photo, the shape of one of
+  review's own moves, the photo's content the one recorded (SHA-256).
+
+Symbolic links are never followed to decide what to move or delete: a photo,
+class folder or ``_review/`` that is a link is refused up front (exit 2),
+naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from mtl import files
 from mtl.data.dataset import MANIFEST, REVIEW_FOLDER
+from mtl.data.images import is_image_name
 from mtl.errors import DataError, UsageError
 from mtl.review.flags import REASONS, Finding
+from mtl.safepaths import relative_problem
 
 RECORDS = "review.jsonl"
 REPORT = "report.html"
+REMOVED = "removed"  # the reason of a photo a decisions file says to remove
+MOVE_REASONS = (*REASONS, REMOVED)
+SPLITS = ("train", "val")  # a class folder may sit under DATA/train or DATA/val
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,7 @@ class Move:
     suggested: str | None
     manifest_line: str | None  # the manifest line before review changed it
     applied: str
+    sha256: str = ""  # the photo's content when it was moved
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -55,6 +78,7 @@ class Move:
             "suggested": self.suggested,
             "manifest_line": self.manifest_line,
             "applied": self.applied,
+            "sha256": self.sha256,
         }
 
 
@@ -66,68 +90,191 @@ def records_path(root: Path) -> Path:
     return review_dir(root) / RECORDS
 
 
+def check_review_dir(root: Path) -> Path:
+    """``DATA/_review``, refused (exit 2) unless it is missing or a real folder: a link
+    (an archive can carry one) would make review write and delete outside DATA."""
+    folder = review_dir(root)
+    if folder.is_symlink():
+        raise DataError(
+            f"{folder} is a symbolic link (to {os.readlink(folder)}); mtl review writes only "
+            f"into a real folder inside {root}: remove the link; nothing was written"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; move it away; nothing was written")
+    return folder
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _rel(root: Path, path: Path) -> str:
-    return path.resolve().relative_to(root.resolve()).as_posix()
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _free(path: Path, taken: set[Path]) -> Path:
-    """``path``, or ``name-1.ext``, ``name-2.ext``... if something is (or will be) there."""
-    candidate, n = path, 0
-    while candidate.exists() or candidate in taken:
+def _link_in(root: Path, rel: str) -> Path | None:
+    """The first symbolic link on the way from ``root`` to ``root/rel`` (itself included)."""
+    here = root
+    for part in PurePosixPath(rel).parts:
+        here = here / part
+        if here.is_symlink():
+            return here
+    return None
+
+
+def _refuse_link(root: Path, rel: str) -> None:
+    link = _link_in(root, rel)
+    if link is not None:
+        raise DataError(
+            f"{link} is a symbolic link (to {os.readlink(link)}); mtl review moves only real "
+            f"files in real folders of {root}: replace it with a copy or remove it; "
+            "nothing was moved"
+        )
+
+
+def _free(root: Path, rel: PurePosixPath, taken: set[str]) -> str:
+    """``rel``, or ``name-1.ext``, ``name-2.ext``... if something is (or will be) there."""
+    candidate, n = rel, 0
+    while os.path.lexists(root / candidate) or candidate.as_posix() in taken:
         n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    taken.add(candidate)
-    return candidate
+        candidate = rel.with_name(f"{rel.stem}-{n}{rel.suffix}")
+    taken.add(candidate.as_posix())
+    return candidate.as_posix()
+
+
+def _class_prefix(original: PurePosixPath, given: str) -> tuple[str, ...]:
+    """The folders above the photo's class folder: () or ("train",) / ("val",)."""
+    parts = original.parts
+    if len(parts) > 2 and parts[0] in SPLITS and parts[1] == given:
+        return parts[:1]
+    return ()
+
+
+def relative(root: Path, path: Path) -> str:
+    """``path`` relative to ``root``, lexically (links are not resolved: never followed)."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        raise DataError(f"{path} is not inside {root}; nothing was moved") from None
 
 
 def plan(
     root: Path, findings: Sequence[Finding], *, relabel: bool, relabel_confidence: float
 ) -> list[Move]:
     """The moves ``--apply`` (and ``--relabel``) would make, in the order of ``findings``."""
-    root = root.resolve()
-    taken: set[Path] = set()
-    manifest = _manifest_lines(root)
-    moves = []
-    stamp = _now()
+    wanted = []
     for f in findings:
-        src = f.path.resolve()
-        original = _rel(root, src)
         sure = f.reason == "wrong_label" and f.suggested_probability >= relabel_confidence
-        if relabel and sure and f.suggested is not None:
-            dest = _free(src.parent.parent / f.suggested / src.name, taken)
+        to = f.suggested if relabel and sure and f.suggested is not None else None
+        wanted.append((relative(root, f.path), f.given, to, f.reason, f.score))
+    return _plan(root, wanted)
+
+
+def _plan(root: Path, wanted: Sequence[tuple[str, str, str | None, str, float]]) -> list[Move]:
+    """Moves for (original, given class, target class or None to set aside, reason, score)."""
+    taken: set[str] = set()
+    manifest = _manifest_lines(root)
+    stamp = _now()
+    moves = []
+    for original, given, target, reason, score in wanted:
+        _refuse_link(root, original)
+        src = PurePosixPath(original)
+        if target is not None:
+            # The top of the target class's folder: a photo in ants/sub/ goes to bees/.
+            dest = PurePosixPath(*_class_prefix(src, given), target, src.name)
             action = "relabel"
         else:
-            dest = _free(review_dir(root) / f.reason / original, taken)
+            dest = PurePosixPath(REVIEW_FOLDER, reason, *src.parts)
             action = "set_aside"
+        file = _free(root, dest, taken)
         line = next((text for rel, text in manifest if rel == original), None)
-        moves.append(
-            Move(_rel(root, dest), original, action, f.reason, f.score, f.given, f.suggested,
-                 line, stamp)
-        )  # fmt: skip
+        sha = _sha256(root / original) if (root / original).is_file() else ""
+        moves.append(Move(file, original, action, reason, score, given, target, line, stamp, sha))
     return moves
 
 
+def check(root: Path, moves: Sequence[Move]) -> None:
+    """Refuse (exit 2) before anything moves: a link on either side, a photo that is not a
+    regular file, a folder the move would need to write that is not writable."""
+    check_review_dir(root)
+    for m in moves:
+        _refuse_link(root, m.original)
+        _refuse_link(root, str(PurePosixPath(m.file).parent))
+        src = root / m.original
+        if not os.path.lexists(src):
+            continue  # deleted since it was scored: apply skips it and says so
+        if not src.is_file():
+            raise DataError(f"{src} is not a regular file; nothing was moved")
+        for folder in (src.parent, _nearest_existing((root / m.file).parent)):
+            if not folder.is_dir() or folder.is_symlink():
+                raise DataError(f"cannot use {folder}: not a folder; nothing was moved")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise DataError(
+                    f"cannot use {folder}: not writable (permission denied or a read-only "
+                    "file system); nothing was moved"
+                )
+
+
+def _nearest_existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+@dataclass
+class Applied:
+    """What one apply did: the moves made, and those it could not make (photo gone)."""
+
+    moves: list[Move] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
 def apply(root: Path, moves: Sequence[Move]) -> list[Move]:
-    """Record, then move, then mark the manifest. Returns the moves made."""
+    """Reconcile the journal, check every move, record, move, mark the manifest.
+    Returns the moves made (a photo deleted meanwhile is skipped)."""
+    return apply_all(root, moves).moves
+
+
+def apply_all(root: Path, moves: Sequence[Move]) -> Applied:
+    done = Applied()
     if not moves:
-        return []
-    root = root.resolve()
-    previous = read_records(root)  # validated: a second --apply keeps the first's record
-    _write_records(root, [*previous, *moves])
-    done = []
+        return done
+    check(root, moves)
+    kept = reconcile(root)
+    _write_records(root, [*kept, *moves])  # written before the moves: the journal
+    failure: OSError | None = None
     for m in moves:
         src, dest = root / m.original, root / m.file
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():  # pragma: no cover - plan() picked a free name
-            raise DataError(f"{dest} appeared while review was moving photos; nothing overwritten")
-        os.replace(src, dest)
-        done.append(m)
-    _mark_manifest(root, done)
+        if not os.path.lexists(src):
+            done.gone.append(m.original)  # deleted since it was scored
+            continue
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(dest):
+                raise FileExistsError(17, "a file appeared there; nothing overwritten", str(dest))
+            os.replace(src, dest)
+        except OSError as exc:
+            failure = exc
+            break
+        done.moves.append(m)
+    _mark_manifest(root, done.moves)
+    _write_records(root, [*kept, *done.moves])
+    if failure is not None:
+        raise DataError(
+            f"{_os_message(failure)}; {len(done.moves)} photo(s) were moved and recorded "
+            f"(undo with: mtl review {root} --undo)"
+        )
     return done
+
+
+def _os_message(exc: OSError) -> str:
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot use {' -> '.join(names)}: {why}" if names else why
 
 
 # --- the manifest -------------------------------------------------------------------------
@@ -138,13 +285,21 @@ def _entry_path(entry: dict[str, object]) -> str | None:
     return rel if isinstance(rel, str) else None
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines with their "\\n" kept, split on "\\n" only: ``str.splitlines`` also splits on
+    U+2028 and friends, which ``json.dumps(ensure_ascii=False)`` leaves inside strings."""
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    return [*lines, parts[-1]] if parts[-1] else lines
+
+
 def _manifest_lines(root: Path) -> list[tuple[str | None, str]]:
     """(path the line names, the line's text) for every line of ``manifest.jsonl``."""
     path = root / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return []
     out: list[tuple[str | None, str]] = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in split_lines(path.read_text(encoding="utf-8")):
         try:
             entry = json.loads(line)
         except ValueError:
@@ -170,65 +325,141 @@ def _marked(line: str, move: Move) -> str:
     return json.dumps(entry, ensure_ascii=False) + end
 
 
-def _mark_manifest(root: Path, moves: Sequence[Move]) -> None:
-    lines = _manifest_lines(root)
-    if not lines:
-        return
-    by_original = {m.original: m for m in moves if m.manifest_line is not None}
+def _write_manifest(root: Path, lines: Sequence[tuple[str | None, str]]) -> None:
+    last = len(lines) - 1  # only the last line may lack its "\n", as it did
     text = "".join(
-        _marked(line, by_original[rel]) if rel in by_original else line for rel, line in lines
+        t if t.endswith("\n") or i == last else t + "\n" for i, (_, t) in enumerate(lines)
     )
     files.write_text(root / MANIFEST, text, force=True)
 
 
-def _restore_manifest(root: Path, moves: Sequence[Move]) -> None:
-    wanted = [m for m in moves if m.manifest_line is not None]
-    if not wanted:
-        return
+def _mark_manifest(root: Path, moves: Sequence[Move]) -> None:
     lines = _manifest_lines(root)
-    # A marked line names the original place (set aside) or the new one (relabel).
-    at = {(m.file if m.action == "relabel" else m.original): m for m in wanted}
-    restored: set[str] = set()
+    by_original = {m.original: m for m in moves if m.manifest_line is not None}
+    if not lines or not by_original:
+        return
     out = []
     for rel, line in lines:
-        m = at.get(rel) if rel is not None else None
-        if m is not None and m.original not in restored:
-            out.append(m.manifest_line or line)
-            restored.add(m.original)
+        m = by_original.get(rel) if rel is not None else None
+        out.append(
+            (m.file if m and m.action == "relabel" else rel, _marked(line, m) if m else line)
+        )
+    _write_manifest(root, out)
+
+
+def _restore_lines(
+    lines: list[tuple[str | None, str]], moves: Sequence[Move]
+) -> list[tuple[str | None, str]]:
+    """``lines`` with each move's line put back as it was, the moves taken newest first (a
+    marked line names the original place, or the new one for a relabel)."""
+    for m in moves:
+        if m.manifest_line is None:
+            continue
+        at = next((i for i, (rel, _) in enumerate(lines) if rel in (m.original, m.file)), None)
+        restored = (m.original, m.manifest_line)
+        if at is None:
+            lines.append(restored)  # dropped since (a fetch that ran meanwhile)
         else:
-            out.append(line)
-    out += [m.manifest_line or "" for m in wanted if m.original not in restored]  # dropped since
-    files.write_text(root / MANIFEST, "".join(out), force=True)
+            lines[at] = restored
+    return lines
 
 
-# --- the records ----------------------------------------------------------------------------
+def _restore_manifest(root: Path, moves: Sequence[Move]) -> None:
+    if any(m.manifest_line is not None for m in moves):
+        _write_manifest(root, _restore_lines(_manifest_lines(root), moves))
+
+
+# --- the journal ----------------------------------------------------------------------------
 
 
 def _write_records(root: Path, moves: Sequence[Move]) -> None:
+    if not moves:
+        records_path(root).unlink(missing_ok=True)
+        return
     text = "".join(json.dumps(m.to_json(), ensure_ascii=False) + "\n" for m in moves)
-    files.write_text(records_path(root), text, force=True)
+    try:
+        files.write_text(records_path(root), text, force=True)
+    except OSError as exc:
+        raise DataError(f"{_os_message(exc)}; nothing more was moved") from None
 
 
-def _inside(root: Path, value: object, where: str, field: str) -> str:
-    """``value`` as a safe relative POSIX path inside ``root``, or a DataError naming ``where``."""
-    if not isinstance(value, str) or not value:
-        raise DataError(f"{where}: {field!r} is missing or not a path")
-    p = PurePosixPath(value)
-    if p.is_absolute() or "\\" in value or ".." in p.parts or value.startswith("~") or ":" in value:
-        raise DataError(f"{where}: {field} {value!r} is not a relative path inside {root}")
-    full = (root / p).resolve()
-    if not full.is_relative_to(root.resolve()) or full == root.resolve():
-        raise DataError(f"{where}: {field} {value!r} points outside {root}")
-    return p.as_posix()
+def _renamed(name: str, original_name: str) -> bool:
+    """Whether ``name`` is ``original_name`` or review's free variant of it (``x-2.jpg``)."""
+    n, o = PurePosixPath(name), PurePosixPath(original_name)
+    if n.suffix != o.suffix:
+        return False
+    base, dash, number = n.stem.rpartition("-")
+    return n.stem == o.stem or (dash == "-" and base == o.stem and number.isdigit())
+
+
+def _path(root: Path, value: object, where: str, name: str) -> str:
+    why = relative_problem(value)
+    if why:
+        raise DataError(f"{where}: {name} {value!r} is not a relative path inside {root} ({why})")
+    assert isinstance(value, str)
+    if not is_image_name(value):
+        raise DataError(f"{where}: {name} {value!r} is not a photo")
+    if any(part.startswith(".") for part in value.split("/")):
+        raise DataError(f"{where}: {name} {value!r} is a hidden file or in a hidden folder")
+    link = _link_in(root, value)
+    if link is not None:
+        raise DataError(f"{where}: {name} {value!r} goes through the symbolic link {link}")
+    return value
+
+
+def _record(root: Path, row: dict[str, object], where: str) -> Move:
+    """One journal line as a Move, if it is the shape of one of review's own moves."""
+    file = _path(root, row.get("file"), where, "file")
+    original = _path(root, row.get("original"), where, "original")
+    action, reason = row.get("action"), row.get("reason")
+    given, suggested = row.get("given"), row.get("suggested")
+    src, dest = PurePosixPath(original), PurePosixPath(file)
+    if src.parts[0] == REVIEW_FOLDER or len(src.parts) < 2:
+        raise DataError(f"{where}: original {original!r} is not a photo in a class folder")
+    if not isinstance(given, str) or not isinstance(reason, str) or reason not in MOVE_REASONS:
+        raise DataError(f"{where}: no valid given class or reason")
+    if action == "set_aside":
+        expected = (REVIEW_FOLDER, reason, *src.parts[:-1])
+        shape = dest.parts[:-1] == expected
+    elif action == "relabel":
+        prefix = _class_prefix(src, given)
+        shape = (
+            isinstance(suggested, str)
+            and src.parts[len(prefix)] == given != suggested
+            and dest.parts[:-1] == (*prefix, suggested)
+            and suggested != REVIEW_FOLDER
+        )
+    else:
+        raise DataError(f"{where}: unknown action {action!r}")
+    if not shape or not _renamed(dest.name, src.name):
+        raise DataError(f"{where}: {file!r} is not where review {action} puts {original!r}")
+    sha = row.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise DataError(f"{where}: no valid sha256 of the photo")
+    line = row.get("manifest_line")
+    if line is not None:
+        entry = json.loads(line) if isinstance(line, str) and "\n" not in line.rstrip("\n") else 0
+        if not isinstance(entry, dict) or _entry_path(entry) != original:
+            raise DataError(f"{where}: manifest_line is not the manifest line of {original!r}")
+    score = row.get("score")
+    return Move(
+        file, original, str(action), reason,
+        float(score) if isinstance(score, (int, float)) else 0.0, given,
+        suggested if isinstance(suggested, str) else None,
+        line if isinstance(line, str) else None, str(row.get("applied", "")), sha,
+    )  # fmt: skip
 
 
 def read_records(root: Path) -> list[Move]:
     """Every record of ``review.jsonl``, each checked: exit 2 naming the line if any is unsafe."""
+    check_review_dir(root)
     path = records_path(root)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise DataError(f"{path} is not a regular file; nothing was moved")
     if not path.is_file():
         return []
     moves = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(split_lines(path.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         where = f"{path} line {n}"
@@ -238,85 +469,209 @@ def read_records(root: Path) -> list[Move]:
             raise DataError(f"{where}: not a JSON line; nothing was moved") from None
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object; nothing was moved")
-        file = _inside(root, row.get("file"), where, "file")
-        original = _inside(root, row.get("original"), where, "original")
-        action = row.get("action")
-        if action not in ("set_aside", "relabel"):
-            raise DataError(f"{where}: unknown action {action!r}")
-        if action == "set_aside" and PurePosixPath(file).parts[0] != REVIEW_FOLDER:
-            raise DataError(f"{where}: file {file!r} is not under {REVIEW_FOLDER}/")
-        if PurePosixPath(original).parts[0] == REVIEW_FOLDER:
-            raise DataError(f"{where}: original {original!r} is inside {REVIEW_FOLDER}/")
-        line_text = row.get("manifest_line")
-        if line_text is not None and not isinstance(line_text, str):
-            raise DataError(f"{where}: manifest_line is not text")
-        reason = str(row.get("reason", ""))
-        moves.append(
-            Move(file, original, str(action), reason if reason in REASONS else "unknown",
-                 float(row.get("score") or 0.0), str(row.get("given", "")),
-                 None if row.get("suggested") is None else str(row.get("suggested")),
-                 line_text, str(row.get("applied", "")))
-        )  # fmt: skip
+        try:
+            moves.append(_record(root, row, where))
+        except ValueError:
+            raise DataError(f"{where}: manifest_line is not a JSON line") from None
     return moves
+
+
+# Where each record stands, found by replaying the journal newest first on paper.
+RESTORE = "restore"  # the photo is at ``file``: undo moves it back
+IN_PLACE = "in_place"  # the photo is at ``original``: never moved (a crash) or put back by hand
+MISSING = "missing"  # at neither place: deleted since (or its chain is broken)
+BLOCKED = "blocked"  # something else is at ``original`` (or at ``file``): left as it is
+
+
+def replay(root: Path, moves: Sequence[Move]) -> list[tuple[Move, str]]:
+    """Each record with where it stands, newest first, as undo would meet them: a record's
+    place is freed by the newer records of its chain before it is looked at."""
+    virtual: dict[str, str | None] = {}  # path -> sha256 of what undo would put there, None
+
+    def content(rel: str) -> str | None:
+        if rel in virtual:
+            return virtual[rel]
+        path = root / rel
+        if not os.path.lexists(path):
+            return None
+        return _sha256(path) if path.is_file() and not path.is_symlink() else "not a photo"
+
+    broken: set[str] = set()  # places whose content is not the chain's photo
+    out = []
+    for m in reversed(moves):
+        at_file, at_original = content(m.file), content(m.original)
+        if m.file in broken:
+            state = MISSING if at_file is None else BLOCKED
+        elif at_file == m.sha256 and at_original is None:
+            state = RESTORE
+            virtual[m.original], virtual[m.file] = m.sha256, None
+        elif at_file is None and at_original is not None:
+            state = IN_PLACE
+        elif at_file is None:
+            state = MISSING
+        else:
+            state = BLOCKED
+        if state in (MISSING, BLOCKED):
+            broken.add(m.original)
+        out.append((m, state))
+    return out
+
+
+def reconcile(root: Path) -> list[Move]:
+    """The journal without records whose move never happened (a crash or a failed apply
+    before it), their manifest lines restored; rewritten if that changed it."""
+    moves = read_records(root)
+    stale = [m for m, state in replay(root, moves) if state == IN_PLACE]
+    if not stale:
+        return moves
+    _restore_manifest(root, stale)
+    kept = [m for m in moves if m not in stale]
+    _write_records(root, kept)
+    return kept
 
 
 @dataclass(frozen=True)
 class UndoResult:
     restored: list[Move]
     already: list[Move]  # recorded, but the photo was back in place already
+    missing: list[Move] = field(default_factory=list)  # deleted since: nothing to put back
+    blocked: list[Move] = field(default_factory=list)  # its place is taken: still recorded
 
     def to_json(self) -> dict[str, object]:
         return {
             "restored": [m.to_json() for m in self.restored],
             "already_in_place": [m.original for m in self.already],
+            "missing": [m.to_json() for m in self.missing],
+            "blocked": [m.to_json() for m in self.blocked],
         }
 
 
+@contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """The folder lock `mtl fetch` and `mtl train` take: one writer of DATA at a time."""
+    from mtl.locks import folder_lock
+
+    with folder_lock(root, "mtl review"):
+        yield
+
+
 def undo(data: str | os.PathLike[str]) -> UndoResult:
-    """Put every recorded photo back; refuse (exit 2) before moving anything if a record is
-    unsafe or a file now sits at an original place."""
-    root = Path(data)
+    """Put every recorded photo back, newest record first, under the folder lock. A photo
+    deleted since is reported (its manifest line stays marked, so fetch does not bring it
+    back); one whose place is taken is reported and stays recorded for a later --undo."""
+    root = Path(os.path.abspath(data))
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
+    check_review_dir(root)
     if not records_path(root).is_file():
         raise UsageError(f"nothing to undo: no {REVIEW_FOLDER}/{RECORDS} in {root}")
-    root = root.resolve()
+    with locked(root):
+        return _undo(root)
+
+
+def _undo(root: Path) -> UndoResult:
     moves = read_records(root)
-    todo, already = [], []
-    originals: set[str] = set()
-    for m in reversed(moves):
-        src, dest = root / m.file, root / m.original
-        if m.original in originals:
-            raise DataError(f"{records_path(root)}: {m.original} is recorded twice; nothing moved")
-        originals.add(m.original)
-        if not src.exists() and dest.exists():
-            already.append(m)  # the move never happened (a crash) or was undone by hand
-            continue
-        if not src.is_file():
-            raise DataError(f"{src} (recorded in {RECORDS}) is missing; nothing was moved")
-        if dest.exists():
-            raise DataError(
-                f"{dest} exists now; undo would overwrite it. Move it away and run --undo "
-                "again; nothing was moved"
-            )
-        todo.append(m)
-    for m in todo:
-        dest = root / m.original
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root / m.file, dest)
-    _restore_manifest(root, [*todo, *already])
-    records_path(root).unlink()
-    (review_dir(root) / REPORT).unlink(missing_ok=True)
-    _remove_empty(review_dir(root))
-    return UndoResult(todo, already)
+    states = replay(root, moves)
+    restored: list[Move] = []
+    already: list[Move] = []
+    missing: list[Move] = []
+    blocked: list[Move] = []
+    failure: OSError | None = None
+    for m, state in states:
+        if state == RESTORE and failure is None:
+            try:
+                dest = root / m.original
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if os.path.lexists(dest):
+                    raise FileExistsError(17, "a file appeared there", str(dest))
+                os.replace(root / m.file, dest)
+                restored.append(m)
+                continue
+            except OSError as exc:
+                failure = exc
+        if state == RESTORE:
+            blocked.append(m)  # not reached after a failure: still recorded
+        else:
+            {IN_PLACE: already, MISSING: missing, BLOCKED: blocked}.get(state, blocked).append(m)
+    _restore_manifest(root, [*restored, *already])
+    left = [m for m in moves if m in blocked]
+    if left != moves:  # as it was when nothing could be put back
+        _write_records(root, left)
+    if not left:
+        (review_dir(root) / REPORT).unlink(missing_ok=True)
+        remove_empty(review_dir(root))
+    if failure is not None:
+        raise DataError(
+            f"{_os_message(failure)}; {len(restored)} photo(s) were put back, the rest stays "
+            f"recorded: run mtl review {root} --undo again"
+        )
+    return UndoResult(restored, already, missing, blocked)
 
 
-def _remove_empty(folder: Path) -> None:
-    """Remove ``folder`` and the folders under it that are empty (never a file)."""
-    if not folder.is_dir():
+def remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and the folders under it that are empty (never a file, never
+    through a link: a linked folder is left as it is)."""
+    if not folder.is_dir() or folder.is_symlink():
         return
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if not any(sub.iterdir()):
-            sub.rmdir()
-    if not any(folder.iterdir()):
+    for here, dirs, _ in os.walk(folder, topdown=False, followlinks=False):
+        for d in dirs:
+            sub = Path(here) / d
+            if not sub.is_symlink():
+                with suppress(OSError):  # not empty
+                    sub.rmdir()
+    with suppress(OSError):
         folder.rmdir()
+
+
+# --- decisions from the review page ---------------------------------------------------------
+
+DECISIONS_FORMAT = "mtl-review-decisions"
+ACTIONS = ("keep", "remove", "move")
+
+
+def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]:
+    """The moves a decisions file (saved from the review page) asks for, every line checked
+    before any is used: a photo inside DATA, a known action, an existing class."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no such decisions file: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read decisions file {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != DECISIONS_FORMAT:
+        raise DataError(
+            f"{path} is not a decisions file from the mtl review page "
+            f'(expected {{"format": "{DECISIONS_FORMAT}", "decisions": [...]}})'
+        )
+    rows = data.get("decisions")
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: 'decisions' is not a list")
+    wanted: list[tuple[str, str, str | None, str, float]] = []
+    seen: set[str] = set()
+    for n, row in enumerate(rows, 1):
+        where = f"{path} decision {n}"
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        action = row.get("action")
+        if action not in ACTIONS:
+            raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
+        file = _path(root, row.get("file"), where, "file")
+        if file in seen:
+            raise DataError(f"{where}: {file} has two decisions")
+        seen.add(file)
+        if action == "keep":
+            continue
+        src = PurePosixPath(file)
+        prefix = 1 if src.parts[0] in SPLITS and len(src.parts) > 2 else 0
+        given = src.parts[prefix]
+        if src.parts[0] == REVIEW_FOLDER or given not in classes or len(src.parts) < 2:
+            raise DataError(f"{where}: {file} is not a photo in a class folder of {root}")
+        if not (root / file).is_file():
+            raise DataError(f"{where}: {root / file} is not there (moved or deleted since?)")
+        target = row.get("class") if action == "move" else None
+        if action == "move" and (target not in classes or target == given):
+            raise DataError(f"{where}: class {target!r} is not another class of {root}")
+        reason = row.get("reason")
+        reason = reason if isinstance(reason, str) and reason in REASONS else REMOVED
+        wanted.append((file, given, target if isinstance(target, str) else None, reason, 0.0))
+    return _plan(root, wanted)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mtl.errors import UsageError
 from mtl.review.quality import Stats
 from mtl.review.scores import Scores
 
@@ -35,6 +37,32 @@ class Thresholds:
     tiny: float = 0.08
     # --relabel moves a wrong-label photo only when the suggested class is this sure.
     relabel: float = 0.9
+
+    def check(self) -> Thresholds:
+        """Refuse (exit 2) a threshold that is not a number in its range."""
+        for name, (low, high, option) in _RANGES.items():
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            if not ok or not low <= value <= high or (name in _POSITIVE and value <= 0):
+                bound = f"above 0 and at most {high:g}" if name in _POSITIVE else (
+                    f"from {low:g} to {high:g}")  # fmt: skip
+                raise UsageError(f"{option} must be a number {bound}. Received {value}")
+        return self
+
+
+# Each threshold's range, and the option that sets it (the API's name in brackets).
+# duplicate: below 0.5 photos that merely share a subject would count as the same picture.
+_RANGES = {
+    "wrong_label": (0.0, 1.0, "--label-threshold"),
+    "off_topic": (0.0, 100.0, "--off-topic-threshold"),
+    "duplicate": (0.5, 1.0, "--duplicate-threshold"),
+    "dark": (0.0, 1.0, "thresholds.dark"),
+    "blurry": (0.0, 1.0, "thresholds.blurry"),
+    "aspect": (1.0, 1000.0, "thresholds.aspect"),
+    "tiny": (0.0, 1.0, "thresholds.tiny"),
+    "relabel": (0.0, 1.0, "--relabel-confidence"),
+}
+_POSITIVE = {"wrong_label", "off_topic"}
 
 
 @dataclass(frozen=True)
@@ -136,3 +164,36 @@ def find(
             )
     out.sort(key=lambda f: (-f.score, REASONS.index(f.reason), str(f.path)))
     return out
+
+
+def every_photo(
+    root: Path,
+    paths: Sequence[Path],
+    labels: np.ndarray,
+    classes: Sequence[str],
+    scores: Scores,
+    stats: Sequence[Stats | None],
+    found: Sequence[Finding],
+) -> list[dict[str, object]]:
+    """One row of scores per photo, flagged or not (``--json``'s ``scores``)."""
+    reasons = {f.index: f.reason for f in found}
+    rows: list[dict[str, object]] = []
+    for i, path in enumerate(paths):
+        s = stats[i] if i < len(stats) else None
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        probs = zip(classes, scores.probs[i], strict=True)
+        rows.append({
+            "file": rel,
+            "given": classes[int(labels[i])],
+            "likeliest": classes[int(scores.suggested[i])],
+            "probabilities": {c: round(float(p), 4) for c, p in probs},
+            "label_quality": round(float(scores.label_quality[i]), 4),
+            "off_topic_z": round(float(scores.off_topic[i]), 3),
+            "duplicate_similarity": round(float(scores.duplicate_similarity[i]), 4),
+            "brightness": round(s.brightness, 4) if s else None,
+            "sharpness": round(s.sharpness, 6) if s else None,
+            "detail_area": round(s.detail_area, 4) if s else None,
+            "aspect": round(s.aspect, 3) if s else None,
+            "flagged": reasons.get(i),
+        })  # fmt: skip
+    return rows

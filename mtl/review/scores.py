@@ -227,10 +227,12 @@ def score(
     folds: int = FOLDS,
     seed: int = 42,
     c: float = C,
+    duplicate: float = DUPLICATE_SIMILARITY,
     on_progress: ProgressFn | None = None,
 ) -> Scores:
     """Every score for features ``x`` (n, d) with given ``labels``; ``concepts``: the
-    ImageNet probabilities of the same photos (None: the k-NN fallback)."""
+    ImageNet probabilities of the same photos (None: the k-NN fallback); ``duplicate``:
+    the similarity from which a photo of another class counts as the same picture."""
     from cleanlab.rank import get_label_quality_scores
 
     raw = out_of_fold(x, labels, folds=folds, seed=seed, c=c, on_progress=on_progress)
@@ -239,7 +241,7 @@ def score(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    dup, dup_sim = cross_class_duplicates(x, labels)
+    dup, dup_sim = cross_class_duplicates(x, labels, duplicate)
     if concepts is not None:
         off, method = concept_scores(concepts, labels), "imagenet-concepts"
     else:

@@ -175,6 +175,7 @@ def test_rejections_are_counted_by_reason(engine: FakeEngine, tmp_path: Path):
         "timeout": 1,
         "duplicate": 2,
         "ambiguous": 0,
+        "set_aside": 0,
     }
     assert crow.rejected["ambiguous"] == 1 and sum(crow.rejected.values()) == 1
     assert result.complete
