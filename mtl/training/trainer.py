@@ -31,7 +31,7 @@ from mtl.locks import folder_lock
 from mtl.model import backbones, modelio
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
-from mtl.report.events import EventLog
+from mtl.report.events import RunEvents
 from mtl.training import checkpoint, headfit, prior, rundir
 from mtl.training.basepass import BasePass, base_batch, head_engine
 from mtl.training.config import TrainConfig, validate
@@ -332,7 +332,7 @@ class Trainer(PriorSteps):
         self.compiled: list[Any] = []  # the tops compiled for their phase
         self.phase = "train"
         self.seconds: dict[str, float] = {}
-        self.events = EventLog(run_dir / rundir.EVENTS_FOLDER)
+        self.events = RunEvents(run_dir / rundir.EVENTS_FOLDER, run_dir.name, cfg.to_dict())
 
     @property
     def total_epochs(self) -> int:
@@ -497,16 +497,7 @@ class Trainer(PriorSteps):
     def report_epoch(self, log: EpochLog) -> None:
         if self.hooks.on_epoch:
             self.hooks.on_epoch(log)
-        self.events.scalars(
-            log.epoch,
-            {
-                f"{log.phase}/loss": log.loss,
-                f"{log.phase}/accuracy": log.accuracy,
-                "val/loss": log.val_loss,
-                "val/accuracy": log.val_accuracy,
-                f"{log.phase}/learning_rate": log.learning_rate,
-            },
-        )
+        self.events.epoch(log.to_json())
 
     def save_checkpoint(self, parts: Any) -> None:
         store: dict[str, Any] = {}
