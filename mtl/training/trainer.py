@@ -32,7 +32,7 @@ from mtl.model import backbones, modelio
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
 from mtl.report.events import RunEvents
-from mtl.training import checkpoint, headfit, prior, rundir
+from mtl.training import checkpoint, display, headfit, prior, rundir
 from mtl.training.basepass import BasePass, base_batch, head_engine
 from mtl.training.config import TrainConfig, validate
 from mtl.training.priorsteps import PriorSteps, head_of
@@ -90,6 +90,12 @@ class TrainResult(rundir.RunSummary):
             "seconds": self.seconds,
             "files": self.files,
         }
+
+    def __repr__(self) -> str:
+        return display.run_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.run_html(self)
 
 
 def _brief(m: dict[str, Any]) -> dict[str, Any]:
