@@ -101,3 +101,50 @@ def test_classify_an_array_and_evaluate(executed):
     report = _outputs(executed[5], "execute_result")[0].data
     assert report["text/plain"].startswith("EvaluationReport(") and len(report["text/plain"]) < 400
     assert "precision" in report["text/html"]
+
+
+def test_an_image_in_memory_gets_the_files_pixels(sample_photos):
+    """A PNG (no reduced-scale decode) gives the same pixels from its file and in memory,
+    as a PIL image or as an array, for both fits."""
+    import numpy as np
+    from PIL import Image
+
+    from mtl.data.images import load_image, load_in_memory
+
+    path = sample_photos["coffee"]
+    for fit in ("center", "squash"):
+        from_file = load_image(path, 224, fit)
+        with Image.open(path) as img:
+            assert np.array_equal(load_in_memory(img, 224, fit), from_file)
+            assert np.array_equal(load_in_memory(np.asarray(img), 224, fit), from_file)
+
+
+@pytest.mark.parametrize(
+    ("array", "why"),
+    [
+        ("float", "an array image must be uint8 (0-255), not float32"),
+        ("two_channels", "an array image must be height x width x 3 (RGB), not 8x8x2"),
+        ("empty", "an empty array image"),
+    ],
+)
+def test_an_unusable_array_is_a_one_line_error(array, why):
+    import numpy as np
+
+    from mtl.data.images import load_in_memory
+    from mtl.errors import ImageError
+
+    arrays = {
+        "float": np.zeros((8, 8, 3), np.float32),
+        "two_channels": np.zeros((8, 8, 2), np.uint8),
+        "empty": np.zeros((0, 8, 3), np.uint8),
+    }
+    with pytest.raises(ImageError, match="^" + why.replace("(", r"\(").replace(")", r"\)")):
+        load_in_memory(arrays[array], 224)
+
+
+def test_an_input_of_another_type_is_a_usage_error():
+    from mtl.data.images import expand_inputs
+    from mtl.errors import UsageError
+
+    with pytest.raises(UsageError, match="input 1 is a int: give file or folder paths"):
+        expand_inputs(["a.jpg", 3])
