@@ -16,7 +16,15 @@ the same defaults, and returns a result object (``.to_json()`` gives what
     mtl.review("data/").to_json()["scores"]     # every photo's scores; mtl.review.undo("data/")
 
 Importing this package is cheap: TensorFlow/Keras load only when a function
-needs a model (see :mod:`mtl.runtime`).
+needs a model (see :mod:`mtl.runtime`), quietly (no start-up lines on stderr).
+
+``train``, ``predict``, ``evaluate`` and ``classify`` show their progress in a
+notebook (bars and the epoch lines, updated in place) or on a terminal;
+``progress=False`` turns it off, ``progress=True`` draws it on stderr anywhere
+(:mod:`mtl.live`). Results have a one-line ``repr`` and, in Jupyter, an HTML table.
+``predict`` and ``classify`` take images in memory too: PIL images, uint8 arrays
+(height x width x 3, or a batch n x height x width x 3), or a list mixing them with
+paths.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
     from mtl.inference.evaluate import EvaluationReport
     from mtl.inference.export import ExportReport
     from mtl.inference.predict import PredictReport
-    from mtl.inference.results import ImageResult
+    from mtl.inference.results import ImageResults
     from mtl.training.tracking import EpochLog
     from mtl.training.trainer import TrainResult
 
@@ -52,6 +60,7 @@ def train(
     cache_dir: PathLike | None = None,
     callbacks: Sequence[Any] = (),
     on_epoch: Callable[[EpochLog], None] | None = None,
+    progress: bool | None = None,
     **settings: Any,
 ) -> TrainResult:
     """``mtl train``: train on the class folders of ``data`` and write a run folder.
@@ -60,23 +69,33 @@ def train(
     ``config`` (a TOML preset) over the defaults. ``callbacks``: Keras callbacks run
     every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
     run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
+    ``on_epoch(log)`` is called after every epoch; ``progress``: see the module.
     """
     _check_train_arguments(data, config, out, resume, weights_dir, cache_dir, callbacks, on_epoch)
+    from mtl.live import Progress
     from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
     cfg = None if resume is not None else resolve(config, settings)
-    return run(
-        data,
-        cfg,
-        out=out,
-        force=force,
-        resume=resume,
-        weights_dir=weights_dir,
-        cache_dir=cache_dir,
-        on_epoch=on_epoch,
-        callbacks=callbacks,
-    )
+    with Progress(progress) as shown:
+
+        def epoch(log: EpochLog) -> None:
+            shown.epoch(log)
+            if on_epoch is not None:
+                on_epoch(log)
+
+        return run(
+            data,
+            cfg,
+            out=out,
+            force=force,
+            resume=resume,
+            weights_dir=weights_dir,
+            cache_dir=cache_dir,
+            on_progress=shown.stage,
+            on_epoch=epoch,
+            callbacks=callbacks,
+        )
 
 
 def _check_train_arguments(
@@ -117,25 +136,49 @@ def _check_train_arguments(
 
 
 def predict(
-    model: PathLike, inputs: Sequence[PathLike] | PathLike, *, top_k: int = 1, **options: Any
+    model: PathLike,
+    inputs: Sequence[PathLike | Any] | PathLike | Any,
+    *,
+    top_k: int = 1,
+    progress: bool | None = None,
+    **options: Any,
 ) -> PredictReport:
-    """``mtl predict``: label images (files, folders, globs) with a trained model:
-    ``model.keras``, its run folder, a ``.tflite`` or an ``.onnx`` export."""
+    """``mtl predict``: label images (files, folders, globs; PIL images or uint8 arrays in
+    memory) with a trained model: ``model.keras``, its run folder, a ``.tflite`` or an
+    ``.onnx`` export."""
     from mtl.inference.predict import predict as run
+    from mtl.live import Progress
 
+    with Progress(progress) as shown:
+        options.setdefault("on_progress", shown.task("predicting"))
+        return run(model, _as_list(inputs), top_k_count=top_k, **options)
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    """One input (a path, a PIL image, an array) as a list of one; a list as it is."""
     if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    return run(model, list(inputs), top_k_count=top_k, **options)
+        return [inputs]
+    from mtl.data.images import is_in_memory
+
+    return [inputs] if is_in_memory(inputs) else list(inputs)
 
 
 def evaluate(
-    model: PathLike, data: PathLike | None = None, *, split: str | None = None, **options: Any
+    model: PathLike,
+    data: PathLike | None = None,
+    *,
+    split: str | None = None,
+    progress: bool | None = None,
+    **options: Any,
 ) -> EvaluationReport:
     """``mtl evaluate``: accuracy, per-class metrics and the confusion matrix on a
     folder-per-class test set, or (``split="val"``) on a run's held-out photos."""
     from mtl.inference.evaluate import evaluate as run
+    from mtl.live import Progress
 
-    return run(model, data, split=split, **options)
+    with Progress(progress) as shown:
+        options.setdefault("on_progress", shown.task("evaluating"))
+        return run(model, data, split=split, **options)
 
 
 def export(model: PathLike, *, format: str = "tflite", **options: Any) -> ExportReport:  # noqa: A002
@@ -146,14 +189,20 @@ def export(model: PathLike, *, format: str = "tflite", **options: Any) -> Export
 
 
 def classify(
-    inputs: Sequence[PathLike] | PathLike, *, top_k: int = 5, **options: Any
-) -> list[ImageResult]:
-    """``mtl classify``: ImageNet top-k with a pretrained MobileNet."""
+    inputs: Sequence[PathLike | Any] | PathLike | Any,
+    *,
+    top_k: int = 5,
+    progress: bool | None = None,
+    **options: Any,
+) -> ImageResults:
+    """``mtl classify``: ImageNet top-k with a pretrained MobileNet (files, folders, globs;
+    PIL images or uint8 arrays in memory)."""
     from mtl.inference.classify import classify as run
+    from mtl.live import Progress
 
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    return run(list(inputs), top_k_count=top_k, **options)
+    with Progress(progress) as shown:
+        options.setdefault("on_progress", shown.task("classifying"))
+        return run(_as_list(inputs), top_k_count=top_k, **options)
 
 
 def fetch(keywords: Sequence[str] | str, *, out: PathLike = "data", **options: Any) -> FetchResult:

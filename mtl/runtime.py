@@ -7,6 +7,7 @@ also runs with ``KERAS_BACKEND=jax`` or ``torch``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -23,16 +24,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
+    """Native code's lines on stderr (TensorFlow's start-up notes, LiteRT's "Created
+    TensorFlow Lite XNNPACK delegate") held back, shown only if the block fails.
+
+    File descriptor 2 itself, not ``sys.stderr``: C++ writes there whatever Python's
+    stream is, and a Jupyter kernel forwards it to the notebook as red text (its
+    ``sys.stderr`` is a kernel stream whose ``fileno`` is not fd 2)."""
     if os.environ.get("MTL_DEBUG"):
         yield
         return
+    fd = 2
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # pytest capture, notebooks
+        saved = os.dup(fd)
+    except OSError:  # no fd 2 (a daemon): nothing to hide
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), fd)
         ok = False
@@ -359,7 +367,15 @@ def tflite_flatbuffer(model: Any, input_shape: tuple[int, ...]) -> bytes:
 
     spec = tf.TensorSpec([None, *input_shape], tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    with quiet_native_stderr():
-        frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-        return bytes(converter.convert())
+    # The converter also warns through absl's Python logger (its "deprecated conversion
+    # path" note): noise for a user, and red text in a notebook.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with quiet_native_stderr():
+            frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+            return bytes(converter.convert())
+    finally:
+        absl.setLevel(level)

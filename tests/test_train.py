@@ -350,15 +350,3 @@ def test_model_keras_loads_in_plain_keras(trained, tmp_path):
     np.testing.assert_allclose(plain["probs"], ours.model.predict_on_batch(x), atol=1e-6)
     with zipfile.ZipFile(run / "model.keras") as z:
         assert "mtl.layers" not in z.read("config.json").decode()  # Keras' own layers only
-
-
-def test_tensorboard_logs_in_the_run_folder(trained):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run, _ = trained
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
-    events.Reload()
-    tags = set(events.Tags()["tensors"])
-    assert {"train/loss", "val/loss", "val/accuracy", "refit/loss"} <= tags
-    assert len(events.Tensors("val/loss")) == 30  # one point per epoch
-    assert "confusion_matrix" in tags  # the plot, as an image

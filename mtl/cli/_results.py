@@ -19,7 +19,8 @@ def render_image_results(results: list[ImageResult], *, as_json: bool, title: st
         print_json([r.to_json() for r in results])
     else:
         with_wnid = any(p.wnid for r in results for p in r.predictions)
-        table = Table(title=title, show_lines=False)  # title: the caller escapes what it names
+        # title: the caller escapes what it names; -q leaves the results alone on stdout
+        table = Table(title=None if verbosity.quiet else title, show_lines=False)
         table.add_column("file", overflow="fold")
         table.add_column("rank", justify="right")
         if with_wnid:

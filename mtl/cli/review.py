@@ -15,7 +15,9 @@ from mtl.cli._common import (
     out,
     print_json,
     progress,
+    quiet_option,
     shown,
+    verbose_option,
     warn,
     weights_dir_option,
 )
@@ -106,6 +108,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(
             False, "--json", help="Print the findings and every photo's scores as JSON."
         ),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken
         images; show them (table, HTML page); move them only when asked."""

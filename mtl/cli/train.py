@@ -12,12 +12,16 @@ from mtl.cli._common import (
     Bars,
     cache_dir_option,
     call,
+    detail,
     download_progress,
     fail,
     info,
     out,
     print_json,
     progress,
+    quiet_option,
+    verbose_option,
+    verbosity,
     warn,
     weights_dir_option,
 )
@@ -238,6 +242,8 @@ def register(app: typer.Typer) -> None:
         weights_dir: Path | None = weights_dir_option(),
         cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+        quiet: bool = quiet_option(),
+        verbose: bool = verbose_option(),
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
         params = dict(locals())
@@ -297,6 +303,7 @@ def _train(
         )
     for message in result.warnings[len(display.warned) :]:
         warn(message)
+    detail("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
     if as_json:
         print_json(result.to_json())
     else:
@@ -332,6 +339,8 @@ class _Display:
 
     def epoch(self, e: Any) -> None:
         self.bars.update("training", e.epoch, e.epochs, f"epoch {e.epoch}/{e.epochs}")
+        if verbosity.quiet:  # the epochs are progress; -q prints the result only
+            return
         mark = " *" if e.best else ""
         phase = {"fine_tune": " fine-tune", "refit": " refit (all photos)"}.get(e.phase, "")
         self.bars.print(

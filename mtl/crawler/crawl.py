@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl import reprs
 from mtl.crawler.download import download, new_session
 from mtl.crawler.engines import EngineSession, EngineSource, ListSource
 from mtl.crawler.keywords import Keyword
@@ -98,6 +99,17 @@ class FetchResult:
             "ambiguous": [a.to_json() for a in self.ambiguous],
             "notes": sorted(self.notes),
         }
+
+    def __repr__(self) -> str:
+        kept = {c.slug: c.kept for c in self.classes}
+        return reprs.short_repr(
+            "FetchResult", {"out": str(self.out), "kept": kept, "complete": self.complete}
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [[c.keyword, c.slug, c.kept, c.requested, c.why_short] for c in self.classes]
+        columns = ["keyword", "folder", "kept", "wanted", "why short"]
+        return reprs.html_table(f"mtl fetch -> {self.out}", columns, rows, sorted(self.notes))
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -108,14 +108,46 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files, folders and quoted globs to a sorted, de-duplicated list of files.
+@dataclass(eq=False)  # hashed by identity: each is its own input, like a file
+class InMemory:
+    """A decoded image given in memory (``mtl.predict(model, pil_image)`` in a notebook): a
+    PIL image or a uint8 array, height x width x 3 (RGB), or x 4, or height x width. Named
+    by its place among the inputs, ``<image 0>``, where a file would show its path."""
+
+    image: Any
+    index: int
+
+    def __str__(self) -> str:
+        return f"<image {self.index}>"
+
+
+Source = Path | InMemory  # what the loader reads: a file, or an image in memory
+
+
+def is_in_memory(value: object) -> bool:
+    return isinstance(value, (Image.Image, np.ndarray))
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike[str] | Any]) -> list[Source]:
+    """Files, folders and quoted globs to a sorted, de-duplicated list of files; images in
+    memory (:class:`InMemory`; a 4-D array: one per row) kept in their place.
 
     A path that does not exist stays in the list, so it is reported as a
     failed image rather than silently dropped.
     """
-    out: list[Path] = []
-    for raw in inputs:
+    out: list[Source] = []
+    for i, raw in enumerate(inputs):
+        if isinstance(raw, np.ndarray) and raw.ndim == 4:
+            out.extend(InMemory(row, i) for row in raw)  # a batch: every row <image i>
+            continue
+        if is_in_memory(raw):
+            out.append(InMemory(raw, i))
+            continue
+        if not isinstance(raw, (str, os.PathLike)):
+            raise UsageError(
+                f"input {i} is a {type(raw).__name__}: give file or folder paths, PIL images "
+                "or uint8 arrays (height x width x 3)"
+            )
         path = Path(raw)
         if path.is_dir():
             images = list_images(path)
@@ -132,7 +164,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             out.extend(matches)
         else:
             out.append(path)
-    seen: set[Path] = set()
+    seen: set[Source] = set()
     unique = []
     for p in out:
         if p not in seen:
@@ -218,13 +250,7 @@ def load_image(
                 img.draft("RGB", (width, height))
             img.seek(0)  # first frame of an animation
             img.load()
-            img = ImageOps.exif_transpose(img)
-            img = to_rgb(img)
-            if fit == "center":
-                img = _cover(img, width, height)
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return _pixels(img, width, height, fit)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -251,6 +277,46 @@ def load_image(
         raise ImageError(f"cannot decode image: {reason}") from None
 
 
+def _pixels(img: Image.Image, width: int, height: int, fit: str) -> np.ndarray:
+    """A decoded image as the model sees it: upright (EXIF), RGB, fitted to width x height."""
+    img = ImageOps.exif_transpose(img)
+    img = to_rgb(img)
+    if fit == "center":
+        img = _cover(img, width, height)
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_in_memory(
+    image: Image.Image | np.ndarray, size: int | tuple[int, int], fit: str = "squash"
+) -> np.ndarray:
+    """:func:`load_image` for an image already in memory (:class:`InMemory`): the same
+    orientation, colour conversion and fit, so a photo gets the same pixels either way."""
+    check_fit(fit)
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    if isinstance(image, np.ndarray):
+        shape = "x".join(map(str, image.shape))
+        if image.dtype != np.uint8:
+            raise ImageError(
+                f"an array image must be uint8 (0-255), not {image.dtype} (shape {shape}); "
+                "for floats in 0-1: (x * 255).round().astype('uint8')"
+            )
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise ImageError(f"an array image must be height x width x 3 (RGB), not {shape}")
+        if image.size == 0:
+            raise ImageError(f"an empty array image ({shape})")
+        image = Image.fromarray(np.ascontiguousarray(image))
+    if image.width * image.height > MAX_PIXELS:
+        raise ImageError(f"image too large ({image.width}x{image.height} pixels)")
+    try:
+        return _pixels(image, width, height, fit)
+    except (OSError, ValueError) as exc:  # a closed image, a mode Pillow cannot convert
+        raise ImageError(f"cannot use image: {exc}") from None
+
+
 def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
     """``img`` resized, its aspect kept, to cover width x height, cropped to the centre.
 
@@ -266,29 +332,34 @@ def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
     return img.resize((width, height), Image.Resampling.BILINEAR, box=box)
 
 
+S = TypeVar("S", bound=Source)
+
+
 @dataclass
-class Batch:
+class Batch(Generic[S]):
     """Decoded images of one batch, plus the files of that batch that failed."""
 
-    paths: list[Path]
+    paths: list[S]
     pixels: np.ndarray  # (n, h, w, 3) uint8
-    failures: list[tuple[Path, str]]
+    failures: list[tuple[S, str]]
 
 
-def _load_or_error(path: Path, size: int | tuple[int, int], fit: str) -> np.ndarray | str:
+def _load_or_error(path: Source, size: int | tuple[int, int], fit: str) -> np.ndarray | str:
     try:
+        if isinstance(path, InMemory):
+            return load_in_memory(path.image, size, fit)
         return load_image(path, size, fit)
     except ImageError as exc:
         return exc.message
 
 
 def iter_batches(
-    paths: Iterable[Path],
+    paths: Iterable[S],
     size: int | tuple[int, int],
     batch_size: int = 32,
     workers: int | None = None,
     fit: str = "squash",
-) -> Iterator[Batch]:
+) -> Iterator[Batch[S]]:
     """Decode ``paths`` in parallel threads (Pillow releases the GIL) and yield batches.
 
     Failed files are reported in each batch's ``failures``, in input order.
@@ -299,7 +370,7 @@ def iter_batches(
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
-        def submit(chunk: list[Path]) -> list[Future[np.ndarray | str]]:
+        def submit(chunk: list[S]) -> list[Future[np.ndarray | str]]:
             return [pool.submit(_load_or_error, p, size, fit) for p in chunk]
 
         # Decode the next batch while the caller runs the model on this one.

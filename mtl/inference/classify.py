@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mtl import runtime
 from mtl.assets import weights
-from mtl.data.images import check_fit, expand_inputs, iter_batches
+from mtl.data.images import Source, check_fit, expand_inputs, iter_batches
 from mtl.errors import UsageError
-from mtl.inference.results import ImageResult, top_k
+from mtl.inference.results import ImageResult, ImageResults, top_k
 from mtl.model import backbones
 from mtl.model.classifier import CROP
 from mtl.model.imagenet import load_class_index
@@ -47,7 +48,7 @@ def pretrained_classifier(model: str, alpha: float, weights_file: Path, size: in
 
 
 def classify(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str] | Any],
     *,
     model: str = backbones.DEFAULT_MODEL,
     alpha: float = backbones.DEFAULT_ALPHA,
@@ -57,8 +58,9 @@ def classify(
     weights_dir: str | os.PathLike[str] | None = None,
     on_download: weights.DownloadProgress | None = None,
     on_progress: ProgressFn | None = None,
-) -> list[ImageResult]:
-    """Classify every image in ``inputs``; unreadable files become error results.
+) -> ImageResults:
+    """Classify every image in ``inputs`` (files, folders, globs, or PIL images and uint8
+    arrays in memory); unreadable files become error results.
 
     ``fit``: ``center`` crops as ImageNet's evaluation does (:func:`input_side`); ``squash``
     resizes the whole photo to the model's square, ignoring its aspect."""
@@ -81,7 +83,7 @@ def classify(
         progress=on_download,
     )
     net = pretrained_classifier(model, alpha, wfile, size)
-    by_path: dict[Path, ImageResult] = {}
+    by_path: dict[Source, ImageResult] = {}
     done = 0
     for batch in iter_batches(paths, side, batch_size, fit=fit):
         for path, reason in batch.failures:
@@ -95,4 +97,4 @@ def classify(
         done += len(batch.paths) + len(batch.failures)
         if on_progress:
             on_progress(done, len(paths))
-    return [by_path[p] for p in paths]
+    return ImageResults(by_path[p] for p in paths)

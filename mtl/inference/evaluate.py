@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mtl import reprs
 from mtl.data.images import list_images
 from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.progress import ProgressFn
@@ -87,6 +88,23 @@ class EvaluationReport:
             "warnings": self.warnings,
             "plot": str(self.plot_file) if self.plot_file else None,
         }
+
+    def __repr__(self) -> str:
+        return reprs.short_repr(
+            "EvaluationReport",
+            {"model": self.model, "data": self.data, "images": self.images,
+             "accuracy": self.accuracy, "macro_f1": self.macro_f1,
+             "misclassified": len(self.misclassified)},
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        rows = [[c.label, c.precision, c.recall, c.f1, c.support] for c in self.per_class]
+        caption = (
+            f"{Path(self.model).name} on {self.data}: accuracy {self.accuracy:.4f} "
+            f"({self.correct} of {self.images}), macro F1 {self.macro_f1:.4f}"
+        )
+        columns = ["class", "precision", "recall", "F1", "images"]
+        return reprs.html_table(caption, columns, rows, self.warnings)
 
 
 def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:

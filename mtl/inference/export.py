@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl import files
+from mtl import files, reprs
 from mtl.errors import DataError, UsageError
 from mtl.progress import ProgressFn
 
@@ -54,6 +54,18 @@ class ExportReport:
             "calibration_images": self.calibration_images,
             "files": [{"file": str(f.path), "bytes": f.bytes, "what": f.what} for f in self.files],
         }
+
+    def __repr__(self) -> str:
+        return reprs.short_repr(
+            "ExportReport",
+            {"format": self.format, "quantize": self.quantize,
+             "files": [str(f.path) for f in self.files]},
+        )  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        rows = [[str(f.path), f.bytes, f.what] for f in self.files]
+        caption = f"exported {self.source.path.name} ({self.format}, quantize {self.quantize})"
+        return reprs.html_table(caption, ["file", "bytes", "what"], rows)
 
 
 def default_output(model_path: Path, fmt: str, quantize: str) -> Path:

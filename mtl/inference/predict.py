@@ -15,12 +15,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from mtl.data.images import expand_inputs, iter_batches
+from mtl.data.images import InMemory, Source, expand_inputs, iter_batches
 from mtl.errors import DataError, ModelFileError, UsageError
-from mtl.inference.results import ImageResult, top_k
+from mtl.inference.results import ImageResult, results_html, summary, top_k
 from mtl.progress import ProgressFn
 
 
@@ -47,6 +48,7 @@ class Predictor:
 
 
 MODEL_FILE = "model.keras"  # what a run folder of mtl train holds
+S = TypeVar("S", bound=Source)
 
 
 def resolve_model_path(path: str | os.PathLike[str]) -> Path:
@@ -165,18 +167,29 @@ class PredictReport:
     def failed(self) -> int:
         return sum(not r.ok for r in self.results)
 
+    def to_json(self) -> list[dict[str, Any]]:
+        """What ``mtl predict --json`` prints: one entry per image."""
+        return [r.to_json() for r in self.results]
+
+    def __repr__(self) -> str:
+        return f"PredictReport({Path(self.model).name} ({self.kind}), {summary(self.results)})"
+
+    def _repr_html_(self) -> str:
+        return results_html(self.results, f"{Path(self.model).name} ({self.kind})")
+
 
 def predict_paths(
     predictor: Predictor,
-    paths: Sequence[Path],
+    paths: Sequence[S],
     *,
     top_k_count: int = 1,
     batch_size: int = 32,
     on_progress: ProgressFn | None = None,
-) -> tuple[list[ImageResult], dict[Path, np.ndarray]]:
-    """Run ``predictor`` over ``paths`` in batches; also return each image's probabilities."""
-    by_path: dict[Path, ImageResult] = {}
-    probs_by_path: dict[Path, np.ndarray] = {}
+) -> tuple[list[ImageResult], dict[S, np.ndarray]]:
+    """Run ``predictor`` over ``paths`` (files, or images in memory) in batches; also return
+    each image's probabilities."""
+    by_path: dict[S, ImageResult] = {}
+    probs_by_path: dict[S, np.ndarray] = {}
     done = 0
     for batch in iter_batches(paths, predictor.image_size, batch_size, fit=predictor.fit):
         for path, reason in batch.failures:
@@ -198,9 +211,9 @@ def _listed(items: Sequence[str], most: int = 3) -> str:
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
-def check_some_exist(paths: Sequence[Path]) -> None:
+def check_some_exist(paths: Sequence[Source]) -> None:
     """Every input missing is a usage error (exit 2), found before the model loads."""
-    if paths and not any(os.path.lexists(p) for p in paths):
+    if paths and not any(isinstance(p, InMemory) or os.path.lexists(p) for p in paths):
         what = "no such file or folder" if len(paths) == 1 else "no such files or folders"
         raise UsageError(f"{what}: {_listed([str(p) for p in paths])}")
 
@@ -228,7 +241,7 @@ def results_csv(results: Sequence[ImageResult]) -> str:
 
 def predict(
     model_path: str | os.PathLike[str],
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str] | Any],
     *,
     top_k_count: int = 1,
     batch_size: int = 32,
@@ -237,7 +250,8 @@ def predict(
     force: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> PredictReport:
-    """Predict every image in ``inputs``; unreadable files become error results."""
+    """Predict every image in ``inputs`` (files, folders, globs, or PIL images and uint8
+    arrays in memory); unreadable files become error results."""
     from mtl import files
 
     if top_k_count < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtl import reprs
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -38,6 +40,51 @@ class ImageResult:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
         return {"file": self.file, "predictions": [p.to_json() for p in self.predictions]}
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return reprs.short_repr("ImageResult", {"file": self.file, "error": self.error})
+        best = self.predictions[0] if self.predictions else None
+        shown = {"label": best.label, "probability": best.probability} if best else {}
+        return reprs.short_repr("ImageResult", {"file": self.file, **shown})
+
+
+class ImageResults(list[ImageResult]):
+    """The results of ``mtl.classify``: a list, with ``to_json()`` (what ``--json``
+    prints), a one-line repr and an HTML table."""
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self]
+
+    def __repr__(self) -> str:
+        return f"ImageResults({summary(self)})"
+
+    def _repr_html_(self) -> str:
+        return results_html(self, "mtl classify")
+
+
+def summary(results: list[ImageResult]) -> str:
+    """``3 images, 1 unreadable: a.jpg ants 0.9812, ...`` (the first few)."""
+    failed = sum(not r.ok for r in results)
+    best = [
+        f"{r.file} {r.predictions[0].label} {r.predictions[0].probability:.4f}"
+        for r in results[:3]
+        if r.ok and r.predictions
+    ]
+    more = ", ..." if len(results) > 3 else ""
+    head = f"{len(results)} image(s)" + (f", {failed} unreadable" if failed else "")
+    return head + (": " + ", ".join(best) + more if best else "")
+
+
+def results_html(results: list[ImageResult], caption: str) -> str:
+    """One row per (image, rank), as the CLI's table; unreadable images with their reason."""
+    rows: list[list[Any]] = []
+    for r in results:
+        if not r.ok:
+            rows.append([r.file, "", r.error, ""])
+        for p in r.predictions:
+            rows.append([r.file if p.rank == 1 else "", p.rank, p.label, p.probability])
+    return reprs.html_table(caption, ["file", "rank", "label", "probability"], rows)
 
 
 def top_k(

@@ -1,5 +1,11 @@
 """TensorBoard event files for a run (``tensorboard --logdir runs/``), without TensorFlow.
 
+A run's folder ``tensorboard/`` holds one folder named by the run (so a run shows by
+its name, however ``--logdir`` is given) with Keras' layout: ``train`` and
+``validation`` runs sharing the tags ``epoch_loss`` and ``epoch_accuracy`` (one chart
+each, two lines), ``refit`` for the refit on every photo, and the run's settings as an
+hparams entry (the HParams tab compares runs that differ in ``--head`` or ``--views``).
+
 The records are those ``tf.summary`` writes (scalars and PNG images as tensors with
 their plugin's metadata), built with the ``tensorboard`` package's protos and
 record writer on a plain file: its ``EventFileWriter`` would import TensorFlow
@@ -14,6 +20,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +87,11 @@ class EventLog:
         ]
         self._add(protos, step)
 
+    def summary(self, proto: Any) -> None:
+        """A ready ``Summary`` proto (the hparams plugin's), at step 0."""
+        if self._open():
+            self._add(list(proto.value), 0)
+
     def png(self, tag: str, data: bytes, step: int = 0) -> None:
         """A PNG as ``tf.summary.image`` stores one: the strings [width, height, png]."""
         if not self._open() or data[:8] != b"\x89PNG\r\n\x1a\n":
@@ -97,3 +109,71 @@ class EventLog:
         if self._writer is not None:
             with contextlib.suppress(OSError):
                 self._writer.close()
+
+
+# The runs of one training run, as Keras' TensorBoard callback names them (and "refit",
+# whose epochs count from 1 again: on the train line it would jump back).
+TRAIN, VALIDATION, REFIT = "train", "validation", "refit"
+
+
+class RunEvents:
+    """The event files of one training run under ``folder`` (``RUN/tensorboard``):
+    ``folder/name/{train,validation,refit}``, the hparams entry and images in
+    ``folder/name``. Each file is created by its first write."""
+
+    def __init__(self, folder: Path, name: str, hparams: Mapping[str, Any]) -> None:
+        name = name or folder.resolve().parent.name or "run"  # a run folder given as "."
+        self.folder = folder / name
+        self.name = name
+        self.hparams = dict(hparams)
+        self._logs: dict[str, EventLog] = {}
+
+    def log(self, run: str = "") -> EventLog:
+        """The event file of ``run`` ("" for the session folder itself)."""
+        if run not in self._logs:
+            self._logs[run] = EventLog(self.folder / run if run else self.folder)
+        return self._logs[run]
+
+    @property
+    def active(self) -> bool:
+        return any(log.active for log in self._logs.values())
+
+    def epoch(self, log: Mapping[str, Any]) -> None:
+        """One epoch of ``EpochLog.to_json()`` shape: its train numbers (to ``refit`` in
+        the refit phase), its validation numbers and the learning rate."""
+        if not self._logs:
+            session = self.log()
+            with contextlib.suppress(ImportError):  # no tensorboard: nothing is logged
+                session.summary(hparams_summary(self.hparams, self.name))
+        step = int(log["epoch"])
+        scores = {"epoch_loss": log["loss"], "epoch_accuracy": log["accuracy"]}
+        if log.get("phase") == REFIT:
+            self.log(REFIT).scalars(step, scores)
+            return
+        self.log(TRAIN).scalars(step, {**scores, "epoch_learning_rate": log["learning_rate"]})
+        val = {"epoch_loss": log["val_loss"], "epoch_accuracy": log["val_accuracy"]}
+        if any(v == v for v in val.values()):  # NaN: no validation split
+            self.log(VALIDATION).scalars(step, val)
+
+    def png(self, tag: str, data: bytes) -> None:
+        self.log().png(tag, data)
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+
+
+def hparams_summary(config: Mapping[str, Any], trial: str) -> Any:
+    """The hparams plugin's session-start entry for one run's settings (``config.json``):
+    numbers and flags as they are, lists (``head``, ``views``) and None as text, since the
+    plugin holds only numbers, flags and strings."""
+    from tensorboard.plugins.hparams import summary_v2
+
+    def value(v: Any) -> bool | int | float | str:
+        if isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return ",".join(str(x) for x in v) if v else "none"
+        return "none" if v is None else str(v)
+
+    return summary_v2.hparams_pb({k: value(v) for k, v in config.items()}, trial_id=trial)

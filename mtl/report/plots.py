@@ -27,6 +27,30 @@ def _save(fig: Any, path: str | os.PathLike[str], force: bool) -> Path:
     return files.write_stream(path, lambda fh: fig.savefig(fh, format="png", dpi=110), force=force)
 
 
+def curve_series(
+    history: Sequence[dict[str, Any]], metric: str
+) -> dict[str, tuple[list[int], list[float]]]:
+    """The lines of one panel of :func:`learning_curves`: label -> (epochs, values).
+
+    The validated fit (its ``train`` and ``fine_tune`` phases, one epoch count) gives a
+    train and a val line; the refit (phase ``refit``) its own train line. Epochs without
+    a value (NaN: no validation) are left out, and so are lines with no points. The refit
+    trains a fresh head for the kept number of epochs, so its epochs count from 1 again:
+    appended to the fit's line it would jump back across the plot."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for refit in (False, True):
+        rows = [h for h in history if (h.get("phase") == "refit") == refit]
+        for prefix, label in (("", "refit" if refit else "train"), ("val_", "val")):
+            points = [
+                (int(h["epoch"]), float(v))
+                for h in rows
+                if (v := h.get(prefix + metric)) is not None and v == v
+            ]
+            if points:
+                series[f"{label} {metric}"] = ([e for e, _ in points], [v for _, v in points])
+    return series
+
+
 def learning_curves(
     history: Sequence[dict[str, Any]],
     path: str | os.PathLike[str],
@@ -34,15 +58,15 @@ def learning_curves(
     kept_epoch: int | None = None,
     force: bool = True,
 ) -> Path:
-    """Loss and accuracy per epoch, train and validation; dashed lines mark the
-    fine-tuning start and the epoch whose weights were kept."""
+    """Loss and accuracy per epoch (:func:`curve_series`: the validated fit's train and
+    validation lines, the refit's apart); dashed lines mark the fine-tuning start and the
+    epoch whose weights were kept."""
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix, style in (("", "-o"), ("val_", "-s")):
-            values = [h.get(prefix + metric) for h in history]
-            ax.plot(epochs, values, style, label=("val " if prefix else "train ") + metric)
+        for label, (epochs, values) in curve_series(history, metric).items():
+            style = "-^" if label.startswith("refit") else "-s" if label.startswith("val") else "-o"
+            ax.plot(epochs, values, style, label=label, alpha=0.8)
         starts = [h["epoch"] for h in history if h.get("phase") == "fine_tune"]
         if starts:
             ax.axvline(min(starts) - 0.5, color="grey", linestyle="--", label="fine-tuning")

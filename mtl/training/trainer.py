@@ -33,8 +33,8 @@ from mtl.pipeline.basepass import BasePass, base_batch, build_parts, head_engine
 from mtl.pipeline.config import TrainConfig, validate
 from mtl.progress import StageProgressFn
 from mtl.report import metrics
-from mtl.report.events import EventLog
-from mtl.training import checkpoint, headfit, prior, rundir
+from mtl.report.events import RunEvents
+from mtl.training import checkpoint, display, headfit, prior, rundir
 from mtl.training.priorsteps import PriorSteps, head_of
 from mtl.training.tracking import EarlyStopping, EpochLog, fine_tune_notes
 
@@ -90,6 +90,12 @@ class TrainResult(rundir.RunSummary):
             "seconds": self.seconds,
             "files": self.files,
         }
+
+    def __repr__(self) -> str:
+        return display.run_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.run_html(self)
 
 
 def _brief(m: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +339,7 @@ class Trainer(PriorSteps):
         self.compiled: list[Any] = []  # the tops compiled for their phase
         self.phase = "train"
         self.seconds: dict[str, float] = {}
-        self.events = EventLog(run_dir / rundir.EVENTS_FOLDER)
+        self.events = RunEvents(run_dir / rundir.EVENTS_FOLDER, run_dir.name, cfg.to_dict())
 
     @property
     def total_epochs(self) -> int:
@@ -482,16 +488,7 @@ class Trainer(PriorSteps):
     def report_epoch(self, log: EpochLog) -> None:
         if self.hooks.on_epoch:
             self.hooks.on_epoch(log)
-        self.events.scalars(
-            log.epoch,
-            {
-                f"{log.phase}/loss": log.loss,
-                f"{log.phase}/accuracy": log.accuracy,
-                "val/loss": log.val_loss,
-                "val/accuracy": log.val_accuracy,
-                f"{log.phase}/learning_rate": log.learning_rate,
-            },
-        )
+        self.events.epoch(log.to_json())
 
     def save_checkpoint(self, parts: Any) -> None:
         store: dict[str, Any] = {}
