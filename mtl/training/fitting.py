@@ -22,7 +22,7 @@ import numpy as np
 from mtl import runtime
 from mtl.data import features
 from mtl.training.results import view_mean
-from mtl.training.tracking import epoch_order
+from mtl.training.tracking import EpochLog, epoch_order
 
 runtime.keras()  # quiet, configured import first
 import keras  # noqa: E402
@@ -155,9 +155,14 @@ class EpochEnd(keras.callbacks.Callback):
 
     Validation runs there, with the predict function the final metrics use: Keras'
     own (``validation_data``) builds a tf.data iterator every epoch (0.1 s on 2 cores).
+    Its scores go into the epoch's ``logs`` as ``val_loss`` and ``val_accuracy``, as
+    Keras' own ``fit`` names them: the callbacks after this one (a user's
+    ``EarlyStopping(monitor="val_loss")``, ``CSVLogger``, TensorBoard) see them.
     """
 
-    def __init__(self, end: Callable[[int, float, float, float, float], bool]) -> None:
+    def __init__(
+        self, end: Callable[[int, float, float, float, float], tuple[EpochLog, bool]]
+    ) -> None:
         super().__init__()
         self.end = end
         self.t0 = 0.0
@@ -168,12 +173,15 @@ class EpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = logs if logs is not None else {}
         lr = float(runtime.as_numpy(self.model.optimizer.learning_rate))
-        stop = self.end(
+        log, stop = self.end(
             epoch + 1,
             float(logs.get("loss", float("nan"))),
             float(logs.get("accuracy", float("nan"))),
             lr,
             time.perf_counter() - self.t0,
         )
+        if not math.isnan(log.val_loss):  # Keras' fit without validation data has none
+            logs["val_loss"] = log.val_loss
+            logs["val_accuracy"] = log.val_accuracy
         if stop:
             self.model.stop_training = True

@@ -144,7 +144,9 @@ class KerasEngine:
             self.n_views(fresh),
         )
         epoch_end = fitting.EpochEnd(self.epoch_end("refit", epochs))
-        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end, *s.hooks.callbacks], verbose=0)
+        # Not the caller's callbacks: they follow the validated fit, as Keras' own fit
+        # reports it (val_loss included); the refit has nothing to validate on.
+        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end], verbose=0)
         return head_of(fresh.head.get_weights(), c.dropout), []
 
     def use_head(self, head: headfit.Head) -> None:
@@ -232,12 +234,14 @@ class KerasEngine:
             v.assign(a)
         return ckpt.optimizer
 
-    def epoch_end(self, phase: str, last: int) -> Callable[..., bool]:
+    def epoch_end(self, phase: str, last: int) -> Callable[..., tuple[EpochLog, bool]]:
         """What :class:`~mtl.training.fitting.EpochEnd` calls with Keras' epoch: the
-        session's end of the epoch; True: stop."""
+        session's end of the epoch (its log, and whether to stop)."""
 
-        def end(epoch: int, loss: float, accuracy: float, lr: float, seconds: float) -> bool:
-            return self.s.end_epoch(phase, epoch, last, loss, accuracy, lr, seconds)[1]
+        def end(
+            epoch: int, loss: float, accuracy: float, lr: float, seconds: float
+        ) -> tuple[EpochLog, bool]:
+            return self.s.end_epoch(phase, epoch, last, loss, accuracy, lr, seconds)
 
         return end
 

@@ -81,7 +81,9 @@ def train(
     ``cache_dir``: a feature cache shared between runs (default: memory, spilling
     into the run folder). ``resume``: an interrupted run folder, continued from
     its last complete epoch with its own config and split (``data`` and
-    ``config`` must then be None). ``callbacks``: Keras callbacks run every epoch.
+    ``config`` must then be None). ``callbacks``: Keras callbacks run at every epoch
+    of the validated fit, with Keras' logs (``loss``, ``accuracy``, ``val_loss``,
+    ``val_accuracy``); the refit on every photo is not reported to them.
     Raises :class:`~mtl.errors.DataError` or :class:`~mtl.errors.UsageError`
     (exit 2) for unusable data or options.
     """
