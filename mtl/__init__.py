@@ -67,7 +67,9 @@ def train(
 
     ``settings`` are the config keys (``epochs=30``, ``views=["image"]``, ...), over
     ``config`` (a TOML preset) over the defaults. ``callbacks``: Keras callbacks run
-    every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
+    at every epoch of the validated fit with Keras' logs, ``val_loss`` and
+    ``val_accuracy`` included (for example ``keras.callbacks.EarlyStopping(
+    monitor="val_loss")``, or your own logger), not during the refit on every photo; a
     run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
     ``on_epoch(log)`` is called after every epoch; ``progress``: see the module.
     """

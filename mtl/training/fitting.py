@@ -4,8 +4,8 @@
   order drawn from (seed, epoch) alone, so a resumed run sees exactly the
   batches an uninterrupted one does;
 - :func:`one_batch`: a dataset of one dummy batch (tracing the train step early);
-- :class:`EpochEnd`: the per-epoch callback that validates, applies early
-  stopping, records the history and saves the checkpoint;
+- :class:`EpochEnd`: the per-epoch callback that hands each epoch to the
+  session's one end of an epoch (:meth:`mtl.training.session.Session.end_epoch`);
 - :func:`predict`: probabilities for cached features, in fixed-size batches;
 - :func:`optimizer`: the optimizer named in the config.
 """
@@ -21,20 +21,13 @@ import numpy as np
 
 from mtl import runtime
 from mtl.data import features
-from mtl.errors import TrainingDiverged
-from mtl.training.tracking import EarlyStopping, EpochLog
+from mtl.training.results import view_mean
+from mtl.training.tracking import EpochLog, epoch_order
 
 runtime.keras()  # quiet, configured import first
 import keras  # noqa: E402
 
 PREDICT_BATCH = 64  # every predict call gets this many rows (padded): one traced function
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of ``epoch``, from (seed, epoch) alone, not from Keras' shuffle."""
-    order = np.arange(n)
-    np.random.default_rng([seed, epoch]).shuffle(order)
-    return order
 
 
 def _rows(x: np.ndarray, views: int) -> np.ndarray:
@@ -129,7 +122,7 @@ def predict(
         if views > 1:  # (photos, views, features)
             photos, views = entries.shape[:2]
             probs = _predict_rows(top, entries.reshape(photos * views, -1), direct, batch)
-            out.append(probs.reshape(photos, views, -1).mean(axis=1))
+            out.append(view_mean(probs, photos))
         else:
             out.append(_predict_rows(top, entries, direct, batch))
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -156,29 +149,22 @@ def optimizer(name: str, lr: float) -> Any:
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """Validation, early stopping (keeping the best weights), history, then the checkpoint.
+    """Hands each epoch's loss, accuracy, learning rate and time to ``end`` (1-based
+    epoch: :meth:`mtl.training.session.Session.end_epoch`, which validates, keeps the
+    best weights, records, reports and checkpoints), and stops the fit when it says so.
 
-    Validation runs here, with the predict function the final metrics use: Keras'
+    Validation runs there, with the predict function the final metrics use: Keras'
     own (``validation_data``) builds a tf.data iterator every epoch (0.1 s on 2 cores).
-    Only the part being trained changes, so its weights are all that the best epoch
-    needs (the whole model's are ~100x more to copy).
+    Its scores go into the epoch's ``logs`` as ``val_loss`` and ``val_accuracy``, as
+    Keras' own ``fit`` names them: the callbacks after this one (a user's
+    ``EarlyStopping(monitor="val_loss")``, ``CSVLogger``, TensorBoard) see them.
     """
 
     def __init__(
-        self,
-        trained: Any,
-        phase: str,
-        total_epochs: int,
-        early: EarlyStopping,
-        history: list[EpochLog],
-        validate: Callable[[], tuple[float, float]],
-        on_best: Callable[[list[np.ndarray]], None],
-        on_epoch: Callable[[EpochLog], None],
+        self, end: Callable[[int, float, float, float, float], tuple[EpochLog, bool]]
     ) -> None:
         super().__init__()
-        self.trained, self.phase, self.total_epochs = trained, phase, total_epochs
-        self.early, self.history, self.validate = early, history, validate
-        self.on_best, self.on_epoch = on_best, on_epoch
+        self.end = end
         self.t0 = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -186,32 +172,16 @@ class EpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         logs = logs if logs is not None else {}
-        loss = float(logs.get("loss", float("nan")))
-        if not math.isfinite(loss):
-            lr = float(runtime.as_numpy(self.model.optimizer.learning_rate))
-            raise TrainingDiverged(
-                f"training diverged at epoch {epoch + 1} (loss {loss}); no model was saved. "
-                f"Lower the learning rate (it was {lr:g})"
-            )
-        val_loss, val_accuracy = self.validate()
-        improved = self.early.update(epoch + 1, val_loss)
-        if improved and self.early.patience:
-            self.on_best(self.trained.get_weights())
-        lr = self.model.optimizer.learning_rate
-        log = EpochLog(
-            phase=self.phase,
-            epoch=epoch + 1,
-            epochs=self.total_epochs,
-            loss=loss,
-            accuracy=float(logs.get("accuracy", float("nan"))),
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            learning_rate=float(runtime.as_numpy(lr)),
-            seconds=time.perf_counter() - self.t0,
-            best=improved,
+        lr = float(runtime.as_numpy(self.model.optimizer.learning_rate))
+        log, stop = self.end(
+            epoch + 1,
+            float(logs.get("loss", float("nan"))),
+            float(logs.get("accuracy", float("nan"))),
+            lr,
+            time.perf_counter() - self.t0,
         )
-        self.history.append(log)
-        last = int((self.params or {}).get("epochs") or 0)
-        if self.early.should_stop(epoch + 1, last):
+        if not math.isnan(log.val_loss):  # Keras' fit without validation data has none
+            logs["val_loss"] = log.val_loss
+            logs["val_accuracy"] = log.val_accuracy
+        if stop:
             self.model.stop_training = True
-        self.on_epoch(log)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mtl.errors import TrainingDiverged
 from mtl.model.head import Head
+from mtl.training.tracking import check_loss, epoch_order
 
 
 def one_blas_thread() -> Any:
@@ -35,13 +35,6 @@ def one_blas_thread() -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="blas")
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of ``epoch``, from (seed, epoch) alone."""
-    order = np.arange(n)
-    np.random.default_rng([seed, epoch]).shuffle(order)
-    return order
 
 
 def side_by_side(heads: Sequence[Head]) -> Head:
@@ -180,11 +173,7 @@ def train_epoch(
         opt.step(params, params_grads)
     n = len(order)
     loss = total_loss / n
-    if not math.isfinite(loss):
-        raise TrainingDiverged(
-            f"training diverged at epoch {epoch + 1} (loss {loss}); no model was saved. "
-            f"Lower the learning rate (it was {opt.learning_rate:g})"
-        )
+    check_loss(loss, epoch + 1, opt.learning_rate)
     return EpochStats(loss, correct / n)
 
 

@@ -41,8 +41,14 @@ class Prior:
     bias: np.ndarray  # (classes,)
 
     @classmethod
-    def from_top(cls, top_kernel: np.ndarray, top_bias: np.ndarray, rows: np.ndarray,
-                 labels: np.ndarray, classes: int) -> Prior:  # fmt: skip
+    def from_top(
+        cls,
+        top_kernel: np.ndarray,
+        top_bias: np.ndarray,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        classes: int,
+    ) -> Prior:
         """Class means of the top's probabilities over training ``rows`` (one per view)."""
         sums, counts = concept_sums(top_kernel, top_bias, rows, labels, classes)
         return cls.from_sums(top_kernel, top_bias, sums, counts)

@@ -22,7 +22,7 @@ CHUNK = 4096  # photos per step when adding up class means: bounded memory on la
 
 
 class PriorSteps:
-    """Mixed into :class:`~mtl.training.trainer.Trainer`; uses its ``cfg``, ``ds``,
+    """Mixed into :class:`~mtl.training.session.Session`; uses its ``cfg``, ``ds``,
     ``cache`` and ``keys``."""
 
     cfg: Any

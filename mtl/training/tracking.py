@@ -2,10 +2,12 @@
 
 - :class:`EpochLog`: one epoch's numbers (``history.csv``, the ``on_epoch`` hook);
 - :class:`EarlyStopping`: the best validation loss so far and the patience
-  counter; a dataclass, so the checkpoint saves and restores it whole.
+  counter; a dataclass, so the checkpoint saves and restores it whole;
+- :func:`epoch_order`: the order of an epoch's rows, from (seed, epoch) alone;
+- :func:`check_loss`: the divergence check.
 
-Nothing here imports Keras; :mod:`mtl.training.fitting` calls these from its
-Keras callback.
+Nothing here imports Keras; both engines use these, through
+:meth:`mtl.training.session.Session.end_epoch`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,31 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
+
+from mtl.errors import TrainingDiverged
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of ``epoch``, from (seed, epoch) alone (not from Keras' shuffle), so
+    a resumed run sees exactly the batches an uninterrupted one does."""
+    order = np.arange(n)
+    np.random.default_rng([seed, epoch]).shuffle(order)
+    return order
+
+
+def check_loss(loss: float, epoch: int, learning_rate: float) -> None:
+    """Refuse to go on from an epoch (1-based) whose training loss is not a number."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch} (loss {loss}); no model was saved. "
+            f"Lower the learning rate (it was {learning_rate:g})"
+        )
+
 
 @dataclass
 class EpochLog:
-    phase: str  # "train" (head / unfrozen top) or "fine_tune"
+    phase: str  # "train" (head / unfrozen top), "fine_tune" or "refit"
     epoch: int  # 1-based, counted across both phases
     epochs: int  # planned in all
     loss: float

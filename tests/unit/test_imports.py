@@ -28,10 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("interface", ("mtl.cli", "mtl.__main__")),
 ]  # fmt: skip
 PEERS = "features"  # its packages never import one another
-# Circles being taken apart on another branch (issue 22 item 1: the run's orchestration
-# above its engines). Delete the entry when it lands: the test fails while one is listed
-# that no longer exists.
-KNOWN_CIRCLES = [["mtl.training.headrun", "mtl.training.trainer"]]
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def modules() -> dict[str, Path]:
