@@ -59,11 +59,12 @@ def train(
     every epoch (for example ``keras.callbacks.EarlyStopping``, or your own logger); a
     run given callbacks trains its head on Keras (else, on a CPU, in NumPy).
     """
+    from mtl.inference.heldout import score_test
     from mtl.training.config import resolve
     from mtl.training.trainer import train as run
 
     cfg = None if resume is not None else resolve(config, settings)
-    return run(
+    result = run(
         data,
         cfg,
         out=out,
@@ -74,6 +75,7 @@ def train(
         on_epoch=on_epoch,
         callbacks=callbacks,
     )
+    return score_test(result)  # DATA/test/, held out: scored by the saved model
 
 
 def predict(

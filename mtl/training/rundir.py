@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,9 @@ class RunSummary:
     # The ImageNet prior in the saved model (mtl.training.prior): its share ("weight") and
     # the two factors of softmax(head * head_factor + prior * prior_factor); None: not used.
     prior: dict[str, float] | None
+    # DATA/test/'s scores (mtl.data.dataset.TEST_FOLDER), added once the model is written
+    # (:func:`mtl.inference.heldout.score_test`); None: no test folder.
+    test_metrics: dict[str, Any] | None = field(default=None, kw_only=True)
 
 
 HISTORY_COLUMNS = (
@@ -145,7 +148,8 @@ def write_run(
         run_dir / "config.json",
         {
             "config": run.config.to_dict(),
-            "data": str(ds.root),
+            "data": stored_path(ds.root, run_dir),
+            "data_absolute": str(ds.root.resolve()),
             "layout": ds.layout,
             "backend": runtime.backend_name(),
             "device": run.device,
@@ -156,7 +160,10 @@ def write_run(
     files.write_csv(
         run_dir / "split.csv",
         ["file", "class", "subset"],
-        [[str(it.path), ds.classes[it.label], it.subset] for it in ds.items],
+        [
+            [stored_path(it.path, run_dir), ds.classes[it.label], it.subset]
+            for it in [*ds.items, *ds.test]
+        ],
         force=True,
     )
     files.write_csv(run_dir / "history.csv", HISTORY_COLUMNS, _history_rows(run), force=True)
@@ -176,6 +183,23 @@ def write_run(
             "views": run.config.run_views}  # fmt: skip
     save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
+
+
+def stored_path(path: Path, run_dir: Path) -> str:
+    """``path`` as a run folder's files keep it: relative to the run folder (so a run read
+    from any working folder, or moved together with its data, still finds its photos),
+    absolute where no relative path exists (another drive)."""
+    target = path.resolve()
+    try:
+        return Path(os.path.relpath(target, run_dir.resolve())).as_posix()
+    except ValueError:
+        return str(target)
+
+
+def resolve_stored(name: str, run_dir: Path) -> Path:
+    """A path read back from a run folder's file: absolute as is, else from the run folder."""
+    path = Path(name)
+    return path if path.is_absolute() else run_dir / path
 
 
 def _history_rows(run: RunSummary) -> list[list[Any]]:
@@ -204,6 +228,7 @@ def _metrics_json(run: RunSummary) -> dict[str, Any]:
     return {
         "train": _without_matrix(run.train_metrics),
         "val": _without_matrix(run.val_metrics),
+        "test": _without_matrix(run.test_metrics),
         "classes": run.classes,
         "kept_epoch": run.kept_epoch,
         "best_epoch": run.best_epoch,
