@@ -197,7 +197,7 @@ def _write_export(
         files.write_bytes(target, _convert_onnx(loaded, work / "model.onnx"), force=force)
         return [ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")]
     saved = work / "saved_model"
-    _export_saved_model(loaded.model, saved)
+    _export_saved_model(loaded.square_model(), saved)
     if fmt == "saved_model":
         (saved / "labels.txt").write_text(labels, encoding="utf-8")
         files.replace_dir(saved, target, force=force)
@@ -264,7 +264,9 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
     with quiet_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras' tf2onnx patch warns about np.object
         try:
-            loaded.model.export(str(path), format="onnx", verbose=False, input_signature=signature)
+            loaded.square_model().export(
+                str(path), format="onnx", verbose=False, input_signature=signature
+            )
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"ONNX conversion failed: {first[:300]}") from None

@@ -221,7 +221,7 @@ class BasePass:
     @staticmethod
     def _input_side(parts: Any) -> int:
         """The side of the pixels ``parts`` takes (the saved model's input)."""
-        return int(parts.model.input_shape[1])
+        return int(parts.input_side)
 
     def fill_keras(
         self,

@@ -358,6 +358,7 @@ class Trainer(PriorSteps):
                 augment=c.augment,
                 views=reuse.pop("views", self.views),
                 input_size=c.input_size,
+                fit=c.fit,
                 **reuse,
             )
 
