@@ -152,11 +152,12 @@ def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
         app, ["export", str(trained_model.path), "-f", "saved_model", "-o", str(folder)]
     )
     assert result.exit_code == 0, result.stderr
-    assert (folder / "saved_model.pb").is_file()
-    assert (folder / "labels.txt").read_text() == "ants\nbees\n"
+    # TF Serving's layout: a version folder, the labels among its assets.
+    assert (folder / "1" / "saved_model.pb").is_file()
+    assert (folder / "1" / "assets" / "labels.txt").read_text() == "ants\nbees\n"
     import tensorflow as tf
 
-    served = tf.saved_model.load(str(folder))
+    served = tf.saved_model.load(str(folder / "1"))
     out = served.serve(tf.constant(val_pixels[:4].astype("float32")))
     np.testing.assert_allclose(np.asarray(out), trained_model.val_probabilities[:4], atol=1e-4)
     assert not [p for p in tmp_path.rglob(".*")]  # no temp files or folders left
