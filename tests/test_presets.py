@@ -42,3 +42,10 @@ def test_cli_unknown_preset_exit_2_one_line(cli, tmp_path):
     result = cli.invoke(app, ["train", str(tmp_path), "--config", "blgo"])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "presets: blog" in result.output
+
+
+def test_help_lists_each_command_on_one_line(cli):
+    """Issue 23 item 11: review's summary had a line break in the middle of `mtl --help`."""
+    result = cli.invoke(app, ["--help"], env={"COLUMNS": "220", "TERMINAL_WIDTH": "220"})
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ review")]
+    assert len(rows) == 1 and "move them only when asked." in rows[0], result.stdout

@@ -20,6 +20,12 @@ from mtl.cli._common import (
     weights_dir_option,
 )
 
+# One line: a docstring's line break would show in `mtl --help`'s list of commands.
+SUMMARY = (
+    "Find photos with wrong labels, off-topic photos, cross-class duplicates and broken "
+    "images; show them (table, HTML page); move them only when asked."
+)
+
 EXAMPLES = """
 [bold]Examples[/bold]
 
@@ -44,7 +50,7 @@ mtl train ignores data/_review/.
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("review", epilog=EXAMPLES)
+    @app.command("review", epilog=EXAMPLES, help=SUMMARY)
     def review(
         data: Path = typer.Argument(
             ..., help="Dataset folder: one sub-folder of images per class."
@@ -91,8 +97,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
     ) -> None:
-        """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken
-        images; show them (table, HTML page); move them only when asked."""
+        """:data:`SUMMARY` (``help=``: Typer's rich help keeps a docstring's line breaks)."""
         # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl import review as core
         from mtl.training.config import TrainConfig
