@@ -74,6 +74,7 @@ def train(
     ``on_epoch(log)`` is called after every epoch; ``progress``: see the module.
     """
     _check_train_arguments(data, config, out, resume, weights_dir, cache_dir, callbacks, on_epoch)
+    from mtl.inference.heldout import score_test
     from mtl.live import Progress
     from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
@@ -86,7 +87,7 @@ def train(
             if on_epoch is not None:
                 on_epoch(log)
 
-        return run(
+        result = run(
             data,
             cfg,
             out=out,
@@ -98,6 +99,7 @@ def train(
             on_epoch=epoch,
             callbacks=callbacks,
         )
+        return score_test(result)  # DATA/test/, held out: scored by the saved model
 
 
 def _check_train_arguments(

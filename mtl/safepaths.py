@@ -41,3 +41,9 @@ def inside(root: str | os.PathLike[str], relative: str) -> bool:
     """Whether ``root/relative`` stays inside ``root`` once symlinks are resolved."""
     base = Path(root).resolve()
     return (base / relative).resolve().is_relative_to(base)
+
+
+def resolve_stored(name: str, run_dir: Path) -> Path:
+    """A path read back from a run folder's file: absolute as is, else from the run folder."""
+    path = Path(name)
+    return path if path.is_absolute() else run_dir / path

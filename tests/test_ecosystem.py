@@ -81,7 +81,7 @@ def test_evaluate_split_val_scores_the_runs_held_out_photos(cli, run_dir, traine
         (["{missing}", "ants", "val"], "does not exist"),
         (["{folder}", "ants", "val"], "is a directory"),
         (["{fifo}", "ants", "val"], "FIFO"),
-        (["{photo}", "ants", "test"], "unknown subset 'test'"),
+        (["{photo}", "ants", "holdout"], "unknown subset 'holdout'"),
         (["{photo}\x1b[2J", "ants", "val"], "bad file name"),
         (["{photo}", "ants"], "expected 3 columns"),
     ],

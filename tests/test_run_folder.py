@@ -111,7 +111,7 @@ def test_resuming_a_numpy_run_trains_its_head_again(cli, small, cache, tmp_path)
     assert train(cli, small, cache, "--out", str(run)).exit_code == 0
     whole = json.loads((run / "metrics.json").read_text())
     assert whole["cache"]["head_engine"] == "numpy"
-    split = [[Path(f).relative_to(small).as_posix(), c, s]
+    split = [[(run / f).resolve().relative_to(small.resolve()).as_posix(), c, s]
              for f, c, s in (line.split(",") for line in
                              (run / "split.csv").read_text().splitlines()[1:])]  # fmt: skip
     for name in ("model.keras", "metrics.json", "history.csv"):

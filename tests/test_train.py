@@ -290,7 +290,7 @@ def test_fine_tune_and_augment_phases(cli, tmp_path, shared_cache):
     assert float(rows[1]["learning_rate"]) == pytest.approx(1e-5)
     model = load_model(run / "model.keras").model
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds[1:4] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert kinds[1:5] == ["Resizing", "RandomFlip", "RandomRotation", "RandomZoom"]  # fit first
     backbone = next(layer for layer in model.layers if layer.name.startswith("mobilenet"))
     trainable = [layer.name for layer in backbone.layers if layer.trainable]
     assert trainable and all(not name.endswith("_bn") for name in trainable)

@@ -72,7 +72,7 @@ def make_trained_model(
         CLASSES, model="mobilenet", alpha=alpha, weights=wfile, size=224,
         head_units=(), dropout=0.2, freeze_layers=None,
     ).model  # fmt: skip
-    size = int(model.input_shape[1])
+    size = 224  # the model takes any photo; mtl's loader hands it this square
     features = k.Model(model.input, model.get_layer("pool").output)
     train, val = split(data)
 

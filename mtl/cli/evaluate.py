@@ -37,6 +37,8 @@ EXAMPLES = """
 
   mtl evaluate runs/train --split val   [dim](the run's own held-out photos, from split.csv)[/dim]
 
+  mtl evaluate runs/train --split test  [dim](DATA/test/, never trained on)[/dim]
+
   mtl evaluate model.keras data/test --plot confusion.png
 
   mtl evaluate model.keras data/test --json | jq .accuracy
@@ -56,11 +58,12 @@ def register(app: typer.Typer) -> None:
             help="Test set: one folder per class, named like the model's classes (or use --split).",
             show_default=False,
         ),
-        split: Literal["val", "train"] | None = typer.Option(
+        split: Literal["val", "train", "test"] | None = typer.Option(
             None,
             "--split",
-            help="Instead of DATA: the photos the run held out (val) or trained on, "
-            "as listed in RUN/split.csv; MODEL is the run folder or its model.keras.",
+            help="Instead of DATA: the photos the run validated on (val), trained on, or "
+            "held out (test: DATA/test/), as listed in RUN/split.csv; MODEL is the run "
+            "folder or its model.keras.",
             show_default=False,
         ),
         plot: Path | None = typer.Option(

@@ -22,6 +22,12 @@ from mtl.cli._common import (
     weights_dir_option,
 )
 
+# One line: a docstring's line break would show in `mtl --help`'s list of commands.
+SUMMARY = (
+    "Find photos with wrong labels, off-topic photos, cross-class duplicates and broken "
+    "images; show them (table, HTML page); move them only when asked."
+)
+
 EXAMPLES = """
 [bold]Examples[/bold]
 
@@ -50,7 +56,7 @@ scores of every photo, flagged or not. mtl train ignores data/_review/.
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("review", epilog=EXAMPLES)
+    @app.command("review", epilog=EXAMPLES, help=SUMMARY)
     def review(
         data: Path = typer.Argument(
             ..., help="Dataset folder: one sub-folder of images per class."
@@ -111,8 +117,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = quiet_option(),
         verbose: bool = verbose_option(),
     ) -> None:
-        """Find photos with wrong labels, off-topic photos, cross-class duplicates and broken
-        images; show them (table, HTML page); move them only when asked."""
+        """:data:`SUMMARY` (``help=``: Typer's rich help keeps a docstring's line breaks)."""
         # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl import review as core
         from mtl.pipeline.config import TrainConfig

@@ -33,7 +33,7 @@ EXAMPLES = """
 
   mtl train data/ --epochs 10
 
-  mtl train data/ --config configs/blog.toml --out runs/blog
+  mtl train data/ --config blog --out runs/blog     (a preset shipped with mtl)
 
   mtl train data/ --freeze 60 --fine-tune-epochs 5 --augment --class-weight auto
 
@@ -41,9 +41,11 @@ EXAMPLES = """
 
   mtl train --resume runs/train3     (continue an interrupted run)
 
-The data folder holds one sub-folder per class (or train/ and val/, each with
-class folders). The run folder gets model.keras, labels.txt, config.json,
-split.csv, history.csv, metrics.json and PNG plots.
+The data folder holds one sub-folder per class, or train/ (with val/, valid/ or
+validation/ as given validation photos, and test/ as held-out photos scored once
+after training, never trained on), each with class folders. The run folder gets
+model.keras, labels.txt, config.json, split.csv, history.csv, metrics.json and
+PNG plots.
 """
 
 
@@ -81,7 +83,9 @@ Resume = Annotated[
 ConfigFile = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="TOML preset, e.g. configs/blog.toml; options override it."
+        "--config",
+        "-c",
+        help="A TOML file, or a preset's name (blog, default); options override it.",
     ),
 ]
 Epochs = Annotated[int | None, _opt("epochs", "--epochs", "-e", help="Epochs of the first phase.")]
@@ -265,6 +269,7 @@ def _train(
     as_json: bool,
 ) -> None:
     """Parse what the options mean together, call the core, render."""
+    from mtl.inference.heldout import score_test
     from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
@@ -301,6 +306,8 @@ def _train(
             on_start=display.start,
             on_epoch=display.epoch,
         )
+        # DATA/test/ (held out, never trained on): scored by the model just written.
+        result = call(score_test, result, lambda d, t: display.progress("scoring test/", d, t))
     for message in result.warnings[len(display.warned) :]:
         warn(message)
     detail("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
@@ -377,6 +384,13 @@ def _summary_table(result: Any) -> None:
     for key in ("accuracy", "loss"):
         table.add_row(key, _fmt(result.train_metrics[key]), _fmt(val[key] if val else None))
     out.print(table)
+    test = result.test_metrics
+    if test:
+        out.print(
+            f"test (held out, never trained on): accuracy {_fmt(test['accuracy'])}, "
+            f"loss {_fmt(test['loss'])} on {test['count']} photos",
+            highlight=False,
+        )
     for note in result.notes:
         out.print(note, highlight=False, markup=False)
     out.print(

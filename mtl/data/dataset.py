@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl.data.images import IMAGE_EXTENSIONS, is_image_name, list_images
+from mtl.data.images import IMAGE_EXTENSIONS, REVIEW_FOLDER, is_image_name, list_images
 from mtl.errors import DataError
 from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
-REVIEW_FOLDER = "_review"  # photos `mtl review --apply` set aside: never a class
+# Split folders as Ultralytics, fastai and Hugging Face's imagefolder name them: DATA/train/
+# with one of VAL_FOLDERS (validation, used as given) and TEST_FOLDER (held out: scored once
+# after training, never trained or validated on). Never class names.
+TRAIN_FOLDER = "train"
+VAL_FOLDERS = ("val", "valid", "validation")
+TEST_FOLDER = "test"
+SPLIT_FOLDERS = (TRAIN_FOLDER, *VAL_FOLDERS, TEST_FOLDER)
 MIN_PER_CLASS = 10
 MAX_IMBALANCE = 5.0
 
@@ -27,7 +33,7 @@ MAX_IMBALANCE = 5.0
 class Item:
     path: Path
     label: int
-    subset: str  # "train" or "val"
+    subset: str  # "train", "val" or "test"
 
 
 @dataclass
@@ -38,6 +44,9 @@ class Dataset:
     layout: str  # "split" (hash split of class folders) or "train/val" (given)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     warnings: list[str] = field(default_factory=list)
+    # DATA/test/: held out, never in ``items`` (nothing trains, validates or caches on it)
+    test: list[Item] = field(default_factory=list)
+    val_dir: Path | None = None  # the given validation folder (layout "train/val")
 
     def subset(self, name: str) -> list[Item]:
         return [it for it in self.items if it.subset == name]
@@ -87,6 +96,7 @@ def stable_split(
 
 
 def class_folders(folder: Path) -> list[Path]:
+    """The sub-folders that are classes: not hidden, not review's ``_review/``."""
     return sorted(
         p
         for p in folder.iterdir()
@@ -182,39 +192,28 @@ def _check_classes(found: dict[str, list[Path]], where: Path) -> None:
 def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset:
     """Find classes and images under ``root`` and split them; no image is decoded here.
 
-    ``root/train`` + ``root/val`` (both with class folders) are used as given;
-    otherwise the class folders of ``root`` are split by :func:`stable_split`.
+    ``root/train`` (class folders) is the training set: with ``root/val`` (or ``valid``,
+    ``validation``) as the validation set, as given; else split by :func:`stable_split`.
+    ``root/test`` is held out (:attr:`Dataset.test`). Without ``root/train``, the class
+    folders of ``root`` are split by :func:`stable_split`.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
+    if (root / TRAIN_FOLDER).is_dir():
+        return _scan_split_folders(root, val_split, seed)
+    _refuse_split_names(root)
     manifest = _read_manifest(root)
-    train_dir, val_dir = root / "train", root / "val"
-    items: list[Item] = []
-    if train_dir.is_dir() and val_dir.is_dir():
-        train = _scan_classes(train_dir, None)
-        val = _scan_classes(val_dir, None)
-        _check_classes(train, train_dir)
-        classes = sorted(train)
-        extra = sorted(set(val) - set(train))
-        if extra:
-            raise DataError(f"class {extra[0]!r} is in {val_dir} but not in {train_dir}")
-        if not any(val.values()):
-            raise DataError(f"no images in {val_dir}")
-        for subset, found in (("train", train), ("val", val)):
-            for c in classes:
-                items += [Item(p, classes.index(c), subset) for p in found.get(c, [])]
-        layout = "train/val"
-    else:
-        found = _scan_classes(root, manifest)
-        _check_classes(found, root)
-        classes = sorted(found)
-        for label, c in enumerate(classes):
-            for p, side in stable_split(found[c], root / c, val_split, seed):
-                items.append(Item(p, label, side))
-        layout = "split"
-    ds = Dataset(root=root, classes=classes, items=items, layout=layout)
-    if manifest is not None and layout == "split":
+    found = _scan_classes(root, manifest)
+    _check_classes(found, root)
+    classes = sorted(found)
+    items = [
+        Item(p, label, side)
+        for label, c in enumerate(classes)
+        for p, side in stable_split(found[c], root / c, val_split, seed)
+    ]
+    ds = Dataset(root=root, classes=classes, items=items, layout="split")
+    if manifest is not None:
         unlisted = sum(len(list_images(root / c)) for c in classes) - len(items)
         if unlisted:
             ds.warnings.append(
@@ -222,6 +221,65 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset
                 "(run mtl fetch again to check and add them, or delete the manifest)"
             )
     return ds
+
+
+def _refuse_split_names(root: Path) -> None:
+    """Split folders without ``train/`` would train a "test vs val" model: refuse."""
+    names = [d.name for d in class_folders(root)]
+    if names and all(n.lower() in SPLIT_FOLDERS for n in names):
+        raise DataError(
+            f"{root} holds split folders ({', '.join(names)}), not class folders, and no "
+            f"{TRAIN_FOLDER}/: put the training photos in {root / TRAIN_FOLDER}/<class>/ "
+            f"(validation in {VAL_FOLDERS[0]}/, {VAL_FOLDERS[1]}/ or {VAL_FOLDERS[2]}/, "
+            f"held-out photos in {TEST_FOLDER}/), or give the folder of class folders itself"
+        )
+
+
+def _split_folder(root: Path, names: Sequence[str]) -> Path | None:
+    found = [root / n for n in names if (root / n).is_dir()]
+    if len(found) > 1:
+        raise DataError(
+            f"{root} has {' and '.join(p.name + '/' for p in found)}: keep one validation folder"
+        )
+    return found[0] if found else None
+
+
+def _given(folder: Path, classes: list[str], train_dir: Path) -> dict[str, list[Path]]:
+    """The class folders of a validation or test folder, each one a class of ``train/``."""
+    found = _scan_classes(folder, None)
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise DataError(f"class {extra[0]!r} is in {folder} but not in {train_dir}")
+    if not any(found.values()):
+        raise DataError(f"no images in {folder}")
+    return found
+
+
+def _scan_split_folders(root: Path, val_split: float, seed: int) -> Dataset:
+    """``root/train`` with a validation folder (used as given) or without (split), and
+    ``root/test`` held out."""
+    train_dir = root / TRAIN_FOLDER
+    train = _scan_classes(train_dir, None)
+    _check_classes(train, train_dir)
+    classes = sorted(train)
+    val_dir = _split_folder(root, VAL_FOLDERS)
+    items: list[Item] = []
+    if val_dir is not None:
+        val = _given(val_dir, classes, train_dir)
+        for subset, found in (("train", train), ("val", val)):
+            for c in classes:
+                items += [Item(p, classes.index(c), subset) for p in found.get(c, [])]
+    else:
+        for label, c in enumerate(classes):
+            for p, side in stable_split(train[c], train_dir / c, val_split, seed):
+                items.append(Item(p, label, side))
+    test: list[Item] = []
+    test_dir = root / TEST_FOLDER
+    if test_dir.is_dir():
+        held = _given(test_dir, classes, train_dir)
+        test = [Item(p, classes.index(c), "test") for c in classes for p in held.get(c, [])]
+    layout = "train/val" if val_dir is not None else "split"
+    return Dataset(root, classes, items, layout, test=test, val_dir=val_dir)
 
 
 def check_usable(ds: Dataset) -> None:
@@ -235,7 +293,7 @@ def check_usable(ds: Dataset) -> None:
     if not ds.subset("train"):
         raise DataError("no training images left after the split")
     if not ds.subset("val") and ds.layout == "train/val":
-        raise DataError(f"no validation images in {ds.root / 'val'}")
+        raise DataError(f"no validation images in {ds.val_dir or ds.root / 'val'}")
     ds.warnings.extend(quality_warnings(ds.classes, totals))
 
 

@@ -22,6 +22,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from mtl.errors import ImageError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Photos `mtl review --apply` set aside (and its record): inside a data folder, never a
+# class and never an input of any folder scan (train, evaluate, predict, export).
+REVIEW_FOLDER = "_review"
 
 # Pillow warns at ~89 MP and refuses at twice that; a photo larger than this is
 # almost surely a decompression bomb, so refuse it before decoding a byte.
@@ -34,7 +37,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # size, then the central square (the aspect kept, as MobileNet saw ImageNet; mtl train's
 # default, and so `mtl review`'s, which shares train's features). "squash": the whole
 # photo resized to the square (the aspect lost; models made before the choice existed,
-# configs/blog.toml, and `mtl classify`).
+# the blog preset (mtl/configs/blog.toml), and `mtl classify`).
 FITS = ("center", "squash")
 
 
@@ -93,7 +96,8 @@ class NotRegularFile(OSError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image file below ``folder``, sorted, never following symlinked folders.
+    """Every image file below ``folder``, sorted, never following symlinked folders and
+    never inside review's :data:`REVIEW_FOLDER` (``folder`` itself may be one, when named).
 
     Not following links keeps a symlink loop from hanging the walk. Files named
     like images that are not regular files (a FIFO, a device) are listed too, so
@@ -101,7 +105,7 @@ def list_images(folder: Path) -> list[Path]:
     """
     found: list[Path] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != REVIEW_FOLDER)
         for name in files:
             if is_image_name(name) and not name.startswith("."):
                 found.append(Path(root) / name)

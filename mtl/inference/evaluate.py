@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl import reprs
+from mtl.data.dataset import class_folders
 from mtl.data.images import list_images
 from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.progress import ProgressFn
@@ -113,7 +114,7 @@ def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise DataError(f"no test set folder at {root}")
     classes: dict[str, list[Path]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in class_folders(root):
         images = list_images(sub)
         if images:
             classes[sub.name] = images
@@ -126,7 +127,7 @@ def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
 
 
 SPLIT_FILE = "split.csv"  # file,class,subset: written by mtl train in its run folder
-SUBSETS = ("train", "val")
+SUBSETS = ("train", "val", "test")  # test: DATA/test/, held out (mtl.data.dataset)
 
 
 def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
@@ -161,13 +162,12 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
 
     Every row is checked before anything is read: three columns, a known subset, a
     path without control characters that names an existing regular file (a FIFO, a
-    folder or a missing photo is refused, naming the line). Relative paths are
-    taken from the current folder, as ``mtl train`` wrote them (the data folder as
-    given), else from the run's data folder (``config.json``).
+    folder or a missing photo is refused, naming the line). Relative paths are taken
+    from the run folder, as ``mtl train`` writes them, so any working folder reads them
+    (:func:`_split_path` also reads the older runs').
     """
     # Long by design: every row read back from split.csv is checked before use.
     import csv
-    import json
 
     from mtl.data.images import not_regular
 
@@ -180,13 +180,7 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
             f"no {SPLIT_FILE} in {run}: --split needs the run folder of mtl train "
             "(or give a test folder instead)"
         )
-    data_root: Path | None = None
-    try:
-        recorded = json.loads((run / "config.json").read_text(encoding="utf-8")).get("data")
-        if isinstance(recorded, str) and recorded:
-            data_root = Path(recorded)
-    except (OSError, ValueError, AttributeError):
-        data_root = None
+    data_root = _recorded_data(run)
     by_class: dict[str, list[Path]] = {}
     seen: set[str] = set()
     try:
@@ -201,7 +195,9 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
                     raise DataError(f"{where}: expected 3 columns (file,class,subset)")
                 name, label, side = row
                 if side not in SUBSETS:
-                    raise DataError(f"{where}: unknown subset {side!r} (expected train or val)")
+                    raise DataError(
+                        f"{where}: unknown subset {side!r} (expected {', '.join(SUBSETS)})"
+                    )
                 if not label or any(ord(c) < 32 or ord(c) == 127 for c in label):
                     raise DataError(f"{where}: bad class name {label!r}")
                 if not name or any(ord(c) < 32 or ord(c) == 127 for c in name):
@@ -211,16 +207,7 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
                 seen.add(name)
                 if side != subset:
                     continue
-                path = Path(name)
-                beside_data = data_root / path if data_root is not None else None
-                if (
-                    beside_data is not None
-                    and not path.is_absolute()
-                    and not path.exists()
-                    and beside_data.is_absolute()
-                    and beside_data.exists()
-                ):
-                    path = beside_data
+                path = _split_path(name, run, data_root)
                 if not path.exists():
                     raise DataError(f"{where}: {name} does not exist (moved since training?)")
                 why = not_regular(path)
@@ -234,6 +221,43 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
     if not by_class:
         raise DataError(f"{table} lists no {subset!r} photos (was the run trained without them?)")
     return by_class
+
+
+def _recorded_data(run: Path) -> Path | None:
+    """The run's data folder from its ``config.json``: relative to the run folder (or
+    absolute); None when unreadable."""
+    import json
+
+    try:
+        recorded = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    for key in ("data", "data_absolute"):
+        value = recorded.get(key)
+        if isinstance(value, str) and value and not any(ord(c) < 32 for c in value):
+            path = value if Path(value).is_absolute() else run / value
+            if Path(path).is_dir():
+                return Path(path)
+    return None
+
+
+def _split_path(name: str, run: Path, data_root: Path | None) -> Path:
+    """A ``split.csv`` row's file: absolute, or relative to the run folder (mtl train
+    writes these); runs of older mtl wrote paths relative to the working folder they were
+    trained from: tried as given, then under the recorded data folder (as before)."""
+    from mtl.safepaths import resolve_stored
+
+    path = resolve_stored(name, run)
+    if path.exists() or Path(name).is_absolute():
+        return path
+    legacy = Path(name)
+    if legacy.exists():
+        return legacy
+    if data_root is not None and (data_root / legacy).exists():
+        return data_root / legacy
+    return path
 
 
 def check_classes(folder_classes: list[str], model_classes: list[str], data: str) -> list[str]:
@@ -278,7 +302,7 @@ def evaluate(
     predictor = open_model(model_path, labels)
     names = predictor.class_names
     warnings = check_classes(list(by_class), names, where)
-    if split is not None and was_refit(run_folder_of(model_path)):
+    if split == "val" and was_refit(run_folder_of(model_path)):
         warnings.append(
             "this model was refit on every photo, the validation photos included: these scores "
             "are not held out (metrics.json's val scores, from before the refit, are)"

@@ -1,11 +1,15 @@
 """Exporting a trained model for deployment: TFLite (float, dynamic-range or int8),
 SavedModel or ONNX.
 
-Every exported model keeps mtl's contract: raw RGB 0-255 in (float32, at the
-model's own size), class probabilities out; preprocessing is inside. For a
-``.tflite`` (nowhere standard to keep them) and a SavedModel, labels go to a
-text file (one per line, in output order); an ``.onnx`` carries them inside, in
-its ``metadata_props`` (:data:`mtl.inference.onnx.CLASS_NAMES_KEY`). This is the
+Every exported model keeps mtl's contract, stated in its metadata (:func:`input_contract`):
+raw RGB 0-255 in (float32, NHWC, a square of the model's own size, made from a photo as
+its ``fit`` says: the central square resized, or the whole photo squashed), class
+probabilities out; the rest of the preprocessing is inside. (``model.keras`` also does
+the squaring itself, from any photo; the exports take the square.) Class names travel
+inside every export: a ``.tflite``'s ``mtl`` metadata entry (and ``MODEL.labels.txt``
+beside it), an ``.onnx``'s ``metadata_props``
+(:data:`mtl.inference.onnx.CLASS_NAMES_KEY`), a SavedModel's ``1/assets/labels.txt``
+(TF Serving's layout: a version folder). This is the
 one core module besides :mod:`mtl.runtime` that uses TensorFlow directly:
 conversion to TFLite is TensorFlow's, to ONNX tf2onnx's.
 """
@@ -66,6 +70,27 @@ class ExportReport:
         rows = [[str(f.path), f.bytes, f.what] for f in self.files]
         caption = f"exported {self.source.path.name} ({self.format}, quantize {self.quantize})"
         return reprs.html_table(caption, ["file", "bytes", "what"], rows)
+
+
+SERVING_VERSION = "1"  # TF Serving loads MODEL_DIR/<version>/saved_model.pb
+ONNX_INPUT, ONNX_OUTPUT = "image", "probabilities"
+
+
+def input_contract(loaded: Any) -> dict[str, Any]:
+    """What an export takes, in words a deployer can act on (in every export's metadata)."""
+    how = {
+        "center": "the photo's short side resized to the size, then its central square",
+        "squash": "the whole photo resized to the square (aspect not kept)",
+    }
+    return {
+        "shape": ["batch", loaded.image_size, loaded.image_size, 3],
+        "layout": "NHWC",
+        "dtype": "float32",
+        "pixels": "RGB, 0-255 (not scaled: the model normalises inside)",
+        "fit": loaded.fit,
+        "resize": f"bilinear, antialiased: {how[loaded.fit]}",
+        "output": "class probabilities, in class_names order",
+    }
 
 
 def default_output(model_path: Path, fmt: str, quantize: str) -> Path:
@@ -189,7 +214,7 @@ def _check_targets(fmt: str, target: Path, force: bool) -> Path:
         _check_onnx_tools()
         return target  # inside, in the metadata
     files.check_new(target, force=force, what="folder")
-    return target / "labels.txt"
+    return target / SERVING_VERSION / "assets" / "labels.txt"
 
 
 def _write_export(
@@ -208,11 +233,17 @@ def _write_export(
     if fmt == "onnx":
         files.write_bytes(target, _convert_onnx(loaded, work / "model.onnx"), force=force)
         return [ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")]
-    saved = work / "saved_model"
-    _export_saved_model(loaded.model, saved)
+    saved = work / "saved_model" / SERVING_VERSION
+    saved.parent.mkdir()
+    _export_saved_model(loaded.square_model(), saved)
     if fmt == "saved_model":
-        (saved / "labels.txt").write_text(labels, encoding="utf-8")
-        files.replace_dir(saved, target, force=force)
+        (saved / "assets").mkdir(exist_ok=True)
+        (saved / "assets" / "labels.txt").write_text(labels, encoding="utf-8")
+        meta = {"class_names": loaded.class_names, "input": input_contract(loaded)}
+        (saved / "assets" / "mtl.json").write_text(
+            json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        files.replace_dir(saved.parent, target, force=force)
         return [
             ExportedFile(target, _dir_size(target), "SavedModel folder"),
             ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)"),
@@ -234,7 +265,13 @@ def tflite_with_info(flatbuffer: bytes, loaded: Any) -> bytes:
     from mtl.inference.tflite import INFO_METADATA
     from mtl.litert import add_metadata
 
-    info = {"fit": loaded.fit, "image_size": loaded.image_size, "mtl_version": __version__}
+    info = {
+        "fit": loaded.fit,
+        "image_size": loaded.image_size,
+        "mtl_version": __version__,
+        "class_names": loaded.class_names,  # a lone .tflite needs no labels file
+        "input": input_contract(loaded),
+    }
     return add_metadata(flatbuffer, INFO_METADATA, json.dumps(info).encode())
 
 
@@ -265,26 +302,36 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
     import onnx
 
     from mtl._version import __version__
-    from mtl.inference.onnx import CLASS_NAMES_KEY, FIT_KEY, IMAGE_SIZE_KEY, VERSION_KEY
+    from mtl.inference.onnx import (
+        CLASS_NAMES_KEY,
+        FIT_KEY,
+        IMAGE_SIZE_KEY,
+        INPUT_KEY,
+        VERSION_KEY,
+    )
     from mtl.runtime import keras, quiet_native_stderr
 
     k = keras()
     size = loaded.image_size
     # A loaded model was never called, so Keras cannot infer the signature: give it.
-    signature = [k.InputSpec(shape=(None, size, size, 3), dtype="float32", name="pixels")]
+    signature = [k.InputSpec(shape=(None, size, size, 3), dtype="float32", name=ONNX_INPUT)]
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     with quiet_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras' tf2onnx patch warns about np.object
         try:
-            loaded.model.export(str(path), format="onnx", verbose=False, input_signature=signature)
+            loaded.square_model().export(
+                str(path), format="onnx", verbose=False, input_signature=signature
+            )
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"ONNX conversion failed: {first[:300]}") from None
     proto = onnx.load(str(path))
+    _rename_io(proto)
     meta = {
         CLASS_NAMES_KEY: json.dumps(loaded.class_names, ensure_ascii=False),
         IMAGE_SIZE_KEY: str(size),
         FIT_KEY: loaded.fit,
+        INPUT_KEY: json.dumps(input_contract(loaded)),
         VERSION_KEY: __version__,
     }
     for prop in list(proto.metadata_props):
@@ -295,6 +342,30 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
         entry.key, entry.value = key, value
     proto.producer_name = f"mtl {__version__} (tf2onnx)"
     return bytes(proto.SerializeToString())
+
+
+def _rename_io(proto: Any) -> None:
+    """The graph's one input and output named :data:`ONNX_INPUT` and :data:`ONNX_OUTPUT`
+    (tf2onnx names them after TensorFlow's tensors: ``Identity:0``, ``unk__797``)."""
+    graph = proto.graph
+    renames = {}
+    for values, name in ((graph.input, ONNX_INPUT), (graph.output, ONNX_OUTPUT)):
+        if len(values) == 1 and values[0].name != name:
+            renames[values[0].name] = name
+    taken = {n for node in graph.node for n in [*node.input, *node.output]}
+    taken |= {i.name for i in graph.initializer}
+    if any(new in taken for new in renames.values()):
+        return  # a tensor of that name inside already: keep tf2onnx's names
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = renames.get(value.name, value.name)
+    # the batch dimension by a meaningful name too
+    for value in (*graph.input, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
 
 
 def _convert_tflite(

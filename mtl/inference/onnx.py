@@ -22,6 +22,7 @@ CLASS_NAMES_KEY = "mtl.class_names"
 IMAGE_SIZE_KEY = "mtl.image_size"
 VERSION_KEY = "mtl.version"
 FIT_KEY = "mtl.fit"  # mtl.data.images.FITS
+INPUT_KEY = "mtl.input"  # JSON: the input contract (mtl.inference.export.input_contract)
 
 
 def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str] | None:

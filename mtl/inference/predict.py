@@ -138,19 +138,25 @@ def _open_onnx(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
 
 
 def _open_tflite(path: Path, labels: str | os.PathLike[str] | None) -> Predictor:
-    from mtl.inference.tflite import TFLiteModel, labels_path_for, read_labels
+    """A ``.tflite`` on LiteRT; class names from --labels, else from inside the file (its
+    ``mtl`` metadata), else from ``MODEL.labels.txt`` beside it."""
+    from mtl.inference.tflite import INFO_METADATA, TFLiteModel, labels_path_for, read_labels
 
     model = TFLiteModel(path)
     labels_file = Path(labels) if labels is not None else labels_path_for(path)
-    if labels is None and not labels_file.is_file():
+    where = str(labels_file)
+    if labels is None and model.class_names is not None:
+        names, where = model.class_names, f"the file's {INFO_METADATA!r} metadata"
+    elif labels is None and not labels_file.is_file():
         raise ModelFileError(
-            f"no labels file for {path}: expected {labels_file} (written by mtl export) "
-            "or pass --labels FILE"
+            f"no class names for {path}: not in its metadata (written by mtl export) nor in "
+            f"{labels_file}; pass --labels FILE"
         )
-    names = read_labels(labels_file)
+    else:
+        names = read_labels(labels_file)
     if len(names) != model.num_classes:
         raise ModelFileError(
-            f"{labels_file} has {len(names)} labels but {path} predicts {model.num_classes} classes"
+            f"{where} has {len(names)} labels but {path} predicts {model.num_classes} classes"
         )
     return Predictor(path, "tflite", names, model.image_size, model, engine="tflite", fit=model.fit)
 

@@ -18,7 +18,8 @@ from mtl.litert import LiteModel
 
 LABELS_SUFFIX = ".labels.txt"
 # The metadata entry ``mtl export`` writes into a .tflite: JSON with "fit" (how photos
-# become its square input, mtl.data.images.FITS), "image_size" and "mtl_version".
+# become its square input, mtl.data.images.FITS), "image_size", "mtl_version", and since
+# mtl 0.1 "class_names" (so a lone .tflite needs no labels file) and "input" (its contract).
 INFO_METADATA = "mtl"
 # No tensor of a MobileNet classifier at the largest allowed input comes near this
 # (1 GiB of float32); a hostile file declares one to make the interpreter allocate it.
@@ -83,7 +84,7 @@ class TFLiteModel:
             )
         self.image_size = shape[1]
         self.num_classes = int(self.model.output["shape"][-1])
-        self.fit = self._read_fit()
+        self.fit, self.class_names = self._read_info()
         signature = self.model.input.get("shape_signature")
         self._dynamic_batch = signature is not None and len(signature) and int(signature[0]) == -1
 
@@ -118,8 +119,9 @@ class TFLiteModel:
                     f"{dims} (more than {MAX_TENSOR_ELEMENTS} values)"
                 )
 
-    def _read_fit(self) -> str:
-        """The fit ``mtl export`` recorded; "squash" for a file without one."""
+    def _read_info(self) -> tuple[str, list[str] | None]:
+        """The fit ``mtl export`` recorded ("squash" for a file without one) and the class
+        names (None for a file without them)."""
         import json
         import mmap
 
@@ -137,7 +139,14 @@ class TFLiteModel:
             raise ModelFileError(f"{self.path} has damaged mtl metadata: {exc}") from None
         if not isinstance(info, dict):
             raise ModelFileError(f"{self.path} has damaged mtl metadata (not a JSON object)")
-        return fit_of(info, str(self.path))
+        names = info.get("class_names")
+        if names is not None and (
+            not isinstance(names, list)
+            or not all(isinstance(n, str) and n.strip() for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ModelFileError(f"{self.path} has damaged class names in its mtl metadata")
+        return fit_of(info, str(self.path)), names
 
     @property
     def input_dtype(self) -> str:

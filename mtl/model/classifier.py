@@ -1,8 +1,15 @@
 """The trained model: raw RGB in, preprocessing, a MobileNet base, a dense head, class names.
 
 Layout (so the frozen part can be cached and the head trained alone):
-``image -> [augmentation] -> preprocess -> views -> backbone -> pool -> head``
+``image -> fit -> [augmentation] -> preprocess -> views -> backbone -> pool -> head``
 ``-> average over views -> class_names``
+
+The saved model takes a photo as it is decoded: any height and width, RGB 0-255
+(``keras.utils.load_img(path)`` -> ``np.array(img)[None]`` -> ``model.predict``). Its
+first layer, *fit* (:func:`fit_layer`), makes it the model's square input as mtl's loader
+does (:data:`mtl.data.images.FITS`): the central square resized ("center") or the whole
+photo resized ("squash"). mtl's own loader hands it that square already, where the
+layer is the identity, so training and its features do not change.
 
 *Views* are fixed transforms of the input (the image itself, its mirror, a
 central crop): training sees every view of every photo as a training row
@@ -19,6 +26,7 @@ trains the saved model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,7 @@ import numpy as np
 
 from mtl.errors import UsageError
 from mtl.model import backbones
+from mtl.model.modelio import FIT_LAYER  # the saved model's first layer
 from mtl.runtime import keras as _keras
 
 VIEWS = ("image", "flip", "crop", "crop_flip")
@@ -70,6 +79,23 @@ def build_head(
         num_classes, activation="softmax", name="probabilities", dtype="float32"
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def fit_layer(fit: str, side: int) -> Any:
+    """A photo of any size (RGB 0-255) to the ``side`` x ``side`` input, as
+    :func:`mtl.data.images.load_image` makes it with ``fit``: the largest central square
+    (``center``) or the whole photo (``squash``), resized bilinearly with antialiasing
+    (Pillow's resampling, to within rounding). The identity on a ``side``-square input."""
+    from mtl.data.images import check_fit
+
+    return _keras().layers.Resizing(
+        side,
+        side,
+        interpolation="bilinear",
+        crop_to_aspect_ratio=check_fit(fit) == "center",
+        antialias=True,
+        name=FIT_LAYER,
+    )
 
 
 def augmentation_layers() -> list[Any]:
@@ -144,28 +170,42 @@ def assemble(
     augment: bool = False,
     views: dict[str, list[Any]] | None = None,
     input_size: int | None = None,
-) -> Any:
-    """Join preprocessing, views, backbone and head into the one model that is saved.
+    fit: str = "center",
+) -> tuple[Any, Any]:
+    """Join fit, preprocessing, views, backbone and head into the one model that is saved
+    (any photo in), and its twin on the square input (the same layers: training it trains
+    the saved model; Keras needs a known input shape to train).
 
     Only Keras' own layers: the class names travel beside the network in the same file
     (:func:`mtl.model.modelio.save_model`), so plain Keras loads ``model.keras``.
     """
     keras = _keras()
     side = input_size or size
-    inputs = keras.Input((side, side, 3), name="image")
-    x = _through(augmentation_layers() if augment else [], inputs)
-    pre = backbones.preprocessing(model)
-    x = pre(x) if pre is not None else x
-    pool = keras.layers.GlobalAveragePooling2D(name="pool")
-    # The view layers are called with training=False: CenterCrop and Resizing default to
-    # training=True, which Keras would pass on to the head's Dropout at prediction time.
-    probs = [
-        head(pool(backbone(_through(v, x, training=False))))
-        for v in (views or {"image": []}).values()
+    shared = [
+        fit_layer(fit, side),
+        *(augmentation_layers() if augment else []),
+        *([pre] if (pre := backbones.preprocessing(model)) is not None else []),
     ]
-    averaged = probs[0] if len(probs) == 1 else keras.layers.Average(name="views_average")(probs)
-    outputs = keras.layers.Identity(name="class_names", dtype="float32")(averaged)
-    return keras.Model(inputs, outputs, name="mtl_classifier")
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    average = keras.layers.Average(name="views_average") if len(views or {}) > 1 else None
+    names = keras.layers.Identity(name="class_names", dtype="float32")
+
+    def graph(inputs: Any) -> Any:
+        # The fit and view layers are called with training=False: Resizing and CenterCrop
+        # default to training=True, which Keras would pass on to the head's Dropout at
+        # prediction time. The augmentation layers follow Keras' training flag.
+        x = shared[0](inputs, training=False)
+        x = _through(shared[1:], x)
+        probs = [
+            head(pool(backbone(_through(v, x, training=False))))
+            for v in (views or {"image": []}).values()
+        ]
+        return names(probs[0] if average is None else average(probs))
+
+    photo = keras.Input((None, None, 3), name="image")
+    square = keras.Input((side, side, 3), name="image")
+    saved = keras.Model(photo, graph(photo), name="mtl_classifier")
+    return saved, keras.Model(square, graph(square), name="mtl_classifier_square")
 
 
 def freeze(backbone: Any, n: int, *, keep_batchnorm_frozen: bool = False) -> None:
@@ -193,6 +233,7 @@ class Parts:
     top: Any  # cached tensor (or raw pixels) -> probabilities; trained by fit
     cut: int  # base layers before the cut are computed once and cached; -1: pooled features
     spec: str  # what the cached tensor depends on (part of the cache key)
+    input_side: int = 0  # the square pixels training feeds (the saved model takes any photo)
 
 
 def cut_point(backbone: Any, n: int) -> int:
@@ -264,13 +305,14 @@ def _pooled_parts(
 
 
 def _cut_parts(
-    full: Any, backbone: Any, head: Any, n: int, model: str, size: int, spec: str
+    full: Any, square: Any, backbone: Any, head: Any, n: int, model: str, size: int, spec: str
 ) -> Parts:
-    """The first ``n`` base layers frozen: their output is cached, the rest trains."""
+    """The first ``n`` base layers frozen: their output is cached, the rest trains
+    (``square``: the saved model on square pixels, trained when nothing is cached)."""
     keras = _keras()
     k = cut_point(backbone, n)
     if k == 0:
-        return Parts(full, backbone, head, None, full, 0, f"{spec}|pixels")
+        return Parts(full, backbone, head, None, square, 0, f"{spec}|pixels")
     lower = keras.Model(backbone.input, backbone.layers[k - 1].output, name="frozen_layers")
     upper = keras.Model(backbone.layers[k - 1].output, backbone.output, name="trainable_layers")
     image = keras.Input((size, size, 3), name="image")
@@ -299,13 +341,15 @@ def build_parts(
     views: Sequence[str] = ("image",),
     head_skip: bool = False,
     input_size: int | None = None,
+    fit: str = "center",
 ) -> Parts:
     """Build (or re-cut, given ``backbone`` and ``head``) the model for training.
 
     With several ``views`` (whole base frozen, no augmentation), the extractor
     returns ``(views, features)`` per image and the saved model averages over them.
     ``input_size`` (default ``size``): the model's input side, larger than the base's
-    only in that case (:func:`view_layers`).
+    only in that case (:func:`view_layers`). ``fit``: how the saved model makes a photo
+    square (:func:`fit_layer`).
     """
     views = check_views(views)
     input_size = input_size or size
@@ -320,10 +364,14 @@ def build_parts(
             int(backbone.output_shape[-1]), len(class_names), head_units, dropout, skip=head_skip
         )
     layers = view_layers(views, size, input_size)
-    full = assemble(backbone, head, class_names, model, size, augment, layers, input_size)
+    full, square = assemble(
+        backbone, head, class_names, model, size, augment, layers, input_size, fit
+    )
     spec = _base_spec(model, alpha, size, views, input_size)
     if augment:  # augmentation changes the pixels every epoch: nothing can be cached
-        return Parts(full, backbone, head, None, full, 0, f"{spec}|pixels")
-    if n >= n_layers:
-        return _pooled_parts(full, backbone, head, layers, model, input_size, spec)
-    return _cut_parts(full, backbone, head, n, model, size, spec)
+        parts = Parts(full, backbone, head, None, square, 0, f"{spec}|pixels")
+    elif n >= n_layers:
+        parts = _pooled_parts(full, backbone, head, layers, model, input_size, spec)
+    else:
+        parts = _cut_parts(full, square, backbone, head, n, model, size, spec)
+    return dataclasses.replace(parts, input_side=input_size)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from mtl.errors import ModelFileError
 
+FIT_LAYER = "fit"  # the saved model's first layer: any photo to the square (classifier)
+
 if TYPE_CHECKING:
     from mtl.model.litebase import BaseSpec
 
@@ -91,15 +93,33 @@ def _strings(value: Any) -> tuple[str, ...] | None:
 class LoadedModel:
     """A trained model with what travels inside it."""
 
-    model: Any  # keras.Model: raw RGB 0-255 (n, size, size, 3) in, probabilities out
+    model: Any  # keras.Model: raw RGB 0-255 (n, height, width, 3) in, probabilities out
     class_names: list[str]
-    image_size: int
+    image_size: int  # the square side the network sees (after its fit layer)
     mtl_version: str
     info: ModelInfo = field(default_factory=ModelInfo)
 
     @property
     def fit(self) -> str:
         return self.info.fit
+
+    def square_model(self) -> Any:
+        """The network from its square input on (without the fit layer, which takes any
+        photo): what exports convert, (n, image_size, image_size, 3) RGB 0-255 in."""
+        layer = fit_layer_of(self.model)
+        if layer is None:
+            return self.model  # made before the fit layer: square input already
+        from mtl.runtime import keras
+
+        return keras().Model(layer.output, self.model.output, name=self.model.name)
+
+
+def fit_layer_of(model: Any) -> Any | None:
+    """The model's first layer making any photo its square input, or None (older models)."""
+    for layer in model.layers[:2]:
+        if layer.name == FIT_LAYER:
+            return layer
+    return None
 
 
 def fit_of(info: dict[str, Any], where: str = "the model") -> str:
@@ -217,14 +237,24 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelFileError(
             f"{path} is damaged: it has {len(names)} class names but predicts {outputs} classes"
         )
+    side = shape[1] if isinstance(shape, tuple) and len(shape) == 4 else None
+    if side is None:  # any photo in: its fit layer says the square it makes
+        layer = fit_layer_of(model)
+        side = getattr(layer, "height", None) if layer is not None else None
+        if side != getattr(layer, "width", None):
+            side = None
     if not (
-        isinstance(shape, tuple) and len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3
+        isinstance(shape, tuple)
+        and len(shape) == 4
+        and shape[1] == shape[2]
+        and shape[3] == 3
+        and isinstance(side, int)
     ):
         raise ModelFileError(f"{path} is not an mtl image classifier (input shape {shape})")
     return LoadedModel(
         model=model,
         class_names=names,
-        image_size=int(shape[1]),
+        image_size=int(side),
         mtl_version=str(meta["mtl_version"]),
         info=ModelInfo.from_json(meta["info"], str(path)),
     )

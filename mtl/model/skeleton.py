@@ -36,8 +36,9 @@ import numpy as np
 from mtl import files
 from mtl.assets.cache import cache_root
 from mtl.errors import MtlError
+from mtl.model.modelio import FIT_LAYER
 
-FORMAT = 2  # 2: one skeleton for every class count
+FORMAT = 3  # 2: one skeleton for every class count; 3: the fit layer (any photo in)
 ENTRY = "mtl_skeleton.json"  # inside a skeleton only: where the head's weights are
 WEIGHTS = "model.weights.h5"
 KERAS_ENTRIES = ("metadata.json", "config.json", WEIGHTS)  # in the order Keras writes them
@@ -102,6 +103,25 @@ def with_classes(config: dict[str, Any], classes: int, views: int) -> dict[str, 
     # One Dense, and each view's head output into the average (or the one output itself).
     expected_shapes = views + 1 if views > 1 else 1
     if changed != {"units": 1, "shapes": expected_shapes, "build": views if views > 1 else 0}:
+        return None
+    return config
+
+
+def with_fit(config: dict[str, Any], fit: str) -> dict[str, Any] | None:
+    """``config`` with its fit layer cropping the central square (``center``) or not
+    (``squash``), as :func:`mtl.model.classifier.fit_layer` builds it; None when there is
+    not exactly one such layer."""
+    config = json.loads(json.dumps(config))  # a copy
+    try:
+        found = [
+            layer
+            for layer in config["config"]["layers"]
+            if layer.get("name") == FIT_LAYER and layer.get("class_name") == "Resizing"
+        ]
+        if len(found) != 1:
+            return None
+        found[0]["config"]["crop_to_aspect_ratio"] = fit == "center"
+    except (KeyError, TypeError, AttributeError):
         return None
     return config
 
@@ -179,11 +199,16 @@ def write(
     if sidecar.get("architecture") != architecture or len(places or []) != len(head_weights):
         return False
     classes = int(head_weights[-1].shape[0])
+    config = json.loads(entries["config.json"])
     if classes != sidecar.get("classes"):
-        config = with_classes(json.loads(entries["config.json"]), classes, views)
+        config = with_classes(config, classes, views)
         if config is None:
             return False
-        entries["config.json"] = json.dumps(config).encode()
+    # The skeleton of a center-cropping model serves a squashing one (the fit layer's flag).
+    config = with_fit(config, str(meta.get("info", {}).get("fit", "center")))
+    if config is None:
+        return False
+    entries["config.json"] = json.dumps(config).encode()
     buffer = io.BytesIO(entries[WEIGHTS])
     with h5py.File(buffer, "r+") as h5:
         for place, value in zip(places, head_weights, strict=True):

@@ -60,6 +60,7 @@ def build_parts(
             augment=cfg.augment,
             views=reuse.pop("views", cfg.run_views),
             input_size=cfg.input_size,
+            fit=cfg.fit,
             **reuse,
         )
 
@@ -291,7 +292,7 @@ class BasePass:
     @staticmethod
     def _input_side(parts: Any) -> int:
         """The side of the pixels ``parts`` takes (the saved model's input)."""
-        return int(parts.model.input_shape[1])
+        return int(parts.input_side)
 
     def fill_keras(
         self,

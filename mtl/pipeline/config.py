@@ -1,4 +1,7 @@
-"""Training settings: defaults, TOML presets (``configs/*.toml``) and command-line overrides.
+"""Training settings: defaults, TOML presets and command-line overrides.
+
+A preset is a TOML file, given by its path or, for those shipped in :mod:`mtl.configs`
+(``blog``, ``default``), by its name: ``--config blog``.
 
 Precedence: built-in defaults < ``--config FILE`` < options given on the command line.
 Unknown keys are refused with a "did you mean" hint, so a typo never silently
@@ -340,6 +343,35 @@ def _load_run_json(path: Path) -> dict[str, Any]:
     return data
 
 
+PRESETS_PACKAGE = "mtl.configs"
+
+
+def presets() -> dict[str, Path]:
+    """The presets shipped with mtl: name -> its TOML file."""
+    import importlib.resources
+
+    folder = Path(str(importlib.resources.files(PRESETS_PACKAGE)))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def preset_path(config_file: str | os.PathLike[str]) -> Path:
+    """``config_file`` as a file: a path that exists, else a shipped preset's name
+    (``blog``); a missing file is refused naming the presets."""
+    path = Path(config_file)
+    if path.exists():
+        return path
+    shipped = presets()
+    name = str(config_file)
+    if name in shipped:
+        return shipped[name]
+    hint = difflib.get_close_matches(name, list(shipped), n=1)
+    did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise UsageError(
+        f"no config file at {path} and no preset named {name!r} "
+        f"(presets: {', '.join(shipped)}){did_you_mean}"
+    )
+
+
 def resolve(
     config_file: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -347,7 +379,7 @@ def resolve(
     """Defaults, then the TOML file, then ``overrides`` (None values mean "not given")."""
     sources: list[tuple[str, Mapping[str, Any]]] = []
     if config_file is not None:
-        sources.append((str(config_file), load_toml(config_file)))
+        sources.append((str(config_file), load_toml(preset_path(config_file))))
     sources.append(("options", {k: v for k, v in (overrides or {}).items() if v is not None}))
     return resolve_values(sources)
 

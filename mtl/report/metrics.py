@@ -12,6 +12,10 @@ from typing import Any
 
 import numpy as np
 
+# Above this many classes the confusion matrix is left out of metrics.json and its plot
+# (1000 classes would be 10^6 cells: 22 MB of JSON and a plot that does not finish).
+MAX_MATRIX_CLASSES = 100
+
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)

@@ -70,6 +70,7 @@ class TrainResult(rundir.RunSummary):
             "prior": self.prior,
             "train": _brief(self.train_metrics),
             "val": _brief(self.val_metrics) if self.val_metrics else None,
+            "test": _brief(self.test_metrics) if self.test_metrics else None,
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
             "warnings": self.warnings,
             "device": self.device,

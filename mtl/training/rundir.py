@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from mtl._version import __version__
 from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
 from mtl.pipeline.config import TrainConfig
+from mtl.report.metrics import MAX_MATRIX_CLASSES
 from mtl.training.tracking import EpochLog
 
 MODEL_FILE = "model.keras"
@@ -29,9 +30,6 @@ RUN_FILES = (
 )  # fmt: skip
 EVENTS_FOLDER = "tensorboard"  # tensorboard --logdir runs/
 RUN_FOLDERS = ("checkpoint", "cache", EVENTS_FOLDER)
-# Above this many classes the confusion matrix is left out of metrics.json and its plot
-# (1000 classes would be 10^6 cells: 22 MB of JSON and a plot that does not finish).
-MAX_MATRIX_CLASSES = 100
 
 
 def next_run_dir(base: str | Path = "runs", name: str = "train") -> Path:
@@ -125,6 +123,9 @@ class RunSummary:
     # The ImageNet prior in the saved model (mtl.training.prior): its share ("weight") and
     # the two factors of softmax(head * head_factor + prior * prior_factor); None: not used.
     prior: dict[str, float] | None
+    # DATA/test/'s scores (mtl.data.dataset.TEST_FOLDER), added once the model is written
+    # (:func:`mtl.inference.heldout.score_test`); None: no test folder.
+    test_metrics: dict[str, Any] | None = field(default=None, kw_only=True)
 
 
 HISTORY_COLUMNS = (
@@ -146,7 +147,8 @@ def write_run(
         run_dir / "config.json",
         {
             "config": run.config.to_dict(),
-            "data": str(ds.root),
+            "data": stored_path(ds.root, run_dir),
+            "data_absolute": str(ds.root.resolve()),
             "layout": ds.layout,
             "backend": runtime.backend_name(),
             "device": run.device,
@@ -157,7 +159,10 @@ def write_run(
     files.write_csv(
         run_dir / "split.csv",
         ["file", "class", "subset"],
-        [[str(it.path), ds.classes[it.label], it.subset] for it in ds.items],
+        [
+            [stored_path(it.path, run_dir), ds.classes[it.label], it.subset]
+            for it in [*ds.items, *ds.test]
+        ],
         force=True,
     )
     files.write_csv(run_dir / "history.csv", HISTORY_COLUMNS, _history_rows(run), force=True)
@@ -179,6 +184,17 @@ def write_run(
     )  # fmt: skip
     save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
+
+
+def stored_path(path: Path, run_dir: Path) -> str:
+    """``path`` as a run folder's files keep it: relative to the run folder (so a run read
+    from any working folder, or moved together with its data, still finds its photos),
+    absolute where no relative path exists (another drive)."""
+    target = path.resolve()
+    try:
+        return Path(os.path.relpath(target, run_dir.resolve())).as_posix()
+    except ValueError:
+        return str(target)
 
 
 def _history_rows(run: RunSummary) -> list[list[Any]]:
@@ -207,6 +223,7 @@ def _metrics_json(run: RunSummary) -> dict[str, Any]:
     return {
         "train": _without_matrix(run.train_metrics),
         "val": _without_matrix(run.val_metrics),
+        "test": _without_matrix(run.test_metrics),
         "classes": run.classes,
         "kept_epoch": run.kept_epoch,
         "best_epoch": run.best_epoch,

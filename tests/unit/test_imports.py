@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lowest first. A module belongs to the layer of its longest matching package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("mtl._version", "mtl.errors", "mtl.progress", "mtl.safepaths", "mtl.files",
-                    "mtl.locks", "mtl.runtime", "mtl.litert", "mtl.live", "mtl.reprs")),
+                    "mtl.locks", "mtl.runtime", "mtl.litert", "mtl.live", "mtl.reprs",
+                    "mtl.configs")),
     ("data", ("mtl.assets", "mtl.data", "mtl.report")),
     ("model", ("mtl.model",)),
     ("pipeline", ("mtl.pipeline",)),

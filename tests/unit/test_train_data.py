@@ -165,12 +165,12 @@ def test_next_run_dir_numbering(tmp_path):
 
 
 def test_presets_and_overrides():
-    blog = config.resolve(ROOT / "configs" / "blog.toml")
+    blog = config.resolve("blog")
     assert blog.head == [1024, 1024, 512] and blog.freeze == 20 and blog.optimizer == "adam"
     assert blog.epochs == 10 and blog.dropout == 0.0
-    default = config.resolve(ROOT / "configs" / "default.toml")
+    default = config.resolve(ROOT / "mtl" / "configs" / "default.toml")
     assert default == config.TrainConfig()
-    mixed = config.resolve(ROOT / "configs" / "blog.toml", {"epochs": 3, "head": "none"})
+    mixed = config.resolve("blog", {"epochs": 3, "head": "none"})
     assert mixed.epochs == 3 and mixed.head == [] and mixed.freeze == 20
     assert default.fit == "center" and blog.fit == "squash"  # the blog's load_img squashed
 
