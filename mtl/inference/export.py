@@ -20,10 +20,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,7 +31,6 @@ from mtl import files, reprs
 from mtl.errors import DataError, UsageError
 from mtl.progress import ProgressFn
 
-FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "int8")
 
 
@@ -62,9 +61,12 @@ class ExportReport:
     def __repr__(self) -> str:
         return reprs.short_repr(
             "ExportReport",
-            {"format": self.format, "quantize": self.quantize,
-             "files": [str(f.path) for f in self.files]},
-        )  # fmt: skip
+            {
+                "format": self.format,
+                "quantize": self.quantize,
+                "files": [str(f.path) for f in self.files],
+            },
+        )
 
     def _repr_html_(self) -> str:
         rows = [[str(f.path), f.bytes, f.what] for f in self.files]
@@ -96,12 +98,7 @@ def input_contract(loaded: Any) -> dict[str, Any]:
 def default_output(model_path: Path, fmt: str, quantize: str) -> Path:
     """model.keras -> model.tflite, model.dynamic.tflite, model.int8.tflite,
     model_saved_model/, model.onnx."""
-    if fmt == "saved_model":
-        return model_path.with_name(model_path.stem + "_saved_model")
-    if fmt == "onnx":
-        return model_path.with_name(model_path.stem + ".onnx")
-    suffix = ".tflite" if quantize == "none" else f".{quantize}.tflite"
-    return model_path.with_name(model_path.stem + suffix)
+    return model_path.with_name(model_path.stem + FORMATS[fmt].suffix(quantize))
 
 
 def labels_text(class_names: list[str]) -> str:
@@ -154,7 +151,7 @@ def export_model(
     _check_options(fmt, quantize, representative, calibration_count)
     model_path = resolve_model_path(model_path)
     target = Path(out) if out is not None else default_output(model_path, fmt, quantize)
-    labels_file = _check_targets(fmt, target, force)
+    labels_file = FORMATS[fmt].check_targets(target, force)
     calibration: list[Path] = []
     if quantize == "int8":
         assert representative is not None
@@ -170,9 +167,8 @@ def export_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        report.files += _write_export(
-            loaded, fmt, quantize, calibration, target, labels_file, work, force, on_progress
-        )
+        job = _Export(loaded, quantize, calibration, target, labels_file, work, force, on_progress)
+        report.files += FORMATS[fmt].write(job)
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -190,8 +186,9 @@ def _check_options(
         raise UsageError(
             f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received quantize={quantize!r}"
         )
-    if fmt != "tflite" and quantize != "none":
-        raise UsageError("--quantize applies to --format tflite only")
+    if not FORMATS[fmt].quantizable and quantize != "none":
+        quantizable = ", ".join(f.name for f in FORMATS.values() if f.quantizable)
+        raise UsageError(f"--quantize applies to --format {quantizable} only")
     if quantize == "int8" and representative is None:
         raise UsageError("--quantize int8 needs --representative DATA_DIR (photos to calibrate on)")
     if quantize != "int8" and representative is not None:
@@ -200,62 +197,138 @@ def _check_options(
         raise UsageError(f"--calibration-images must be at least 1. Received {calibration_count}")
 
 
-def _check_targets(fmt: str, target: Path, force: bool) -> Path:
-    """Refuse existing outputs before any slow work; returns where the labels go."""
-    if fmt == "tflite":
-        from mtl.inference.tflite import labels_path_for
+class _Export:
+    """What one format's writer gets: the loaded model, where to write, a work folder."""
 
-        labels_file = labels_path_for(target)
-        files.check_new(target, force=force)
-        files.check_new(labels_file, force=force)
-        return labels_file
-    if fmt == "onnx":
-        files.check_new(target, force=force)
-        _check_onnx_tools()
-        return target  # inside, in the metadata
+    def __init__(
+        self,
+        loaded: Any,
+        quantize: str,
+        calibration: list[Path],
+        target: Path,
+        labels_file: Path,
+        work: Path,
+        force: bool,
+        on_progress: ProgressFn | None,
+    ) -> None:
+        self.loaded, self.quantize, self.calibration = loaded, quantize, calibration
+        self.target, self.labels_file, self.work = target, labels_file, work
+        self.force, self.on_progress = force, on_progress
+        self.labels = labels_text(loaded.class_names)  # refuses names a labels file can't hold
+
+    def saved_model(self) -> Path:
+        """The model as a TF Serving SavedModel in the work folder (version folder inside)."""
+        saved = self.work / "saved_model" / SERVING_VERSION
+        saved.parent.mkdir()
+        _export_saved_model(self.loaded.square_model(), saved)
+        return saved
+
+
+def _tflite_targets(target: Path, force: bool) -> Path:
+    from mtl.inference.tflite import labels_path_for
+
+    labels_file = labels_path_for(target)
+    files.check_new(target, force=force)
+    files.check_new(labels_file, force=force)
+    return labels_file
+
+
+def _write_tflite(job: _Export) -> list[ExportedFile]:
+    loaded, quantize = job.loaded, job.quantize
+    data = _convert_tflite(
+        job.saved_model(),
+        quantize,
+        job.calibration,
+        loaded.image_size,
+        loaded.fit,
+        job.on_progress,
+    )
+    files.write_bytes(job.target, tflite_with_info(data, loaded), force=job.force)
+    files.write_text(job.labels_file, job.labels, force=job.force)
+    what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
+    return [
+        ExportedFile(job.target, job.target.stat().st_size, what[quantize]),
+        ExportedFile(job.labels_file, job.labels_file.stat().st_size, "labels"),
+    ]
+
+
+def _saved_model_targets(target: Path, force: bool) -> Path:
     files.check_new(target, force=force, what="folder")
     return target / SERVING_VERSION / "assets" / "labels.txt"
 
 
-def _write_export(
-    loaded: Any,
-    fmt: str,
-    quantize: str,
-    calibration: list[Path],
-    target: Path,
-    labels_file: Path,
-    work: Path,
-    force: bool,
-    on_progress: ProgressFn | None,
-) -> list[ExportedFile]:
-    """Convert in ``work``, then move the files into place, one branch per format."""
-    labels = labels_text(loaded.class_names)  # also refuses names a labels file cannot hold
-    if fmt == "onnx":
-        files.write_bytes(target, _convert_onnx(loaded, work / "model.onnx"), force=force)
-        return [ExportedFile(target, target.stat().st_size, "ONNX float32, labels inside")]
-    saved = work / "saved_model" / SERVING_VERSION
-    saved.parent.mkdir()
-    _export_saved_model(loaded.square_model(), saved)
-    if fmt == "saved_model":
-        (saved / "assets").mkdir(exist_ok=True)
-        (saved / "assets" / "labels.txt").write_text(labels, encoding="utf-8")
-        meta = {"class_names": loaded.class_names, "input": input_contract(loaded)}
-        (saved / "assets" / "mtl.json").write_text(
-            json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8"
-        )
-        files.replace_dir(saved.parent, target, force=force)
-        return [
-            ExportedFile(target, _dir_size(target), "SavedModel folder"),
-            ExportedFile(labels_file, labels_file.stat().st_size, "labels (inside)"),
-        ]
-    data = _convert_tflite(saved, quantize, calibration, loaded.image_size, loaded.fit, on_progress)
-    files.write_bytes(target, tflite_with_info(data, loaded), force=force)
-    files.write_text(labels_file, labels, force=force)
-    what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
+def _write_saved_model(job: _Export) -> list[ExportedFile]:
+    saved = job.saved_model()
+    (saved / "assets").mkdir(exist_ok=True)
+    (saved / "assets" / "labels.txt").write_text(job.labels, encoding="utf-8")
+    meta = {"class_names": job.loaded.class_names, "input": input_contract(job.loaded)}
+    (saved / "assets" / "mtl.json").write_text(
+        json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+    files.replace_dir(saved.parent, job.target, force=job.force)
     return [
-        ExportedFile(target, target.stat().st_size, what[quantize]),
-        ExportedFile(labels_file, labels_file.stat().st_size, "labels"),
+        ExportedFile(job.target, _dir_size(job.target), "SavedModel folder"),
+        ExportedFile(job.labels_file, job.labels_file.stat().st_size, "labels (inside)"),
     ]
+
+
+def _onnx_targets(target: Path, force: bool) -> Path:
+    files.check_new(target, force=force)
+    _check_onnx_tools()
+    return target  # the labels are inside, in the metadata
+
+
+def _write_onnx(job: _Export) -> list[ExportedFile]:
+    data = _convert_onnx(job.loaded, job.work / "model.onnx")
+    files.write_bytes(job.target, data, force=job.force)
+    return [ExportedFile(job.target, job.target.stat().st_size, "ONNX float32, labels inside")]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of :data:`FORMATS`: everything mtl knows of an export format."""
+
+    name: str
+    help: str  # for --format's help
+    suffix: Callable[[str], str]  # quantize -> what follows the model's stem
+    quantizable: bool  # takes --quantize dynamic / int8
+    check_targets: Callable[[Path, bool], Path]  # refuse existing outputs; -> the labels' place
+    write: Callable[[_Export], list[ExportedFile]]
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "tflite",
+            "phones, LiteRT; --quantize dynamic or int8",
+            lambda q: ".tflite" if q == "none" else f".{q}.tflite",
+            True,
+            _tflite_targets,
+            _write_tflite,
+        ),
+        ExportFormat(
+            "saved_model",
+            "TF Serving: a version folder 1/, labels in assets/",
+            lambda q: "_saved_model",
+            False,
+            _saved_model_targets,
+            _write_saved_model,
+        ),
+        ExportFormat(
+            "onnx",
+            "ONNX Runtime; labels inside; needs mtl[onnx]",
+            lambda q: ".onnx",
+            False,
+            _onnx_targets,
+            _write_onnx,
+        ),
+    )
+}
+if TYPE_CHECKING:
+    FormatName = str
+else:  # the CLI's choices (a Literal Typer shows and checks), built from the table
+    FormatName = Literal[tuple(FORMATS)]
 
 
 def tflite_with_info(flatbuffer: bytes, loaded: Any) -> bytes:
