@@ -123,6 +123,9 @@ Verbose = Annotated[
 def _as_default(alias: Any, default: Any) -> Any:
     """An alias's option as a parameter default (``x: T = weights_dir_option()``)."""
     info = copy.copy(get_args(alias)[1])
+    # Written for Annotated, typer.Option("--name", ...) keeps its first name where the
+    # default goes (Typer moves it back when it reads the alias): move it back here too.
+    info.param_decls = (info.default, *(info.param_decls or ()))
     info.default = default
     return info
 

@@ -173,3 +173,24 @@ def test_the_page_and_help_say_every_reason_in_words(cli):
         assert f"{r.name} ({r.meaning}" in helped, r.name
         if r.colour:
             assert f".{r.name}{{color:{r.colour}}}" in page
+
+
+# Option aliases ---------------------------------------------------------------------------
+
+SHARED = {
+    "quiet": ["--quiet", "-q"],
+    "verbose": ["--verbose", "-v"],
+    "weights_dir": ["--weights-dir"],
+    "cache_dir": ["--cache-dir"],
+    "labels": ["--labels"],
+}
+
+
+def test_shared_options_have_the_same_names_in_every_command():
+    """Whether a command declares it as an alias (``quiet: Quiet = False``) or as a default
+    (train: ``quiet: bool = quiet_option()``)."""
+    for command in typer.main.get_command(app).commands:  # type: ignore[attr-defined]
+        opts = options_of(command)
+        assert opts["quiet"] == SHARED["quiet"] and opts["verbose"] == SHARED["verbose"]
+        for name in set(opts) & set(SHARED):
+            assert opts[name] == SHARED[name], (command, name)
