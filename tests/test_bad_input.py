@@ -63,6 +63,7 @@ def test_fetch_keeps_none_of_the_bad_files(cli, corpus, tmp_path):
         "timeout": 0,
         "duplicate": 7,
         "ambiguous": 0,
+        "set_aside": 0,
     }
     kept = sorted(p.name for p in (out / "corpus").iterdir())
     assert kept == ["000001.gif"]  # animated.gif, first good file in URL order

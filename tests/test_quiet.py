@@ -107,8 +107,9 @@ def test_quiet_evaluate_both_ways(loud_run):
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_review_takes_q_and_v(where, data, cache):
-    base = ["review", str(data), "--alpha", str(ALPHA), "--cache-dir", str(cache), "--folds", "2",
-            "--report", str(data.parent / f"report-{where}.html")]  # fmt: skip
+    base = ["review", str(data), "--alpha", str(ALPHA), "--cache-dir", str(cache)]
+    # --force: the second run writes the same report (review refuses to overwrite one).
+    base += ["--folds", "2", "--report", str(data.parent / f"report-{where}.html"), "--force"]
     result = invoke(["-q", *base] if where == "before" else [*base, "-q"])
     assert result.exit_code == 0, result.output
     assert "mtl review:" in result.stdout

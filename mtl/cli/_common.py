@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar, get_args
 
 import typer
 from rich.console import Console
@@ -57,65 +59,91 @@ def set_verbose(value: bool) -> bool:
     return value
 
 
-def model_argument() -> Any:
-    """The MODEL argument of predict and evaluate: every kind of model mtl makes."""
-    return typer.Argument(
-        ...,
+# The options several commands share, as module-level aliases (the option names and
+# help here, each command's default after ``=``): ``quiet: Quiet = False``.
+ModelPath = Annotated[
+    Path,
+    typer.Argument(
         help="model.keras from mtl train (or its run folder), or a .tflite or .onnx "
         "from mtl export.",
-    )
-
-
-def labels_option() -> Any:
-    """``--labels`` of predict and evaluate: for exports whose labels are not inside."""
-    return typer.Option(
-        None,
+    ),
+]
+Images = Annotated[
+    list[Path],
+    typer.Argument(help="Image files, folders (searched recursively) or quoted globs."),
+]
+Labels = Annotated[
+    Path | None,
+    typer.Option(
         "--labels",
         help="Labels of a .tflite or .onnx model, one per line.",
         show_default="MODEL.labels.txt; an .onnx: inside it",
-    )
-
-
-def weights_dir_option() -> Any:
-    """``--weights-dir``: where Keras weight files are found first."""
-    return typer.Option(
-        None,
+    ),
+]
+TopK = Annotated[int, typer.Option("--top-k", "-k", help="How many classes to show per image.")]
+PassBatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+JsonTable = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WeightsDir = Annotated[
+    Path | None,
+    typer.Option(
         "--weights-dir",
         envvar="MTL_WEIGHTS_DIR",
         help="Folder holding Keras weight files; else the Keras cache, else a download.",
-    )
-
-
-def cache_dir_option() -> Any:
-    """``--cache-dir``: a feature cache train and review share across runs."""
-    return typer.Option(
-        None,
+    ),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
         "--cache-dir",
         help="Keep base features here; later train and review runs reuse them.",
         show_default="in memory",
-    )
-
-
-def quiet_option() -> Any:
-    """``--quiet/-q`` for a command: the same switch as ``mtl --quiet``."""
-    return typer.Option(
-        False,
+    ),
+]
+# The same switches as the root's mtl --quiet / --verbose.
+Quiet = Annotated[
+    bool,
+    typer.Option(
         "--quiet",
         "-q",
         callback=set_quiet,
         help="No progress bars or info lines (results, warnings and errors only).",
-    )
-
-
-def verbose_option() -> Any:
-    """``--verbose/-v`` for a command: the same switch as ``mtl --verbose``."""
-    return typer.Option(
-        False,
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option(
         "--verbose",
         "-v",
         callback=set_verbose,
         help="Extra detail on stderr: the model, timings, every skipped file.",
-    )
+    ),
+]
+
+
+def _as_default(alias: Any, default: Any) -> Any:
+    """An alias's option as a parameter default (``x: T = weights_dir_option()``)."""
+    info = copy.copy(get_args(alias)[1])
+    # Written for Annotated, typer.Option("--name", ...) keeps its first name where the
+    # default goes (Typer moves it back when it reads the alias): move it back here too.
+    info.param_decls = (info.default, *(info.param_decls or ()))
+    info.default = default
+    return info
+
+
+def weights_dir_option() -> Any:
+    return _as_default(WeightsDir, None)
+
+
+def cache_dir_option() -> Any:
+    return _as_default(CacheDir, None)
+
+
+def quiet_option() -> Any:
+    return _as_default(Quiet, False)
+
+
+def verbose_option() -> Any:
+    return _as_default(Verbose, False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 
 from mtl.cli._common import (
+    Images,
+    JsonTable,
+    PassBatchSize,
+    Quiet,
+    TopK,
+    Verbose,
     call,
     download_progress,
     progress_bar,
-    quiet_option,
     shown,
-    verbose_option,
 )
 from mtl.cli._results import render_image_results
 from mtl.model import backbones
@@ -31,37 +35,47 @@ EXAMPLES = """
 """
 
 
+Model = Annotated[
+    backbones.ModelName, typer.Option("--model", "-m", help="The pretrained ImageNet model.")
+]
+Alpha = Annotated[
+    float,
+    typer.Option("--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."),
+]
+Fit = Annotated[
+    Literal["center", "squash"],
+    typer.Option(
+        "--fit",
+        help="How a photo becomes the model's square: center = ImageNet's evaluation "
+        "crop (short side to 256, the central 224x224); squash = the whole photo, "
+        "aspect ignored (for subjects at the edges).",
+    ),
+]
+# Its own help: classify names a weight file, as it needs exactly one.
+WeightsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights-dir",
+        envvar="MTL_WEIGHTS_DIR",
+        help="Folder holding Keras weight files (e.g. mobilenet_1_0_224_tf.h5); "
+        "else the Keras cache, else a download.",
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("classify", epilog=EXAMPLES)
     def classify(
-        images: list[Path] = typer.Argument(
-            ..., help="Image files, folders (searched recursively) or quoted globs."
-        ),
-        top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image."),
-        model: backbones.ModelName = typer.Option(
-            "mobilenet", "--model", "-m", help="The pretrained ImageNet model."
-        ),
-        alpha: float = typer.Option(
-            1.0, "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."
-        ),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-        fit: Literal["center", "squash"] = typer.Option(
-            "center",
-            "--fit",
-            help="How a photo becomes the model's square: center = ImageNet's evaluation "
-            "crop (short side to 256, the central 224x224); squash = the whole photo, "
-            "aspect ignored (for subjects at the edges).",
-        ),
-        weights_dir: Path | None = typer.Option(
-            None,
-            "--weights-dir",
-            envvar="MTL_WEIGHTS_DIR",
-            help="Folder holding Keras weight files (e.g. mobilenet_1_0_224_tf.h5); "
-            "else the Keras cache, else a download.",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        images: Images,
+        top_k: TopK = 5,
+        model: Model = "mobilenet",
+        alpha: Alpha = 1.0,
+        batch_size: PassBatchSize = 32,
+        fit: Fit = "center",
+        weights_dir: WeightsDir = None,
+        as_json: JsonTable = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Classify images into the 1000 ImageNet classes with a pretrained MobileNet."""
         from mtl.inference.classify import classify as run

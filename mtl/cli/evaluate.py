@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from mtl.cli._common import (
+    Labels,
+    ModelPath,
+    PassBatchSize,
+    Quiet,
+    Verbose,
     call,
     detail,
     info,
-    labels_option,
-    model_argument,
     out,
     path_column_width,
     print_json,
     progress_bar,
-    quiet_option,
     short_path,
-    verbose_option,
     warn,
 )
 from mtl.cli._results import print_skipped
@@ -49,42 +50,53 @@ EXAMPLES = """
 """
 
 
+Data = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Test set: one folder per class, named like the model's classes (or use --split).",
+        show_default=False,
+    ),
+]
+Split = Annotated[
+    Literal["val", "train", "test"] | None,
+    typer.Option(
+        "--split",
+        help="Instead of DATA: the photos the run validated on (val), trained on, or "
+        "held out (test: DATA/test/), as listed in RUN/split.csv; MODEL is the run "
+        "folder or its model.keras.",
+        show_default=False,
+    ),
+]
+Plot = Annotated[
+    Path | None, typer.Option("--plot", help="Write the confusion matrix as a PNG to this file.")
+]
+Show = Annotated[
+    int, typer.Option("--show", help="How many misclassified files to list in the table output.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing --plot file.")]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate", epilog=EXAMPLES)
     def evaluate(
-        model: Path = model_argument(),
-        data: Path | None = typer.Argument(
-            None,
-            help="Test set: one folder per class, named like the model's classes (or use --split).",
-            show_default=False,
-        ),
-        split: Literal["val", "train", "test"] | None = typer.Option(
-            None,
-            "--split",
-            help="Instead of DATA: the photos the run validated on (val), trained on, or "
-            "held out (test: DATA/test/), as listed in RUN/split.csv; MODEL is the run "
-            "folder or its model.keras.",
-            show_default=False,
-        ),
-        plot: Path | None = typer.Option(
-            None, "--plot", help="Write the confusion matrix as a PNG to this file."
-        ),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-        labels: Path | None = labels_option(),
-        show: int = typer.Option(
-            20, "--show", help="How many misclassified files to list in the table output."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing --plot file."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        model: ModelPath,
+        data: Data = None,
+        split: Split = None,
+        plot: Plot = None,
+        batch_size: PassBatchSize = 32,
+        labels: Labels = None,
+        show: Show = 20,
+        as_json: AsJson = False,
+        force: Force = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Score a trained model on a labelled test set (one folder per class).
 
         Unreadable images are listed and counted apart; they never count as
         wrong predictions.
         """
-        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl.inference.evaluate import evaluate as run
 
         start = time.perf_counter()

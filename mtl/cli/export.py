@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from mtl.cli._common import (
+    JsonTable,
+    Quiet,
+    Verbose,
     call,
     detail,
     out,
     path_column_width,
     print_json,
     progress_bar,
-    quiet_option,
     short_path,
     shown,
-    verbose_option,
 )
+from mtl.inference.export import FORMATS, FormatName
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -51,49 +53,65 @@ def _size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
+Model = Annotated[Path, typer.Argument(help="model.keras from mtl train, or its run folder.")]
+Format = Annotated[
+    FormatName,
+    typer.Option(
+        "--format",
+        "-f",
+        help=escape("; ".join(f"{f.name} ({f.help})" for f in FORMATS.values()) + "."),
+    ),
+]
+Quantize = Annotated[
+    Literal["none", "dynamic", "int8"],
+    typer.Option(
+        "--quantize",
+        help="TFLite weights: none (float32), dynamic (int8 weights) or int8 "
+        "(int8 weights and activations; needs --representative).",
+    ),
+]
+Representative = Annotated[
+    Path | None,
+    typer.Option(
+        "--representative",
+        help="Folder of typical photos (e.g. the training set) to calibrate int8 on.",
+    ),
+]
+CalibrationImages = Annotated[
+    int,
+    typer.Option("--calibration-images", help="How many representative photos to calibrate on."),
+]
+OutPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output file (tflite, onnx) or folder (saved_model).",
+        show_default="beside the model: model.tflite, model.onnx, model_saved_model/",
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output.")]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("export", epilog=EXAMPLES)
     def export(
-        model: Path = typer.Argument(..., help="model.keras from mtl train, or its run folder."),
-        fmt: Literal["tflite", "saved_model", "onnx"] = typer.Option(
-            "tflite",
-            "--format",
-            "-f",
-            help="tflite (phones, LiteRT), saved_model (TF Serving) or onnx (ONNX Runtime; "
-            "class names inside the file).",
-        ),
-        quantize: Literal["none", "dynamic", "int8"] = typer.Option(
-            "none",
-            "--quantize",
-            help="TFLite weights: none (float32), dynamic (int8 weights) or int8 "
-            "(int8 weights and activations; needs --representative).",
-        ),
-        representative: Path | None = typer.Option(
-            None,
-            "--representative",
-            help="Folder of typical photos (e.g. the training set) to calibrate int8 on.",
-        ),
-        calibration_images: int = typer.Option(
-            100, "--calibration-images", help="How many representative photos to calibrate on."
-        ),
-        out_path: Path | None = typer.Option(
-            None,
-            "--out",
-            "-o",
-            help="Output file (tflite, onnx) or folder (saved_model).",
-            show_default="beside the model: model.tflite, model.onnx, model_saved_model/",
-        ),
-        force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        model: Model,
+        fmt: Format = "tflite",
+        quantize: Quantize = "none",
+        representative: Representative = None,
+        calibration_images: CalibrationImages = 100,
+        out_path: OutPath = None,
+        force: Force = False,
+        as_json: JsonTable = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Export a trained model for phones and servers, with its labels file.
 
         The exported model takes raw RGB 0-255 float32 pixels at the model's
         size, like the Keras model; int8 quantizes the inside only.
         """
-        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl.inference.export import export_model
 
         start = time.perf_counter()

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from mtl.cli._common import (
+    JsonTable,
+    Quiet,
+    Verbose,
     call,
     out,
     print_json,
     progress,
-    quiet_option,
     shown,
-    verbose_option,
     warn,
 )
 
@@ -69,43 +70,66 @@ name); MTL_DATA_DIR names a folder that already holds them (hymenoptera/train/..
 """
 
 
+Keywords = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="KEYWORD...", help="Search keywords, one class (folder) each."),
+]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+Engine = Annotated[
+    Literal["bing", "google", "baidu", "flickr"],
+    typer.Option("--engine", help="The image search engine (flickr needs FLICKR_API_KEY)."),
+]
+Urls = Annotated[
+    Path | None,
+    typer.Option("--urls", help="Download these URLs instead (url or label<TAB>url a line)."),
+]
+Limit = Annotated[int, typer.Option("--limit", "-n", help="Images wanted per keyword.")]
+MinSize = Annotated[str, typer.Option("--min-size", help="Smallest WIDTHxHEIGHT kept.")]
+Threads = Annotated[int, typer.Option("--threads", help="Parallel downloads.")]
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", help="Seconds for one whole download or search page (wall clock)."),
+]
+Deadline = Annotated[float, typer.Option("--deadline", help="Seconds at most per keyword.")]
+MaxMb = Annotated[float, typer.Option("--max-mb", help="Largest download kept, in MB.")]
+Dataset = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Get a known dataset (see --list) into --out, not a crawl."),
+]
+ListDatasets = Annotated[bool, typer.Option("--list", help="List the known datasets.")]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("fetch", help=HELP)
     def fetch(
-        keywords: list[str] = typer.Argument(
-            None, metavar="KEYWORD...", help="Search keywords, one class (folder) each."
-        ),
-        out_dir: Path = typer.Option(Path("data"), "--out", "-o", help="Output folder."),
-        engine: Literal["bing", "google", "baidu", "flickr"] = typer.Option(
-            "bing", help="The image search engine (flickr needs FLICKR_API_KEY)."
-        ),
-        urls: Path = typer.Option(
-            None, "--urls", help="Download these URLs instead (url or label<TAB>url a line)."
-        ),
-        limit: int = typer.Option(100, "--limit", "-n", help="Images wanted per keyword."),
-        min_size: str = typer.Option("224x224", "--min-size", help="Smallest WIDTHxHEIGHT kept."),
-        threads: int = typer.Option(4, help="Parallel downloads."),
-        timeout: float = typer.Option(
-            10.0, help="Seconds for one whole download or search page (wall clock)."
-        ),
-        deadline: float = typer.Option(600.0, help="Seconds at most per keyword."),
-        max_mb: float = typer.Option(20.0, help="Largest download kept, in MB."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
-        dataset: str = typer.Option(
-            None, "--dataset", help="Get a known dataset (see --list) into --out, not a crawl."
-        ),
-        list_datasets: bool = typer.Option(False, "--list", help="List the known datasets."),
+        keywords: Keywords = None,
+        out_dir: OutDir = Path("data"),
+        engine: Engine = "bing",
+        urls: Urls = None,
+        limit: Limit = 100,
+        min_size: MinSize = "224x224",
+        threads: Threads = 4,
+        timeout: Timeout = 10.0,
+        deadline: Deadline = 600.0,
+        max_mb: MaxMb = 20.0,
+        json_out: JsonTable = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
+        dataset: Dataset = None,
+        list_datasets: ListDatasets = False,
     ) -> None:
         if dataset is not None or list_datasets:
             from mtl.cli import _datasets
 
             crawl_args = bool(keywords) or urls is not None
             _datasets.run(
-                dataset, list_only=list_datasets, crawl_args=crawl_args, out_dir=out_dir,
-                json_out=json_out, quiet=quiet,
-            )  # fmt: skip
+                dataset,
+                list_only=list_datasets,
+                crawl_args=crawl_args,
+                out_dir=out_dir,
+                json_out=json_out,
+                quiet=quiet,
+            )
             return
         from mtl.crawler import FetchRequest
         from mtl.crawler import fetch as run_fetch
@@ -156,10 +180,9 @@ def _render(result: FetchResult) -> None:
     for c in result.classes:
         others = {str(k): v for k, v in c.rejected.items() if k != "duplicate"}
         status = f"[red]short {c.short}[/red]" if c.short else "[green]ok[/green]"
-        table.add_row(
-            shown(c.slug), str(c.requested), str(c.existing), str(c.kept), str(len(c.new_files)),
-            _rejected(others), str(c.rejected["duplicate"]), status,
-        )  # fmt: skip
+        counts = (c.requested, c.existing, c.kept, len(c.new_files))
+        duplicates = str(c.rejected["duplicate"])
+        table.add_row(shown(c.slug), *map(str, counts), _rejected(others), duplicates, status)
     out.print(table)
     for c in result.classes:
         if c.short:

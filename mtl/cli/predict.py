@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from mtl.cli._common import (
+    Images,
+    JsonTable,
+    Labels,
+    ModelPath,
+    PassBatchSize,
+    Quiet,
+    TopK,
+    Verbose,
     call,
     detail,
     info,
-    labels_option,
-    model_argument,
     progress_bar,
-    quiet_option,
     shown,
-    verbose_option,
 )
 from mtl.cli._results import render_image_results
 
@@ -43,23 +48,25 @@ stderr), 2 bad arguments, an unusable model, or not one readable image.
 """
 
 
+CsvFile = Annotated[
+    Path | None, typer.Option("--csv", help="Also write the predictions to this CSV file.")
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing --csv file.")]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("predict", epilog=EXAMPLES)
     def predict(
-        model: Path = model_argument(),
-        images: list[Path] = typer.Argument(
-            ..., help="Image files, folders (searched recursively) or quoted globs."
-        ),
-        top_k: int = typer.Option(1, "--top-k", "-k", help="How many classes to show per image."),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per forward pass."),
-        labels: Path | None = labels_option(),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        csv_file: Path | None = typer.Option(
-            None, "--csv", help="Also write the predictions to this CSV file."
-        ),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing --csv file."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        model: ModelPath,
+        images: Images,
+        top_k: TopK = 1,
+        batch_size: PassBatchSize = 32,
+        labels: Labels = None,
+        as_json: JsonTable = False,
+        csv_file: CsvFile = None,
+        force: Force = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Predict the classes of images with a model trained by mtl train.
 

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from mtl.cli._common import (
-    cache_dir_option,
+    CacheDir,
+    Quiet,
+    Verbose,
+    WeightsDir,
     call,
     download_progress,
     info,
     out,
     print_json,
     progress,
-    quiet_option,
     shown,
-    verbose_option,
     warn,
-    weights_dir_option,
 )
+from mtl.review.flags import LIMITS, REASON_TABLE, Thresholds
 
 # One line: a docstring's line break would show in `mtl --help`'s list of commands.
 SUMMARY = (
@@ -28,7 +30,7 @@ SUMMARY = (
     "images; show them (table, HTML page); move them only when asked."
 )
 
-EXAMPLES = """
+EXAMPLES_FORMAT = """
 [bold]Examples[/bold]
 
   mtl review data/                      (table + data/_review/report.html; nothing moved)
@@ -45,80 +47,112 @@ EXAMPLES = """
 
   mtl review data/ --cache-dir feats/ && mtl train data/ --cache-dir feats/   (one base pass)
 
-Each photo is scored by a head that never saw it (k-fold over the features mtl train
-caches): wrong_label (another class is likelier, the given one far below chance),
-off_topic (fits no class), duplicate (near-identical photo in another class), dark,
-blurry, odd_aspect, tiny_subject (a small subject on a plain or blurred background).
+{reasons}
 The page (data/_review/report.html) shows the square the model saw; mark each photo
 keep, remove or move to a class there and download decisions.json. --json gives the
 scores of every photo, flagged or not. mtl train ignores data/_review/.
 """
 
 
+def _reasons() -> str:
+    """The reasons in words, in the order they win, each with the option that sets it."""
+    said = []
+    for r in REASON_TABLE:
+        option = LIMITS[r.threshold].option
+        said.append(f"{r.name} ({r.meaning}{'; ' + option if option.startswith('--') else ''})")
+    intro = (
+        "Each photo is scored by a head that never saw it (k-fold over the features mtl "
+        "train caches) and flagged for the first of these that applies: "
+    )
+    return textwrap.fill(intro + ", ".join(said) + ".", width=84, break_on_hyphens=False)
+
+
+EXAMPLES = EXAMPLES_FORMAT.format(reasons=_reasons())
+DEFAULT = Thresholds()
+
+
+def _threshold(name: str) -> Any:
+    limit = LIMITS[name]
+    return typer.Option(limit.option, help=limit.help)
+
+
+Data = Annotated[Path, typer.Argument(help="Dataset folder: one sub-folder of images per class.")]
+Decisions = Annotated[
+    Path | None,
+    typer.Argument(
+        help="With --apply: a decisions.json saved from the review page; applies exactly "
+        "those decisions (no scoring).",
+        show_default=False,
+    ),
+]
+Apply = Annotated[
+    bool,
+    typer.Option(
+        "--apply",
+        help="Move flagged photos to DATA/_review/<reason>/ (never deletes); with "
+        "DECISIONS, do what the page's decisions say.",
+    ),
+]
+Relabel = Annotated[
+    bool,
+    typer.Option(
+        "--relabel",
+        help="Move confident wrong-label photos to the suggested class (implies --apply).",
+    ),
+]
+Undo = Annotated[
+    bool, typer.Option("--undo", help="Put every photo review moved back where it was.")
+]
+Top = Annotated[int | None, typer.Option("--top", "-n", help="Only the N worst photos.")]
+LabelThreshold = Annotated[float, _threshold("wrong_label")]
+OffTopicThreshold = Annotated[float, _threshold("off_topic")]
+DuplicateThreshold = Annotated[float, _threshold("duplicate")]
+RelabelConfidence = Annotated[float, _threshold("relabel")]
+Folds = Annotated[int, typer.Option("--folds", help="k of the k-fold.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the folds.")]
+Report = Annotated[
+    Path | None,
+    typer.Option(
+        "--report", help="Where to write the HTML page.", show_default="DATA/_review/report.html"
+    ),
+]
+Model = Annotated[str, typer.Option("--model", "-m", help="Base model (as mtl train).")]
+Alpha = Annotated[float, typer.Option("--alpha", "-a", help="Width multiplier (as mtl train).")]
+ImageSize = Annotated[int, typer.Option("--image-size", help="Input size in pixels.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing --report file.")]
+AsJson = Annotated[
+    bool,
+    typer.Option("--json", help="Print the findings and every photo's scores as JSON."),
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("review", epilog=EXAMPLES, help=SUMMARY)
     def review(
-        data: Path = typer.Argument(
-            ..., help="Dataset folder: one sub-folder of images per class."
-        ),
-        decisions: Path | None = typer.Argument(
-            None,
-            help="With --apply: a decisions.json saved from the review page; applies exactly "
-            "those decisions (no scoring).",
-            show_default=False,
-        ),
-        apply: bool = typer.Option(
-            False,
-            "--apply",
-            help="Move flagged photos to DATA/_review/<reason>/ (never deletes); with "
-            "DECISIONS, do what the page's decisions say.",
-        ),
-        relabel: bool = typer.Option(
-            False,
-            "--relabel",
-            help="Move confident wrong-label photos to the suggested class (implies --apply).",
-        ),
-        undo: bool = typer.Option(
-            False, "--undo", help="Put every photo review moved back where it was."
-        ),
-        top: int | None = typer.Option(None, "--top", "-n", help="Only the N worst photos."),
-        label_threshold: float = typer.Option(
-            0.7,
-            "--label-threshold",
-            help="wrong_label only when the given class's calibrated out-of-fold probability "
-            "is below this times chance (1/k for k classes).",
-        ),
-        off_topic_threshold: float = typer.Option(
-            3.5, "--off-topic-threshold", help="off_topic at this robust z-score and above."
-        ),
-        duplicate_threshold: float = typer.Option(
-            0.97, "--duplicate-threshold", help="Feature similarity of a cross-class duplicate."
-        ),
-        relabel_confidence: float = typer.Option(
-            0.9, "--relabel-confidence", help="--relabel only when the suggestion is this sure."
-        ),
-        folds: int = typer.Option(5, "--folds", help="k of the k-fold."),
-        seed: int = typer.Option(42, "--seed", help="Seed of the folds."),
-        report: Path | None = typer.Option(
-            None,
-            "--report",
-            help="Where to write the HTML page.",
-            show_default="DATA/_review/report.html",
-        ),
-        model: str = typer.Option("mobilenet", "--model", "-m", help="Base model (as mtl train)."),
-        alpha: float = typer.Option(1.0, "--alpha", "-a", help="Width multiplier (as mtl train)."),
-        image_size: int = typer.Option(224, "--image-size", help="Input size in pixels."),
-        weights_dir: Path | None = weights_dir_option(),
-        cache_dir: Path | None = cache_dir_option(),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing --report file."),
-        as_json: bool = typer.Option(
-            False, "--json", help="Print the findings and every photo's scores as JSON."
-        ),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        data: Data,
+        decisions: Decisions = None,
+        apply: Apply = False,
+        relabel: Relabel = False,
+        undo: Undo = False,
+        top: Top = None,
+        label_threshold: LabelThreshold = DEFAULT.wrong_label,
+        off_topic_threshold: OffTopicThreshold = DEFAULT.off_topic,
+        duplicate_threshold: DuplicateThreshold = DEFAULT.duplicate,
+        relabel_confidence: RelabelConfidence = DEFAULT.relabel,
+        folds: Folds = 5,
+        seed: Seed = 42,
+        report: Report = None,
+        model: Model = "mobilenet",
+        alpha: Alpha = 1.0,
+        image_size: ImageSize = 224,
+        weights_dir: WeightsDir = None,
+        cache_dir: CacheDir = None,
+        force: Force = False,
+        as_json: AsJson = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """:data:`SUMMARY` (``help=``: Typer's rich help keeps a docstring's line breaks)."""
-        # Long only by its Typer option declarations: the body parses, calls, renders.
         from mtl import review as core
         from mtl.pipeline.config import TrainConfig
 
@@ -128,12 +162,15 @@ def register(app: typer.Typer) -> None:
         if decisions is not None and not apply:
             from mtl.cli._common import fail
 
-            raise fail(f"a decisions file is applied with --apply: mtl review {data} --apply "
-                       f"{decisions}", 2)  # fmt: skip
+            command = f"mtl review {data} --apply {decisions}"
+            raise fail(f"a decisions file is applied with --apply: {command}", 2)
         cfg = TrainConfig(model=model, alpha=alpha, image_size=image_size, seed=seed)
-        thresholds = core.Thresholds(wrong_label=label_threshold, off_topic=off_topic_threshold,
-                                     duplicate=duplicate_threshold,
-                                     relabel=relabel_confidence)  # fmt: skip
+        thresholds = core.Thresholds(
+            wrong_label=label_threshold,
+            off_topic=off_topic_threshold,
+            duplicate=duplicate_threshold,
+            relabel=relabel_confidence,
+        )
         with download_progress() as on_download, progress() as bars:
             result = call(
                 core.review,
@@ -202,16 +239,16 @@ def _table(result: Any) -> None:
     )
     for col in ("file", "given", "suggested", "reason", "score", "detail"):
         # Piped, the console is 80 columns: fold file names rather than cut them.
+        fold = col in ("file", "detail")
         table.add_column(
-            col, justify="right" if col == "score" else "left",
-            overflow="fold" if col in ("file", "detail") else "ellipsis",
-        )  # fmt: skip
+            col,
+            justify="right" if col == "score" else "left",
+            overflow="fold" if fold else "ellipsis",
+        )
     for f in result.findings:
         rel = f.path.relative_to(result.root) if f.path.is_relative_to(result.root) else f.path
-        table.add_row(
-            shown(rel), shown(f.given), shown(f.suggested or "-"), f.reason, f"{f.score:.2f}",
-            shown(f.detail),
-        )  # fmt: skip
+        names = (shown(rel), shown(f.given), shown(f.suggested or "-"))
+        table.add_row(*names, f.reason, f"{f.score:.2f}", shown(f.detail))
     # Piped (not a terminal), Rich would fit the table to 80 columns and cut the file
     # names: print it at its natural width instead, for grep and for the next tool.
     if out.is_terminal:

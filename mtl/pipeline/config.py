@@ -14,7 +14,7 @@ import dataclasses
 import difflib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,80 +223,53 @@ def _coerce(key: str, value: Any) -> Any:
     raise UsageError(f"config key {key!r} must be a {kind}. Received {key}={value!r}")
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    # Long by design: one flat check per setting, each naming its option.
-    backbones.check(cfg.model, cfg.alpha, cfg.image_size)
+@dataclass(frozen=True)
+class Rule:
+    """One check of a resolved setting. ``message`` names the option that sets it (the
+    config key where there is none); the error adds ``Received key=value``."""
 
-    def need(ok: bool, what: str, value: Any, name: str) -> None:
-        if not ok:
-            raise UsageError(f"{what}. Received {name}={value!r}")
+    key: str  # the TrainConfig field
+    ok: Callable[[Any], bool]
+    message: str
 
-    need(cfg.epochs >= 1, "--epochs must be at least 1", cfg.epochs, "epochs")
-    need(cfg.batch_size >= 1, "--batch-size must be at least 1", cfg.batch_size, "batch_size")
-    need(cfg.learning_rate > 0, "--lr must be positive", cfg.learning_rate, "learning_rate")
-    need(cfg.fine_tune_lr > 0, "--fine-tune-lr must be positive", cfg.fine_tune_lr, "fine_tune_lr")
-    need(
-        cfg.fine_tune_epochs >= 0,
-        "--fine-tune-epochs must be >= 0",
-        cfg.fine_tune_epochs,
-        "fine_tune_epochs",
-    )
-    need(
-        cfg.fine_tune_layers >= 1,
-        "--fine-tune-layers must be >= 1",
-        cfg.fine_tune_layers,
-        "fine_tune_layers",
-    )
-    need(
-        cfg.patience >= 0,
-        "--patience must be >= 0 (0 turns early stopping off)",
-        cfg.patience,
-        "patience",
-    )
-    need(
-        0 <= cfg.seed < 2**32,
-        "--seed must be between 0 and 2**32 - 1",
-        cfg.seed,
-        "seed",
-    )
-    need(0.0 <= cfg.dropout < 1.0, "--dropout must be in [0, 1)", cfg.dropout, "dropout")
-    need(
-        0.0 <= cfg.val_split < 1.0,
-        "--val-split must be in [0, 1) (0: train on every photo, no early stopping)",
-        cfg.val_split,
+
+def _one_of(key: str, option: str, choices: Sequence[str]) -> Rule:
+    return Rule(key, lambda v: v in choices, f"{option} must be one of {', '.join(choices)}")
+
+
+# Checked in this order; the first that fails is the error. The model, alpha and size
+# are checked together first (backbones.check), as they are valid only in combination.
+RULES: tuple[Rule, ...] = (
+    Rule("epochs", lambda v: v >= 1, "--epochs must be at least 1"),
+    Rule("batch_size", lambda v: v >= 1, "--batch-size must be at least 1"),
+    Rule("learning_rate", lambda v: v > 0, "--lr must be positive"),
+    Rule("fine_tune_lr", lambda v: v > 0, "--fine-tune-lr must be positive"),
+    Rule("fine_tune_epochs", lambda v: v >= 0, "--fine-tune-epochs must be >= 0"),
+    Rule("fine_tune_layers", lambda v: v >= 1, "--fine-tune-layers must be >= 1"),
+    Rule("patience", lambda v: v >= 0, "--patience must be >= 0 (0 turns early stopping off)"),
+    Rule("seed", lambda v: 0 <= v < 2**32, "--seed must be between 0 and 2**32 - 1"),
+    Rule("dropout", lambda v: 0.0 <= v < 1.0, "--dropout must be in [0, 1)"),
+    Rule(
         "val_split",
-    )
-    need(
-        cfg.optimizer in OPTIMIZERS,
-        f"--optimizer must be one of {', '.join(OPTIMIZERS)}",
-        cfg.optimizer,
-        "optimizer",
-    )
-    need(
-        cfg.precision in PRECISIONS,
-        f"--precision must be one of {', '.join(PRECISIONS)}",
-        cfg.precision,
-        "precision",
-    )
-    need(
-        cfg.class_weight in CLASS_WEIGHTS,
-        "--class-weight must be 'none' or 'auto'",
-        cfg.class_weight,
-        "class_weight",
-    )
-    need(cfg.fit in FITS, f"--fit must be one of {', '.join(FITS)}", cfg.fit, "fit")
-    need(
-        cfg.base_engine in BASE_ENGINES,
-        f"--base-engine must be one of {', '.join(BASE_ENGINES)}",
-        cfg.base_engine,
-        "base_engine",
-    )
-    need(
-        cfg.cache_memory_mb >= 0,
-        "cache_memory_mb must be >= 0",
-        cfg.cache_memory_mb,
-        "cache_memory_mb",
-    )
+        lambda v: 0.0 <= v < 1.0,
+        "--val-split must be in [0, 1) (0: train on every photo, no early stopping)",
+    ),
+    _one_of("optimizer", "--optimizer", OPTIMIZERS),
+    _one_of("precision", "--precision", PRECISIONS),
+    Rule("class_weight", lambda v: v in CLASS_WEIGHTS, "--class-weight must be 'none' or 'auto'"),
+    _one_of("fit", "--fit", FITS),
+    _one_of("base_engine", "--base-engine", BASE_ENGINES),
+    Rule("cache_memory_mb", lambda v: v >= 0, "cache_memory_mb must be >= 0"),
+)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` if every setting is usable, else a :class:`UsageError` naming the option."""
+    backbones.check(cfg.model, cfg.alpha, cfg.image_size)
+    for rule in RULES:
+        value = getattr(cfg, rule.key)
+        if not rule.ok(value):
+            raise UsageError(f"{rule.message}. Received {rule.key}={value!r}")
     return cfg
 
 

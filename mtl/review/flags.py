@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +12,6 @@ import numpy as np
 from mtl.errors import UsageError
 from mtl.review.quality import Stats
 from mtl.review.scores import Scores
-
-# Reasons, in the order they win when several apply to one photo.
-REASONS = ("duplicate", "off_topic", "wrong_label", "dark", "tiny_subject", "blurry", "odd_aspect")
 
 
 @dataclass(frozen=True)
@@ -40,29 +37,66 @@ class Thresholds:
 
     def check(self) -> Thresholds:
         """Refuse (exit 2) a threshold that is not a number in its range."""
-        for name, (low, high, option) in _RANGES.items():
+        for name, limit in LIMITS.items():
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and math.isfinite(value)
-            if not ok or not low <= value <= high or (name in _POSITIVE and value <= 0):
-                bound = f"above 0 and at most {high:g}" if name in _POSITIVE else (
-                    f"from {low:g} to {high:g}")  # fmt: skip
-                raise UsageError(f"{option} must be a number {bound}. Received {value}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                in_range = False
+            elif limit.positive:
+                in_range = limit.low < value <= limit.high
+            else:
+                in_range = limit.low <= value <= limit.high
+            if not in_range:
+                raise UsageError(f"{limit.option} must be a number {limit.bound}. Received {value}")
         return self
 
 
-# Each threshold's range, and the option that sets it (the API's name in brackets).
-# duplicate: below 0.5 photos that merely share a subject would count as the same picture.
-_RANGES = {
-    "wrong_label": (0.0, 1.0, "--label-threshold"),
-    "off_topic": (0.0, 100.0, "--off-topic-threshold"),
-    "duplicate": (0.5, 1.0, "--duplicate-threshold"),
-    "dark": (0.0, 1.0, "thresholds.dark"),
-    "blurry": (0.0, 1.0, "thresholds.blurry"),
-    "aspect": (1.0, 1000.0, "thresholds.aspect"),
-    "tiny": (0.0, 1.0, "thresholds.tiny"),
-    "relabel": (0.0, 1.0, "--relabel-confidence"),
+@dataclass(frozen=True)
+class Limit:
+    """A threshold's range, and the option that sets it (the API's name where the
+    command line has none: ``thresholds.dark``)."""
+
+    low: float
+    high: float
+    option: str
+    help: str = ""  # the option's line in mtl review --help
+    positive: bool = False  # above ``low`` (0), not from it
+
+    @property
+    def bound(self) -> str:
+        if self.positive:
+            return f"above {self.low:g} and at most {self.high:g}"
+        return f"from {self.low:g} to {self.high:g}"
+
+
+# One row per Thresholds field. duplicate: below 0.5 photos that merely share a subject
+# would count as the same picture.
+LIMITS: dict[str, Limit] = {
+    "wrong_label": Limit(
+        0.0,
+        1.0,
+        "--label-threshold",
+        "wrong_label only when the given class's calibrated out-of-fold probability "
+        "is below this times chance (1/k for k classes).",
+        positive=True,
+    ),
+    "off_topic": Limit(
+        0.0,
+        100.0,
+        "--off-topic-threshold",
+        "off_topic at this robust z-score and above.",
+        positive=True,
+    ),
+    "duplicate": Limit(
+        0.5, 1.0, "--duplicate-threshold", "Feature similarity of a cross-class duplicate."
+    ),
+    "dark": Limit(0.0, 1.0, "thresholds.dark"),
+    "blurry": Limit(0.0, 1.0, "thresholds.blurry"),
+    "aspect": Limit(1.0, 1000.0, "thresholds.aspect"),
+    "tiny": Limit(0.0, 1.0, "thresholds.tiny"),
+    "relabel": Limit(
+        0.0, 1.0, "--relabel-confidence", "--relabel only when the suggestion is this sure."
+    ),
 }
-_POSITIVE = {"wrong_label", "off_topic"}
 
 
 @dataclass(frozen=True)
@@ -113,6 +147,118 @@ def _towards_one(value: float, threshold: float) -> float:
     return float(0.5 + 0.5 * (value - threshold) / max(1.0 - threshold, 1e-12))
 
 
+@dataclass(frozen=True)
+class _Photos:
+    """What the reasons' tests read: the scored photos and their scores."""
+
+    paths: Sequence[Path]
+    labels: np.ndarray
+    classes: Sequence[str]
+    scores: Scores
+    stats: Sequence[Stats | None]
+
+    def stat(self, i: int) -> Stats | None:
+        return self.stats[i] if i < len(self.stats) else None
+
+
+@dataclass(frozen=True)
+class _Hit:
+    score: float
+    detail: str
+    suggested: int | None = None  # the likelier class (wrong label)
+
+
+def _duplicate(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    j, similarity = int(p.scores.duplicate_of[i]), float(p.scores.duplicate_similarity[i])
+    if j < 0 or similarity < t.duplicate:
+        return None
+    where = f"near-identical to {p.paths[j].name} in {p.classes[int(p.labels[j])]}"
+    return _Hit(_towards_one(similarity, t.duplicate), where)
+
+
+def _off_topic(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    z = float(p.scores.off_topic[i])
+    if z < t.off_topic:
+        return None
+    return _Hit(_above(z, t.off_topic), f"fits no class (off-topic z {z:.1f})")
+
+
+def _wrong_label(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    s, given, other = p.scores, int(p.labels[i]), int(p.scores.suggested[i])
+    below = t.wrong_label / s.probs.shape[1]  # a fraction of chance, 1/k
+    if other == given or s.label_quality[i] >= below:
+        return None
+    odds = f"{s.probs[i, other]:.2f} vs {s.probs[i, given]:.2f}"
+    detail = f"looks like {p.classes[other]} ({odds})"
+    return _Hit(_below(float(s.label_quality[i]), below), detail, other)
+
+
+def _dark(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    s = p.stat(i)
+    if s is None or s.brightness >= t.dark:
+        return None
+    return _Hit(_below(s.brightness, t.dark), f"very dark (mean {s.brightness:.2f})")
+
+
+def _tiny_subject(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    s = p.stat(i)
+    if s is None or s.detail_area >= t.tiny:
+        return None
+    detail = f"a small subject: its detail fills {s.detail_area:.0%} of the photo"
+    return _Hit(_below(s.detail_area, t.tiny), detail)
+
+
+def _blurry(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    s = p.stat(i)
+    if s is None or s.sharpness >= t.blurry:
+        return None
+    return _Hit(_below(s.sharpness, t.blurry), f"blurry (sharpness {s.sharpness:.5f})")
+
+
+def _odd_aspect(p: _Photos, i: int, t: Thresholds) -> _Hit | None:
+    s = p.stat(i)
+    if s is None or s.aspect <= t.aspect:
+        return None
+    detail = f"aspect ratio {s.aspect:.1f}:1 ({s.width}x{s.height})"
+    return _Hit(_above(s.aspect, t.aspect), detail)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a photo is flagged: what ``--help``, the page, the table and the JSON say."""
+
+    name: str  # in the JSON, the table, and the folder --apply moves it to
+    meaning: str  # in words (--help, the page's legend)
+    threshold: str  # the Thresholds field that decides it (LIMITS names its option)
+    test: Callable[[_Photos, int, Thresholds], _Hit | None]
+    colour: str = ""  # its name's colour on the page ("": the text's)
+
+
+# In the order they win when several apply to one photo.
+REASON_TABLE: tuple[Reason, ...] = (
+    Reason("duplicate", "a near-identical photo in another class", "duplicate", _duplicate, "#60a"),
+    Reason("off_topic", "fits no class", "off_topic", _off_topic, "#a50"),
+    Reason(
+        "wrong_label",
+        "another class is likelier, the given one far below chance",
+        "wrong_label",
+        _wrong_label,
+        "#b00",
+    ),
+    Reason("dark", "very dark", "dark", _dark),
+    # Before blurry: a small sharp subject on a blurred background is not a blurry photo.
+    Reason(
+        "tiny_subject",
+        "a small subject on a plain or blurred background",
+        "tiny",
+        _tiny_subject,
+    ),
+    Reason("blurry", "little sharp detail anywhere", "blurry", _blurry),
+    Reason("odd_aspect", "very wide or very tall", "aspect", _odd_aspect),
+)
+REASONS = tuple(r.name for r in REASON_TABLE)
+
+
 def find(
     paths: Sequence[Path],
     labels: np.ndarray,
@@ -122,46 +268,32 @@ def find(
     t: Thresholds,
 ) -> list[Finding]:
     """Every photo past a threshold, with its strongest reason, worst first per reason."""
-    suggested = scores.suggested
-    n = len(paths)
-    q = scores.label_quality
-    below = t.wrong_label / scores.probs.shape[1]
+    photos = _Photos(paths, labels, classes, scores, stats)
     out: list[Finding] = []
-    for i in range(n):
-        given = classes[int(labels[i])]
-        p_given = float(scores.probs[i, labels[i]])
-        s = stats[i] if i < len(stats) else None
-        reason, score, detail, suggest = "", 0.0, "", None
-        if scores.duplicate_of[i] >= 0 and scores.duplicate_similarity[i] >= t.duplicate:
-            j = int(scores.duplicate_of[i])
-            reason = "duplicate"
-            score = _towards_one(float(scores.duplicate_similarity[i]), t.duplicate)
-            detail = f"near-identical to {paths[j].name} in {classes[int(labels[j])]}"
-        elif scores.off_topic[i] >= t.off_topic:
-            z = float(scores.off_topic[i])
-            reason, score = "off_topic", _above(z, t.off_topic)
-            detail = f"fits no class (off-topic z {z:.1f})"
-        elif suggested[i] != labels[i] and q[i] < below:
-            other = classes[int(suggested[i])]
-            reason, score, suggest = "wrong_label", _below(float(q[i]), below), other
-            detail = f"looks like {other} ({scores.probs[i, suggested[i]]:.2f} vs {p_given:.2f})"
-        elif s is not None and s.brightness < t.dark:
-            reason, score = "dark", _below(s.brightness, t.dark)
-            detail = f"very dark (mean {s.brightness:.2f})"
-        elif s is not None and s.detail_area < t.tiny:  # before blurry: sharp, but small
-            reason, score = "tiny_subject", _below(s.detail_area, t.tiny)
-            detail = f"a small subject: its detail fills {s.detail_area:.0%} of the photo"
-        elif s is not None and s.sharpness < t.blurry:
-            reason, score = "blurry", _below(s.sharpness, t.blurry)
-            detail = f"blurry (sharpness {s.sharpness:.5f})"
-        elif s is not None and s.aspect > t.aspect:
-            reason, score = "odd_aspect", _above(s.aspect, t.aspect)
-            detail = f"aspect ratio {s.aspect:.1f}:1 ({s.width}x{s.height})"
-        if reason:
-            p_suggested = float(scores.probs[i, suggested[i]]) if suggest else 0.0
-            out.append(
-                Finding(i, paths[i], given, suggest, reason, score, detail, p_given, p_suggested)
+    for i in range(len(paths)):
+        for reason in REASON_TABLE:
+            hit = reason.test(photos, i, t)
+            if hit is not None:
+                break
+        else:
+            continue
+        given = int(labels[i])
+        suggested = classes[hit.suggested] if hit.suggested is not None else None
+        p_suggested = float(scores.probs[i, hit.suggested]) if hit.suggested is not None else 0.0
+        p_given = float(scores.probs[i, given])
+        out.append(
+            Finding(
+                i,
+                paths[i],
+                classes[given],
+                suggested,
+                reason.name,
+                hit.score,
+                hit.detail,
+                p_given,
+                p_suggested,
             )
+        )
     out.sort(key=lambda f: (-f.score, REASONS.index(f.reason), str(f.path)))
     return out
 
@@ -182,7 +314,7 @@ def every_photo(
         s = stats[i] if i < len(stats) else None
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         probs = zip(classes, scores.probs[i], strict=True)
-        rows.append({
+        row = {
             "file": rel,
             "given": classes[int(labels[i])],
             "likeliest": classes[int(scores.suggested[i])],
@@ -195,5 +327,6 @@ def every_photo(
             "detail_area": round(s.detail_area, 4) if s else None,
             "aspect": round(s.aspect, 3) if s else None,
             "flagged": reasons.get(i),
-        })  # fmt: skip
+        }
+        rows.append(row)
     return rows

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mtl import files
-from mtl.review.flags import Finding
+from mtl.review.flags import REASON_TABLE, Finding
 
 THUMB = 200
 
@@ -30,13 +30,13 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid 
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 .card{width:210px;border:1px solid #ddd;border-radius:6px;padding:5px;font-size:.8rem}
 .card img{width:200px;height:200px;object-fit:contain;background:#f4f4f4;display:block}
-.reason{font-weight:600}.wrong_label{color:#b00}.off_topic{color:#a50}.duplicate{color:#60a}
+.reason{font-weight:600}
 .file{word-break:break-all;color:#555}table{border-collapse:collapse}
 td,th{padding:2px 8px;text-align:left}
 .decide{margin-top:4px}.decide label{display:block}
 .card.remove{border-color:#b00;background:#fee}.card.move{border-color:#06a;background:#eef6ff}
 #decisions{width:100%;height:8rem;font-family:monospace;font-size:.75rem}
-"""
+""" + "".join(f".{r.name}{{color:{r.colour}}}" for r in REASON_TABLE if r.colour)
 
 # Keeps the decisions box in step with the controls; the download is made from it.
 _SCRIPT = """
@@ -111,8 +111,13 @@ def render(
         f"<title>mtl review: {e(str(root))}</title><style>{_STYLE}</style></head><body>",
         f"<h1>mtl review: {e(str(root))}</h1>",
         f"<p>{len(findings)} of {total} photos flagged. {e(settings)}</p><table>",
-        "<tr><th>reason</th><th>photos</th></tr>",
-        *(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in counts.items()),
+        "<tr><th>reason</th><th>photos</th><th>meaning</th></tr>",
+        *(
+            f"<tr><td class='{r.name}'>{r.name}</td><td>{counts[r.name]}</td>"
+            f"<td>{e(r.meaning)}</td></tr>"
+            for r in REASON_TABLE
+            if counts.get(r.name)
+        ),
         "</table>",
         "<p>Mark each photo keep, remove (set aside in _review/) or move to a class, then "
         "<a id='download' href='#' download='decisions.json'>download decisions.json</a> "
