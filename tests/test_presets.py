@@ -6,7 +6,7 @@ import pytest
 
 from mtl.cli import app
 from mtl.errors import UsageError
-from mtl.training import config
+from mtl.pipeline import config
 
 
 def test_presets_are_package_data():
