@@ -29,6 +29,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed")
 CLASS_WEIGHTS = ("none", "auto")
 BASE_ENGINES = ("auto", "litert", "keras")
+BASE_PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -80,6 +81,10 @@ class TrainConfig:
     precision: str = "auto"
     # What runs the frozen base's one pass: "auto" is LiteRT on a CPU-only TensorFlow, else Keras.
     base_engine: str = "auto"
+    # The frozen base's numbers on LiteRT: "int8" is a full-integer conversion calibrated
+    # on generated images (mtl.model.calibration); predict runs what training ran. The
+    # saved model.keras stays float32 either way. Whole base frozen only.
+    base_precision: str = "float32"
     cache_memory_mb: int = 2048
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +292,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"--base-engine must be one of {', '.join(BASE_ENGINES)}",
         cfg.base_engine,
         "base_engine",
+    )
+    need(
+        cfg.base_precision in BASE_PRECISIONS,
+        f"--base-precision must be one of {', '.join(BASE_PRECISIONS)}",
+        cfg.base_precision,
+        "base_precision",
+    )
+    need(
+        cfg.base_precision == "float32" or (cfg.pooled_only and cfg.base_engine != "keras"),
+        "--base-precision int8 runs the whole frozen base on LiteRT: it needs --freeze all, "
+        "no --augment, no fine-tuning and --base-engine auto or litert",
+        cfg.base_precision,
+        "base_precision",
     )
     need(
         cfg.cache_memory_mb >= 0,
