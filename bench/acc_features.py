@@ -83,8 +83,8 @@ def dataset_splits(name: str) -> dict[str, Split]:
     """The folder trees of a dataset: ``all`` (split by the benchmark) or ``train``/``test``."""
     if name == "hymenoptera":
         return {"all": read_tree(DATA / "hymenoptera/train")}
-    if name == "clothing":
-        return {p: read_tree(DATA / "clothing" / p) for p in ("train", "test")}
+    if name in ("clothing", "eurosat", "sign_digits"):
+        return {p: read_tree(DATA / name / p) for p in ("train", "test")}
     if name == "digits":
         return {"all": read_tree(digits_tree())}
     raise SystemExit(f"unknown dataset {name}")

@@ -5,7 +5,8 @@ settings, per dataset, over several seeds, and the wall time of head training.
 
 - hymenoptera (245 photos, 2 classes): stratified 5-fold per seed; a seed's accuracy is
   pooled over its 5 test folds (245 predictions), like one run on a ~150-photo test set.
-- clothing (8 classes): train on clothing/train (520), test on clothing/test (397).
+- clothing (8 classes): train on clothing/train (520), test on clothing/test (397);
+  eurosat (10, 800 / 500) and sign_digits (10, 580 / 400) the same way.
 - digits (sklearn 8x8, written as PNGs, upsized by mtl's loader): 500 train / 1297 test,
   a new stratified split per seed.
 
@@ -19,6 +20,9 @@ Arms:
   softmax, Adam 1e-3, batch 32, 10 epochs, no validation.
 - every other arm: a Keras head on cached pooled features (see ``ARMS``), optionally
   trained on extra cached views (mirror) and averaging probabilities over test views.
+- ``mtl_int8``: ``mtl`` with ``--base-precision int8``, scored by both consumers of its
+  model: mtl's LiteRT path (the int8 base it trained on; ``mtl_int8``) and
+  ``model.keras`` on plain Keras in float32 (``mtl_int8@keras``).
 
 Features come from bench/acc_features.py (Keras MobileNet v1, cached under /tmp/acc-cache).
 
@@ -158,13 +162,16 @@ class Data:
     n_all: int  # clothing: rows before this are train/, after are test/
 
     @staticmethod
-    def load(name: str, alpha: float) -> Data:
+    def load(name: str, alpha: float, features: bool = True) -> Data:
+        """``features`` False: the files alone (the CLI arms need no cached features)."""
         splits = af.dataset_splits(name)
-        feats = af.all_features(name, alpha)
         parts = list(splits)
         files = [f for p in parts for f in splits[p].files]
         labels = np.concatenate([splits[p].labels for p in parts])
-        views = {v: np.concatenate([feats[p][v] for p in parts]) for v in af.views_for(name)}
+        views = {}
+        if features:
+            feats = af.all_features(name, alpha)
+            views = {v: np.concatenate([feats[p][v] for p in parts]) for v in af.views_for(name)}
         n_first = len(splits[parts[0]].files)
         return Data(name, files, labels, splits[parts[0]].classes, views, n_first)
 
@@ -281,11 +288,12 @@ def link_tree(root: Path, data: Data, idx: np.ndarray) -> Path:
     return root
 
 
-def mtl_cli(alpha: float, *options: str) -> ArmFn:
+def mtl_cli(alpha: float, *options: str, keras_too: bool = False) -> ArmFn:
     """The real ``mtl train`` (defaults, plus ``options``) + ``mtl evaluate``; returns the
-    test predictions' correctness."""
+    test predictions' correctness. ``keras_too``: also evaluate ``model.keras`` on plain
+    Keras in float32 (``MTL_PREDICT_ENGINE=keras``), returned as the ``@keras`` consumer."""
 
-    def run(data: Data, train: np.ndarray, test: np.ndarray, seed: int) -> int:
+    def run(data: Data, train: np.ndarray, test: np.ndarray, seed: int) -> Any:
         cache = af.CACHE / f"mtl-cli-cache-a{alpha}"
         with tempfile.TemporaryDirectory() as tmp:
             tr = link_tree(Path(tmp) / "train", data, train)
@@ -296,11 +304,17 @@ def mtl_cli(alpha: float, *options: str) -> ArmFn:
                  "--out", f"{tmp}/run", "--json", "--cache-dir", str(cache), *options],
                 check=True, capture_output=True,
             )  # fmt: skip
-            out = subprocess.run(
-                [*cmd, "evaluate", f"{tmp}/run/model.keras", str(te), "--json"],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            return round(json.loads(out.stdout)["accuracy"] * len(test))
+
+            def hits(**env: str) -> int:
+                out = subprocess.run(
+                    [*cmd, "evaluate", f"{tmp}/run/model.keras", str(te), "--json"],
+                    check=True, capture_output=True, text=True, env={**os.environ, **env},
+                )  # fmt: skip
+                return round(json.loads(out.stdout)["accuracy"] * len(test))
+
+            if keras_too:
+                return hits(), {"keras": hits(MTL_PREDICT_ENGINE="keras")}
+            return hits()
 
     return run
 
@@ -316,7 +330,12 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha, "--no-prior")
     if name == "mtl_squash":  # mtl with the whole photo squashed square (the old input)
         return mtl_cli(alpha, "--fit", "squash")
+    if name == "mtl_int8":  # the int8 base (--base-precision int8), both consumers
+        return mtl_cli(alpha, "--base-precision", "int8", keras_too=True)
     return keras_arm(ARMS[name])
+
+
+CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8")
 
 
 # ---------------------------------------------------------------- running and reporting
@@ -328,18 +347,25 @@ class Result:
     seconds: list[float] = field(default_factory=list)  # per fit
 
 
-def evaluate_arm(name: str, data: Data, seeds: list[int], alpha: float) -> Result:
+def evaluate_arm(name: str, data: Data, seeds: list[int], alpha: float) -> dict[str, Result]:
+    """``{name: result}``, plus ``name@consumer`` for an arm that also scores its model
+    another way (mtl_int8: model.keras on plain Keras)."""
     run = arm_function(name, alpha)
-    res = Result()
+    out: dict[str, Result] = {name: Result()}
     for seed in seeds:
-        hits = total = 0
+        hits: dict[str, int] = {}
+        total = 0
         for j, (train, test) in enumerate(folds(data.name, data.n_all, data.labels, seed)):
             t0 = time.perf_counter()
-            hits += run(data, train, test, seed * 100 + j)
-            res.seconds.append(time.perf_counter() - t0)
+            got = run(data, train, test, seed * 100 + j)
+            out[name].seconds.append(time.perf_counter() - t0)
+            main, extra = got if isinstance(got, tuple) else (got, {})
+            for key, value in {name: main, **{f"{name}@{k}": v for k, v in extra.items()}}.items():
+                hits[key] = hits.get(key, 0) + value
             total += len(test)
-        res.accs.append(hits / total)
-    return res
+        for key, value in hits.items():
+            out.setdefault(key, Result(seconds=out[name].seconds)).accs.append(value / total)
+    return out
 
 
 def table(dataset: str, results: dict[str, Result]) -> str:
@@ -370,14 +396,16 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     seeds = list(range(args.seeds))
     for ds in args.datasets.split(","):
-        data = Data.load(ds, args.alpha)
-        results = {}
-        for arm in args.arms.split(","):
-            results[arm] = evaluate_arm(arm, data, seeds, args.alpha)
-            r = results[arm]
-            print(
-                f"  {ds} {arm}: {statistics.mean(r.accs):.4f} ({time.strftime('%X')})", flush=True
-            )
+        arms = args.arms.split(",")
+        data = Data.load(ds, args.alpha, features=not set(arms) <= set(CLI_ARMS))
+        results: dict[str, Result] = {}
+        for arm in arms:
+            for key, r in evaluate_arm(arm, data, seeds, args.alpha).items():
+                results[key] = r
+                print(
+                    f"  {ds} {key}: {statistics.mean(r.accs):.4f} ({time.strftime('%X')})",
+                    flush=True,
+                )
         print(table(ds, results), "\n", flush=True)
 
 

@@ -209,6 +209,15 @@ BaseEngine = Annotated[
         "Keras on accelerators), litert or keras.",
     ),
 ]
+BasePrecision = Annotated[
+    Literal["float32", "int8"] | None,
+    _opt(
+        "base_precision",
+        "--base-precision",
+        help="The frozen base on LiteRT in float32, or int8 (about 3x the passes/s on CPUs "
+        "with int8 kernels; see docs/benchmarks.md). model.keras stays float32.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -243,6 +252,7 @@ def register(app: typer.Typer) -> None:
         fit: Fit = None,
         precision: Precision = None,
         base_engine: BaseEngine = None,
+        base_precision: BasePrecision = None,
         weights_dir: Path | None = weights_dir_option(),
         cache_dir: Path | None = cache_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),

@@ -10,7 +10,11 @@ on this machine, prediction runs it (the very features training computed, within
 over the views as the Keras model does. ``tests/test_predict_lite.py`` checks the
 outputs against Keras' on real photos.
 
-Anything else (a model from another machine whose base was never converted here,
+A model trained on the int8 base (``--base-precision int8``) always runs on it: when
+it is not in the cache it is converted here first (TensorFlow, once), so predict never
+disagrees with training; ``MTL_PREDICT_ENGINE=keras`` runs the float32 Keras model.
+
+Anything else (a float32 model from another machine whose base was never converted here,
 fine-tuned or partly frozen models, files from other tools, a damaged entry) gets
 None, and the caller loads the file with Keras as before. ``MTL_PREDICT_ENGINE=keras``
 forces that. Nothing here imports TensorFlow or Keras.
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl.errors import MtlError
+from mtl.errors import ModelFileError, MtlError
 from mtl.model import backbones
 from mtl.model.head import Head
 from mtl.model.litebase import LiteExtractor
@@ -39,6 +43,10 @@ MAX_WEIGHTS_BYTES = 512 << 20
 # and whole batches amortise that best (the default model on 245 photos: 90 photos/s at
 # 32, 77 at 16, 65 at 8).
 PREDICT_BATCH = 32
+
+
+class BaseUnavailable(ModelFileError):
+    """The model's int8 base cannot be made here (its weights differ or are missing)."""
 
 
 @dataclass
@@ -71,6 +79,8 @@ def open_lite(path: Path) -> LiteKerasModel | None:
         return None
     try:
         return _open(path)
+    except BaseUnavailable:
+        raise  # Keras would predict on another base than training's
     except (MtlError, OSError, ValueError, RuntimeError, KeyError, TypeError, zipfile.BadZipFile):
         return None  # the Keras loader reads it, or reports what is wrong with it
 
@@ -90,6 +100,15 @@ def _open(path: Path) -> LiteKerasModel | None:
         return None
     backbones.check(spec.model, spec.alpha, spec.size)  # also keeps the base's file name plain
     base_file = spec.path()
+    if not base_file.is_file() and spec.precision != "float32":
+        # Keras would run the float32 base this head never trained on: convert it here,
+        # as training did (mtl.model.int8base, the same calibration images).
+        from mtl.model.int8base import convert_for_predict
+
+        try:
+            base_file = convert_for_predict(spec)
+        except MtlError as exc:
+            raise BaseUnavailable(str(exc)) from None
     if not base_file.is_file():
         return None  # never converted on this machine: Keras runs the file
     names = [str(c) for c in meta["class_names"]]

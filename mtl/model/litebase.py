@@ -48,6 +48,7 @@ class BaseSpec:
     keras_version: str  # the architecture comes from keras.applications
     views: tuple[str, ...] = ("image",)  # the extractor's output has one row per view
     input_size: int = 0  # the extractor's input side (0: ``size``; see TrainConfig.input_size)
+    precision: str = "float32"  # or "int8": mtl.model.calibration (--base-precision)
 
     @property
     def input_side(self) -> int:
@@ -58,11 +59,18 @@ class BaseSpec:
         freeze = "all" if self.freeze is None else self.freeze
         return (
             f"litert{FORMAT}|{self.model}|alpha={float(self.alpha)}|size={self.size}|"
-            f"freeze={freeze}|float32|weights={self.weights_digest[:16]}|"
+            f"freeze={freeze}|{self._precision_text()}|weights={self.weights_digest[:16]}|"
             f"keras={self.keras_version}"
             + ("" if self.views == ("image",) else f"|views={'+'.join(self.views)}")
             + ("" if self.input_side == self.size else f"|input={self.input_side}")
         )
+
+    def _precision_text(self) -> str:
+        if self.precision == "float32":
+            return "float32"
+        from mtl.model import calibration
+
+        return f"{self.precision}-calibration{calibration.VERSION}"
 
     def to_json(self) -> dict[str, object]:
         """The fields, as ``mtl.json`` keeps them (:meth:`from_json` reads them back)."""
@@ -73,9 +81,10 @@ class BaseSpec:
     @classmethod
     def from_json(cls, values: object) -> BaseSpec | None:
         """The spec ``to_json`` wrote; None for anything else (a file may hold anything).
-        A spec written before ``input_size`` existed has none: the base's side."""
-        if isinstance(values, dict) and "input_size" not in values:
-            values = {**values, "input_size": 0}
+        A spec written before ``input_size`` existed has none: the base's side; before
+        ``precision``, float32."""
+        if isinstance(values, dict):
+            values = {"input_size": 0, "precision": "float32", **values}
         if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(cls)}:
             return None
         views = values["views"]
@@ -89,6 +98,7 @@ class BaseSpec:
             and isinstance(values["size"], int)
             and isinstance(values["input_size"], int)
             and 0 <= values["input_size"] <= 4096
+            and values["precision"] in ("float32", "int8")
             and (freeze is None or isinstance(freeze, int))
         ):
             return None

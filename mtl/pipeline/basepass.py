@@ -17,7 +17,7 @@ from typing import Any
 from mtl import runtime
 from mtl.data import features
 from mtl.errors import UsageError
-from mtl.model import litebase
+from mtl.model import calibration, litebase
 from mtl.pipeline.config import TrainConfig
 from mtl.progress import ProgressFn
 
@@ -82,7 +82,8 @@ def decide_engine(
 
     ``--base-engine litert`` where LiteRT cannot run is a usage error.
     """
-    want = cfg.base_engine
+    # An int8 base exists on LiteRT only (config.validate refuses it with Keras).
+    want = "litert" if cfg.base_precision == "int8" else cfg.base_engine
     if want == "keras" or cfg.augment:
         return "keras"
     if backend != "tensorflow":
@@ -138,13 +139,21 @@ def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool, photos: in
     feature in memory: ``photos`` beyond ``cache_memory_mb`` train on Keras, which
     streams them from the cache.
     """
+    why = ""
     if not cfg.pooled_only or callbacks or resuming or cfg.augment:
-        return "keras"
-    if photos * len(cfg.run_views) * MAX_FEATURE_BYTES > cfg.cache_memory_mb << 20:
-        return "keras"
-    if _needs_strategy() or cfg.precision == "mixed" or gpu_visible():
-        return "keras"
-    return "numpy"
+        why = "Keras callbacks or a resumed Keras checkpoint"
+    elif photos * len(cfg.run_views) * MAX_FEATURE_BYTES > cfg.cache_memory_mb << 20:
+        why = f"more features than --cache-memory-mb {cfg.cache_memory_mb} holds"
+    elif _needs_strategy() or cfg.precision == "mixed" or gpu_visible():
+        why = "several devices, mixed precision or a GPU"
+    if why and cfg.base_precision == "int8":
+        # Only a NumPy-trained model records its base for predict (mtl.inference.litekeras):
+        # a Keras-trained one would be predicted on the float32 base it never trained on.
+        raise UsageError(
+            f"--base-precision int8 trains the head in NumPy on one CPU; this run would "
+            f"train it on Keras ({why}). Use --base-precision float32"
+        )
+    return "keras" if why else "numpy"
 
 
 class BasePass:
@@ -171,7 +180,7 @@ class BasePass:
         side = c.input_size if freeze is None else c.image_size
         return litebase.BaseSpec(
             c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views,
-            0 if side == c.image_size else side,
+            0 if side == c.image_size else side, c.base_precision,
         )  # fmt: skip
 
     def start_early(
@@ -360,14 +369,18 @@ class BasePass:
                 return litebase.LiteExtractor(path, spec.text())
             except (ValueError, RuntimeError, OSError):
                 path.unlink(missing_ok=True)  # a damaged file is converted again
-        size = spec.input_side
         try:
-            flatbuffer = runtime.tflite_flatbuffer(get_parts().extractor, (size, size, 3))
+            flatbuffer = calibration.convert(get_parts().extractor, spec.input_side, spec.precision)
             self.converted += 1
             stored = litebase.store(spec, flatbuffer)
             return litebase.LiteExtractor(stored or flatbuffer, spec.text())
         except Exception as exc:  # noqa: BLE001 - LiteRT is an optimisation: fall back to Keras
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            if spec.precision != "float32":  # Keras has no int8 base to fall back on
+                raise UsageError(
+                    f"could not convert the base to {spec.precision} ({first}); "
+                    "use --base-precision float32"
+                ) from None
             self.warnings.append(f"could not run the base with LiteRT ({first}); Keras runs it")
             self.engine = "keras"
             return None

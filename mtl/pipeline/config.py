@@ -32,6 +32,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed")
 CLASS_WEIGHTS = ("none", "auto")
 BASE_ENGINES = ("auto", "litert", "keras")
+BASE_PRECISIONS = ("float32", "int8")
 
 
 @dataclass
@@ -83,6 +84,10 @@ class TrainConfig:
     precision: str = "auto"
     # What runs the frozen base's one pass: "auto" is LiteRT on a CPU-only TensorFlow, else Keras.
     base_engine: str = "auto"
+    # The frozen base's numbers on LiteRT: "int8" is a full-integer conversion calibrated
+    # on generated images (mtl.model.calibration); predict runs what training ran. The
+    # saved model.keras stays float32 either way. Whole base frozen only.
+    base_precision: str = "float32"
     cache_memory_mb: int = 2048
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +264,7 @@ RULES: tuple[Rule, ...] = (
     Rule("class_weight", lambda v: v in CLASS_WEIGHTS, "--class-weight must be 'none' or 'auto'"),
     _one_of("fit", "--fit", FITS),
     _one_of("base_engine", "--base-engine", BASE_ENGINES),
+    _one_of("base_precision", "--base-precision", BASE_PRECISIONS),
     Rule("cache_memory_mb", lambda v: v >= 0, "cache_memory_mb must be >= 0"),
 )
 
@@ -270,6 +276,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, rule.key)
         if not rule.ok(value):
             raise UsageError(f"{rule.message}. Received {rule.key}={value!r}")
+    # Settings that only fail together (RULES checks one value each).
+    if cfg.base_precision != "float32" and not (cfg.pooled_only and cfg.base_engine != "keras"):
+        raise UsageError(
+            "--base-precision int8 runs the whole frozen base on LiteRT: it needs --freeze all, "
+            "no --augment, no fine-tuning and --base-engine auto or litert. "
+            f"Received base_precision={cfg.base_precision!r}"
+        )
     return cfg
 
 

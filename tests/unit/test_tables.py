@@ -36,6 +36,7 @@ BAD = {
     "precision": "float16",
     "class_weight": "balanced",
     "fit": "crop",
+    "base_precision": "int4",
     "base_engine": "onnx",
     "cache_memory_mb": -1,
 }

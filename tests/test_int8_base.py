@@ -1,0 +1,172 @@
+"""`mtl train --base-precision int8`: the frozen base as a full-integer LiteRT model.
+
+Real weights, real photos: the int8 base is converted once and kept, rebuilt when its
+cached file is damaged, stays close to float32 on real photos, is recorded in mtl.json,
+and `mtl predict` runs it, giving training's own numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl.cli import app
+from mtl.model.litebase import BaseSpec
+from tests.conftest import ALPHA, HYMENOPTERA, WEIGHTS
+from tests.test_train import subset
+
+pytestmark = pytest.mark.slow
+
+# Cosine of pooled features, int8 to float32, per photo and view (bench/int8_base.py over
+# 150 photos of each of five datasets: mean 0.97-0.99, worst 0.93 and above).
+MEAN_COSINE = 0.97
+WORST_COSINE = 0.90
+
+
+def _train(cli, data: Path, out: Path, *extra: str) -> dict:
+    result = cli.invoke(
+        app,
+        ["train", str(data), "--alpha", str(ALPHA), "--epochs", "3", "--out", str(out),
+         "--json", "--base-precision", "int8", *extra],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _spec(run: Path) -> BaseSpec:
+    with zipfile.ZipFile(run / "model.keras") as z:
+        meta = json.loads(z.read("mtl.json"))
+    spec = BaseSpec.from_json(meta["info"]["frozen_base"])
+    assert spec is not None
+    return spec
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return subset(tmp_path_factory.mktemp("int8") / "data", 8)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data) -> tuple[Path, dict]:
+    """An int8 run without the refit, so the saved model is the validated one."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("int8run") / "run"
+    return out, _train(CliRunner(), data, out, "--no-refit")
+
+
+def test_mtl_json_and_config_record_the_int8_base(run):
+    path, summary = run
+    spec = _spec(path)
+    assert spec.precision == "int8" and spec.freeze is None
+    assert "int8" in spec.text() and spec.path().is_file()
+    assert json.loads((path / "config.json").read_text())["config"]["base_precision"] == "int8"
+    assert summary["cache"]["base_engine"] == "litert"
+    # the float32 base of the same settings is another file: the two never mix
+    float_spec = BaseSpec(**{**spec.to_json(), "views": spec.views, "precision": "float32"})
+    assert float_spec.path() != spec.path() and float_spec.text() != spec.text()
+
+
+def test_conversion_is_kept_and_reused_and_a_damaged_file_rebuilt(run, data, tmp_path, cli):
+    path, first = run
+    assert first["cache"]["base_converted"] == 1
+    base = _spec(path).path()
+    again = _train(cli, data, tmp_path / "again", "--no-refit")
+    assert again["cache"]["base_converted"] == 0  # the kept file ran
+    assert again["val"] == first["val"]
+
+    base.write_bytes(b"TFL3 not a model")
+    rebuilt = _train(cli, data, tmp_path / "rebuilt", "--no-refit")
+    assert rebuilt["cache"]["base_converted"] == 1
+    assert base.read_bytes()[4:8] == b"TFL3"  # a model again (the converter's bytes vary)
+    assert rebuilt["val"] == first["val"]  # the same network, the same numbers
+
+
+def test_predict_runs_the_int8_base_and_agrees_with_training(run, cli, monkeypatch):
+    from mtl.inference.predict import open_model
+
+    path, summary = run
+    assert open_model(path).engine == "litert"
+    result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.stderr
+    got = json.loads(result.stdout)
+    want = summary["val"]
+    assert (got["accuracy"], got["loss"]) == (want["accuracy"], want["loss"])
+
+    # Plain Keras runs model.keras in float32: other features, other numbers.
+    monkeypatch.setenv("MTL_PREDICT_ENGINE", "keras")
+    result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["loss"] != want["loss"]
+
+
+def test_predict_converts_a_missing_int8_base_itself(run, cli):
+    """A model trained on int8 never falls back to the float32 base it did not train on."""
+    path, summary = run
+    base = _spec(path).path()
+    base.unlink()
+    result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["loss"] == summary["val"]["loss"]
+    assert base.is_file()
+
+
+def test_int8_features_stay_close_to_float32_on_real_photos(run):
+    from mtl.data.images import load_image
+    from mtl.model import calibration
+    from mtl.model.classifier import build_parts
+    from mtl.model.litebase import LiteExtractor
+
+    spec = _spec(run[0])
+    photos = sorted((HYMENOPTERA / "ants").iterdir())[-12:]
+    photos += sorted((HYMENOPTERA / "bees").iterdir())[-12:]
+    side = spec.input_side
+    pixels = np.stack([load_image(p, side, "center") for p in photos])
+    parts = build_parts(
+        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
+        dropout=0.0, freeze_layers=None, views=spec.views, input_size=side,
+        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
+    )  # fmt: skip
+    ref = LiteExtractor(calibration.convert(parts.extractor, side, "float32"), "f")(pixels)
+    got = LiteExtractor(spec.path(), spec.text())(pixels)
+    ref, got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, ref.shape[-1])
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.mean() >= MEAN_COSINE and cos.min() >= WORST_COSINE, (cos.mean(), cos.min())
+    assert cos.mean() < 0.9999  # it is the int8 model, not the float one
+
+
+def test_calibration_images_are_fixed_and_span_the_input_range():
+    from mtl.model import calibration
+
+    a = np.stack(list(calibration.images(64, count=8)))
+    b = np.stack(list(calibration.images(64, count=8)))
+    assert a.dtype == np.float32 and a.shape == (8, 64, 64, 3)
+    assert np.array_equal(a, b)
+    assert a.min() == 0.0 and a.max() == 255.0
+
+
+def test_an_old_spec_reads_as_float32_and_a_bad_precision_is_refused(run):
+    values = _spec(run[0]).to_json()
+    old = {k: v for k, v in values.items() if k != "precision"}
+    spec = BaseSpec.from_json(old)
+    assert spec is not None and spec.precision == "float32"
+    assert BaseSpec.from_json({**values, "precision": "int4"}) is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--augment"], ["--base-engine", "keras"], ["--fine-tune-epochs", "1"], ["--freeze", "20"]],
+)
+def test_int8_where_it_cannot_run_is_a_usage_error(cli, data, tmp_path, extra):
+    result = cli.invoke(
+        app,
+        ["train", str(data), "--alpha", str(ALPHA), "--out", str(tmp_path / "r"),
+         "--base-precision", "int8", *extra],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--base-precision int8" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r" / "model.keras").exists()
