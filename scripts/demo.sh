@@ -27,6 +27,8 @@ echo "== 2/3 transfer learning on $DATA (defaults; --no-refit keeps the validati
 "$MTL" train "$DATA" --alpha "$ALPHA" --no-refit --out "$OUT/run" --force
 
 echo "== 3/3 predicting held-out photos (the run's validation split) with the trained model"
-mapfile -t held_out < <(awk -F, '$3 == "val" {print $1}' "$OUT/run/split.csv" | sort | awk 'NR % 8 == 1')
+# split.csv's paths are relative to the run folder (absolute only across drives).
+mapfile -t held_out < <(awk -F, -v run="$OUT/run" '$3 == "val" {print ($1 ~ /^\// ? $1 : run "/" $1)}' \
+  "$OUT/run/split.csv" | sort | awk 'NR % 8 == 1')
 "$MTL" predict "$OUT/run/model.keras" "${held_out[@]}"
 echo "demo: done; the run folder is $OUT/run"
