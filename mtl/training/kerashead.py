@@ -146,7 +146,7 @@ class KerasEngine:
         epoch_end = fitting.EpochEnd(self.epoch_end("refit", epochs))
         # Not the caller's callbacks: they follow the validated fit, as Keras' own fit
         # reports it (val_loss included); the refit has nothing to validate on.
-        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end], verbose=0)
+        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end], verbose=0, shuffle=False)
         return head_of(fresh.head.get_weights(), c.dropout), []
 
     def use_head(self, head: headfit.Head) -> None:
@@ -279,6 +279,10 @@ class KerasEngine:
             initial_epoch=first,
             callbacks=[epoch_end, *s.hooks.callbacks],
             verbose=0,
+            # The batches' order is CachedBatches', from (seed, epoch): Keras' own shuffle
+            # of a PyDataset's batches draws from Python's global random, which a resumed
+            # process starts afresh (so a resumed run saw other batches in another order).
+            shuffle=False,
         )
 
     def fine_tune(self) -> None:

@@ -123,7 +123,11 @@ class Session(PriorSteps):
         self.history: list[EpochLog] = []
         self.early = EarlyStopping(cfg.patience)
         self.best_weights: list[np.ndarray] | None = None
+        # Epochs of the validated fit a resume need not redo (checkpointed; an engine
+        # that does not checkpoint retrains them in seconds).
+        self.epochs_kept = 0
         if ckpt is not None:
+            self.epochs_kept = ckpt.epochs_done
             self.history = [EpochLog(**h) for h in ckpt.history]
             self.early = EarlyStopping.from_json(ckpt.early, cfg.patience)
             self.best_weights = ckpt.best_weights
@@ -212,9 +216,10 @@ class Session(PriorSteps):
         stop = early.should_stop(epoch, last)
         if live:
             self.history.append(log)
-            self.report_epoch(log)
-            if validated:
+            if validated:  # before the report: an epoch the user saw is one a resume keeps
                 self.save_checkpoint()
+                self.epochs_kept = len(self.history)
+            self.report_epoch(log)
         return log, stop
 
     def report_epoch(self, log: EpochLog) -> None:
@@ -223,7 +228,7 @@ class Session(PriorSteps):
         self.events.epoch(log.to_json())
 
     def save_checkpoint(self) -> None:
-        """After the report: a kill after this loses nothing."""
+        """Before the report: a kill after this loses nothing."""
         assert self.engine is not None
         state = self.engine.state()
         if state is None:
