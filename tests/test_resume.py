@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtl.cli import app
@@ -125,12 +126,18 @@ def history_rows(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
-def test_ctrl_c_says_how_to_resume_and_an_augmented_resume_is_exact(cli, tmp_path):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def five_per_class(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("five")
     for label in ("ants", "bees"):
         (data / label).mkdir(parents=True)
         for p in sorted((HYMENOPTERA / label).glob("*.jpg"))[:5]:
             shutil.copy(p, data / label / p.name)
+    return data
+
+
+def test_ctrl_c_says_how_to_resume_and_an_augmented_resume_is_exact(cli, five_per_class, tmp_path):
+    data = five_per_class
     whole = tmp_path / "whole"
     result = cli.invoke(app, ["train", str(data), *AUGMENTED, "--out", str(whole)])
     assert result.exit_code == 0, result.stderr
@@ -164,3 +171,36 @@ def test_ctrl_c_says_how_to_resume_and_an_augmented_resume_is_exact(cli, tmp_pat
     resumed, uninterrupted = (json.loads((r / "metrics.json").read_text()) for r in (run, whole))
     for side in ("train", "val"):
         assert resumed[side] == uninterrupted[side], side
+
+
+def test_a_dead_head_is_refused_not_saved(cli, five_per_class, tmp_path):
+    """A checkpoint whose weights are all zero is finite (checkpoint.load takes it) but
+    dead: every hidden unit 0, the loss log(2) every epoch, 0.5/0.5 for every photo."""
+    import keras
+
+    from mtl.errors import TrainingInterrupted
+    from mtl.pipeline.config import TrainConfig
+    from mtl.training.trainer import train
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):  # Ctrl-C, in process
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    config = TrainConfig(alpha=ALPHA, epochs=3, patience=0)
+    with pytest.raises(TrainingInterrupted, match="after epoch 1: resume with"):
+        train(five_per_class, config, out=run, callbacks=[StopAfterFirstEpoch()])
+    arrays = run / "checkpoint" / state(run)["arrays"]
+    with np.load(arrays) as npz:
+        saved = {k: npz[k] for k in npz.files}
+    # Every weight and the optimizer's moments zero (momentum would revive it).
+    dead = {k: np.zeros_like(v) if v.dtype.kind == "f" else v for k, v in saved.items()}
+    assert sum(k.startswith("var/") and v.dtype.kind == "f" for k, v in dead.items()) >= 4
+    np.savez(arrays, **dead)
+
+    result = cli.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"training of {run} diverged at epoch 2" in line
+    assert "same probabilities (0.5, 0.5)" in line
+    assert not (run / "model.keras").exists()

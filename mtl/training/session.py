@@ -3,7 +3,8 @@
 A :class:`Session` holds the run's state (data, cache, history, early
 stopping, hooks, TensorBoard events) and does, once for both engines:
 
-- the end of every epoch (:meth:`Session.end_epoch`): the divergence check,
+- the end of every epoch (:meth:`Session.end_epoch`): the divergence checks (the loss;
+  the head's validation outputs),
   validation, early stopping, the :class:`~mtl.training.tracking.EpochLog`,
   the report to the hooks and TensorBoard, the checkpoint;
 - after the fit (:meth:`Session.post_fit`): the kept epoch, the ImageNet prior
@@ -41,7 +42,13 @@ from mtl.report.events import RunEvents
 from mtl.training import checkpoint, headfit, prior, rundir
 from mtl.training.priorsteps import PriorSteps
 from mtl.training.results import Hooks, TrainResult, TrainStart, val_scores
-from mtl.training.tracking import EarlyStopping, EpochLog, check_loss, fine_tune_notes
+from mtl.training.tracking import (
+    EarlyStopping,
+    EpochLog,
+    check_loss,
+    check_outputs,
+    fine_tune_notes,
+)
 
 
 class Engine(Protocol):
@@ -197,7 +204,9 @@ class Session(PriorSteps):
         early = self.early if validated else EarlyStopping(0)
         val_loss = val_accuracy = float("nan")
         if validated and self.has_val:
-            val_loss, val_accuracy = val_scores(self.engine.probs(("val",)), self.labels("val"))
+            probs = self.engine.probs(("val",))
+            check_outputs(probs, epoch, learning_rate, self.run_dir)
+            val_loss, val_accuracy = val_scores(probs, self.labels("val"))
         improved = early.update(epoch, val_loss)
         if improved and early.patience:
             self.best_weights = self.engine.weights()
@@ -295,6 +304,9 @@ class Session(PriorSteps):
         """Metrics of the engine's current head on the photos of ``subsets``."""
         assert self.engine is not None
         probs = self.engine.probs(subsets)
+        # A run without validation photos is checked here, on its final head.
+        last = self.history[-1] if self.history else None
+        check_outputs(probs, len(self.history), last.learning_rate if last else 0.0, self.run_dir)
         return metrics.summary(probs, self.subset_labels(subsets), self.ds.classes)
 
     def keep(self) -> tuple[int, list[str]]:
