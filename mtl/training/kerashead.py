@@ -26,6 +26,7 @@ from mtl.errors import UsageError
 from mtl.model import modelio
 from mtl.pipeline.basepass import base_batch
 from mtl.training import headfit
+from mtl.training import loss as target_loss
 from mtl.training.priorsteps import head_of
 from mtl.training.results import FIRST_PASS, sample_weights
 from mtl.training.session import Session
@@ -135,7 +136,7 @@ class KerasEngine:
         batches = fitting.CachedBatches(
             s.cache,
             keys,
-            labels,
+            target_loss.targets(labels, len(s.ds.classes)),
             None if weights is None else weights.astype(np.float32),
             c.batch_size,
             c.seed,
@@ -190,7 +191,7 @@ class KerasEngine:
         with self.s.devices.scope():
             parts.top.compile(
                 optimizer=fitting.optimizer(self.s.cfg.optimizer, lr),
-                loss="sparse_categorical_crossentropy",
+                loss=target_loss.KERAS_LOSS,  # against target_loss.targets, as NumPy trains
                 metrics=["accuracy"],
             )
             saved_optimizer = self.restore(parts)
@@ -213,7 +214,8 @@ class KerasEngine:
         variables = [*top.variables, *top.optimizer.variables]
         saved = [np.array(runtime.as_numpy(v)) for v in variables]
         shape = tuple(int(d) for d in top.input_shape[1:])
-        batch: tuple[np.ndarray, ...] = (np.zeros((2, *shape), "float32"), np.zeros(2, np.int64))
+        dummy = target_loss.targets(np.zeros(2, np.int64), len(self.s.ds.classes))
+        batch: tuple[np.ndarray, ...] = (np.zeros((2, *shape), "float32"), dummy)
         if self.s.cfg.class_weight == "auto":
             batch = (*batch, np.ones(2, np.float32))
         top.fit(fitting.one_batch(batch), epochs=1, verbose=0)
@@ -264,7 +266,7 @@ class KerasEngine:
         batches = fitting.CachedBatches(
             s.cache,
             keys_t,
-            y_train,
+            target_loss.targets(y_train, len(s.ds.classes)),
             None if weights is None else weights.astype(np.float32),
             c.batch_size,
             c.seed,

@@ -16,10 +16,10 @@ An :class:`Engine` supplies only its steps: the base pass, the fit (each epoch
 ended by :meth:`Session.end_epoch`), predict, the weights to keep or checkpoint,
 the refit's head and the saved model. :mod:`mtl.training.kerashead` is the
 Keras engine, :mod:`mtl.training.headrun` the NumPy one; which one trains a
-run's head is decided by :func:`mtl.pipeline.basepass.head_engine`. A head
-option (label smoothing, a schedule) is written once per engine's epoch step
-(:func:`mtl.training.headfit.train_epoch`, Keras' ``compile``); what is done
-with its epochs and its head is written here.
+run's head is decided by :func:`mtl.pipeline.basepass.head_engine`. What the
+head learns (its target rows: label smoothing would go there) is
+:mod:`mtl.training.loss`, one definition both engines train against; what is
+done with its epochs and its head is written here.
 """
 
 from __future__ import annotations
