@@ -58,3 +58,17 @@ class TrainingDiverged(MtlError):
     """The loss became NaN or infinite: no usable model (exit code 1)."""
 
     exit_code = 1
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``mtl train``: a KeyboardInterrupt still (callers that stop on one
+    still do), carrying the one line that says how to resume (exit code 130)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtl.training import headfit
+from mtl.training import headfit, loss
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
@@ -25,11 +25,11 @@ def test_one_epoch_matches_keras_fit(optimizer):
     ours = headfit.Head.fresh(16, 3, [8], 0.0, seed=5)
     keras_head = build_head(16, 3, [8], dropout=0.0)
     keras_head.set_weights(ours.weights())
-    keras_head.compile(
-        optimizer=fitting.optimizer(optimizer, 0.01), loss="sparse_categorical_crossentropy"
-    )
+    # Keras trains on what the NumPy head trains on: mtl.training.loss, one definition.
+    keras_head.compile(optimizer=fitting.optimizer(optimizer, 0.01), loss=loss.KERAS_LOSS)
     order = headfit.epoch_order(len(x), 7, 0)
-    keras_head.fit(x[order], y[order], batch_size=32, epochs=1, shuffle=False, verbose=0)
+    targets = loss.targets(y, 3)
+    keras_head.fit(x[order], targets[order], batch_size=32, epochs=1, shuffle=False, verbose=0)
     stats = headfit.train_epoch(
         ours, headfit.Optimizer(optimizer, 0.01), x, y, None, 32, seed=7, epoch=0
     )

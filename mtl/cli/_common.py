@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from mtl.errors import MtlError
+from mtl.errors import MtlError, TrainingInterrupted
 from mtl.progress import ProgressFn
 
 # Results go to stdout, everything else (progress, warnings, errors) to stderr,
@@ -162,6 +162,9 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if os.environ.get("MTL_DEBUG"):
             raise
         raise fail(_escape(os_error_message(exc)), 2) from None
+    except TrainingInterrupted as exc:  # Ctrl-C that says what it left: how to resume
+        err.print(f"[red]{_escape(exc.message)}[/red]", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def os_error_message(exc: OSError) -> str:

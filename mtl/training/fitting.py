@@ -37,7 +37,8 @@ def _rows(x: np.ndarray, views: int) -> np.ndarray:
 
 
 class CachedBatches(keras.utils.PyDataset):
-    """Batches of cached features for ``fit(initial_epoch=first_epoch)``.
+    """Batches of cached features for ``fit(initial_epoch=first_epoch)``, with each
+    photo's row of ``targets`` (:func:`mtl.training.loss.targets`) as what it learns.
 
     Every view of every photo is a training row (an entry of several views is
     several rows). The features are stacked once when they fit in memory, else
@@ -48,7 +49,7 @@ class CachedBatches(keras.utils.PyDataset):
         self,
         cache: features.FeatureCache,
         keys: Sequence[str],
-        labels: np.ndarray,
+        targets: np.ndarray,
         sample_weights: np.ndarray | None,
         batch_size: int,
         seed: int,
@@ -57,7 +58,7 @@ class CachedBatches(keras.utils.PyDataset):
         views: int = 1,
     ) -> None:
         super().__init__()
-        self.cache, self.keys, self.labels = cache, list(keys), labels
+        self.cache, self.keys, self.targets = cache, list(keys), targets
         self.sample_weights, self.batch_size, self.seed = sample_weights, batch_size, seed
         self.views = views
         self.n = len(self.keys) * views
@@ -78,7 +79,7 @@ class CachedBatches(keras.utils.PyDataset):
         else:
             entries = _rows(features.stack(self.cache, [self.keys[j] for j in photo]), self.views)
             x = entries[np.arange(len(rows)), view].astype("float32")
-        y = self.labels[photo]
+        y = self.targets[photo]
         if self.sample_weights is not None:
             return x, y, self.sample_weights[photo]
         return x, y

@@ -5,11 +5,11 @@ thousand feature rows: NumPy does each epoch in milliseconds, while importing
 TensorFlow to do the same costs about 5 s on two cores (most of a small run).
 So on a CPU the head is trained here, with Keras' own recipe: Glorot-uniform
 kernels and zero biases, ReLU, inverted dropout, a softmax over the classes,
-sparse categorical cross-entropy (weighted by sample weight, averaged over the
-batch), and Keras' update rules for Adam, AdamW, SGD (momentum 0.9) and
-RMSprop with their default constants. The weights come out in Keras'
-``get_weights()`` order (kernel, bias per Dense layer), ready for the saved
-model (:mod:`mtl.model.skeleton`), and the same network runs inside it.
+categorical cross-entropy against the targets of :mod:`mtl.training.loss` (weighted
+by sample weight, averaged over the batch), and Keras' update rules for Adam,
+AdamW, SGD (momentum 0.9) and RMSprop with their default constants. The weights
+come out in Keras' ``get_weights()`` order (kernel, bias per Dense layer), ready
+for the saved model (:mod:`mtl.model.skeleton`), and the same network runs inside it.
 
 Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, epoch),
 so a run is reproducible and independent of thread timing.
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mtl.model.head import Head
+from mtl.training import loss as target_loss
 from mtl.training.tracking import check_loss, epoch_order
 
 
@@ -68,12 +69,6 @@ def side_by_side(heads: Sequence[Head]) -> Head:
 def _mean(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """The element-wise mean, summed in float64, as float32."""
     return np.asarray(np.mean(np.stack(arrays), axis=0, dtype=np.float64), np.float32)
-
-
-def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-row loss, with Keras' clipping of probabilities to [1e-7, 1 - 1e-7]."""
-    p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
-    return np.asarray(-np.log(p))
 
 
 @dataclass
@@ -155,6 +150,7 @@ def train_epoch(
     order = epoch_order(len(x), seed, epoch)
     drop_rng = np.random.default_rng([seed, epoch, 0xD0])
     params = [w for pair in zip(head.kernels, head.biases, strict=True) for w in pair]
+    t = target_loss.targets(y, head.kernels[-1].shape[1])
     total_loss = correct = 0.0
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
@@ -166,10 +162,11 @@ def train_epoch(
             keep = (drop_rng.random((len(rows), width)) >= rate).astype(np.float32) / (1 - rate)
         probs, inputs = head._forward(xb, keep)
         w = weights[rows] if weights is not None else np.ones(len(rows))
-        losses = cross_entropy(probs, yb)
+        tb = t[rows]
+        losses = target_loss.cross_entropy(probs, tb)
         total_loss += float((losses * w).sum())
         correct += float((probs.argmax(axis=1) == yb).sum())
-        params_grads = _backward(head, probs, yb, w, inputs, keep)
+        params_grads = _backward(head, probs, tb, w, inputs, keep)
         opt.step(params, params_grads)
     n = len(order)
     loss = total_loss / n
@@ -180,15 +177,15 @@ def train_epoch(
 def _backward(
     head: Head,
     probs: np.ndarray,
-    labels: np.ndarray,
+    targets: np.ndarray,
     weights: np.ndarray,
     inputs: list[np.ndarray],
     keep: np.ndarray | None,
 ) -> list[np.ndarray]:
-    """Gradients of the batch's mean weighted loss, in :meth:`Head.weights` order."""
-    n = len(labels)
-    delta = probs.copy()
-    delta[np.arange(n), labels] -= 1.0
+    """Gradients of the batch's mean weighted loss against ``targets``
+    (:func:`mtl.training.loss.targets`), in :meth:`Head.weights` order."""
+    n = len(targets)
+    delta = probs - targets  # softmax + cross-entropy, with respect to the logits
     delta = (delta * (weights / n)[:, None]).astype(np.float32)
     grads: list[np.ndarray] = []
     last = len(head.kernels) - 1

@@ -26,6 +26,7 @@ from mtl.errors import UsageError
 from mtl.model import modelio
 from mtl.pipeline.basepass import base_batch
 from mtl.training import headfit
+from mtl.training import loss as target_loss
 from mtl.training.priorsteps import head_of
 from mtl.training.results import FIRST_PASS, sample_weights
 from mtl.training.session import Session
@@ -135,7 +136,7 @@ class KerasEngine:
         batches = fitting.CachedBatches(
             s.cache,
             keys,
-            labels,
+            target_loss.targets(labels, len(s.ds.classes)),
             None if weights is None else weights.astype(np.float32),
             c.batch_size,
             c.seed,
@@ -146,7 +147,7 @@ class KerasEngine:
         epoch_end = fitting.EpochEnd(self.epoch_end("refit", epochs))
         # Not the caller's callbacks: they follow the validated fit, as Keras' own fit
         # reports it (val_loss included); the refit has nothing to validate on.
-        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end], verbose=0)
+        fresh.top.fit(batches, epochs=epochs, callbacks=[epoch_end], verbose=0, shuffle=False)
         return head_of(fresh.head.get_weights(), c.dropout), []
 
     def use_head(self, head: headfit.Head) -> None:
@@ -190,7 +191,7 @@ class KerasEngine:
         with self.s.devices.scope():
             parts.top.compile(
                 optimizer=fitting.optimizer(self.s.cfg.optimizer, lr),
-                loss="sparse_categorical_crossentropy",
+                loss=target_loss.KERAS_LOSS,  # against target_loss.targets, as NumPy trains
                 metrics=["accuracy"],
             )
             saved_optimizer = self.restore(parts)
@@ -213,7 +214,8 @@ class KerasEngine:
         variables = [*top.variables, *top.optimizer.variables]
         saved = [np.array(runtime.as_numpy(v)) for v in variables]
         shape = tuple(int(d) for d in top.input_shape[1:])
-        batch: tuple[np.ndarray, ...] = (np.zeros((2, *shape), "float32"), np.zeros(2, np.int64))
+        dummy = target_loss.targets(np.zeros(2, np.int64), len(self.s.ds.classes))
+        batch: tuple[np.ndarray, ...] = (np.zeros((2, *shape), "float32"), dummy)
         if self.s.cfg.class_weight == "auto":
             batch = (*batch, np.ones(2, np.float32))
         top.fit(fitting.one_batch(batch), epochs=1, verbose=0)
@@ -264,7 +266,7 @@ class KerasEngine:
         batches = fitting.CachedBatches(
             s.cache,
             keys_t,
-            y_train,
+            target_loss.targets(y_train, len(s.ds.classes)),
             None if weights is None else weights.astype(np.float32),
             c.batch_size,
             c.seed,
@@ -279,6 +281,10 @@ class KerasEngine:
             initial_epoch=first,
             callbacks=[epoch_end, *s.hooks.callbacks],
             verbose=0,
+            # The batches' order is CachedBatches', from (seed, epoch): Keras' own shuffle
+            # of a PyDataset's batches draws from Python's global random, which a resumed
+            # process starts afresh (so a resumed run saw other batches in another order).
+            shuffle=False,
         )
 
     def fine_tune(self) -> None:

@@ -3,7 +3,8 @@
 A :class:`Session` holds the run's state (data, cache, history, early
 stopping, hooks, TensorBoard events) and does, once for both engines:
 
-- the end of every epoch (:meth:`Session.end_epoch`): the divergence check,
+- the end of every epoch (:meth:`Session.end_epoch`): the divergence checks (the loss;
+  the head's validation outputs),
   validation, early stopping, the :class:`~mtl.training.tracking.EpochLog`,
   the report to the hooks and TensorBoard, the checkpoint;
 - after the fit (:meth:`Session.post_fit`): the kept epoch, the ImageNet prior
@@ -15,10 +16,10 @@ An :class:`Engine` supplies only its steps: the base pass, the fit (each epoch
 ended by :meth:`Session.end_epoch`), predict, the weights to keep or checkpoint,
 the refit's head and the saved model. :mod:`mtl.training.kerashead` is the
 Keras engine, :mod:`mtl.training.headrun` the NumPy one; which one trains a
-run's head is decided by :func:`mtl.pipeline.basepass.head_engine`. A head
-option (label smoothing, a schedule) is written once per engine's epoch step
-(:func:`mtl.training.headfit.train_epoch`, Keras' ``compile``); what is done
-with its epochs and its head is written here.
+run's head is decided by :func:`mtl.pipeline.basepass.head_engine`. What the
+head learns (its target rows: label smoothing would go there) is
+:mod:`mtl.training.loss`, one definition both engines train against; what is
+done with its epochs and its head is written here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from mtl.report.events import RunEvents
 from mtl.training import checkpoint, headfit, prior, rundir
 from mtl.training.priorsteps import PriorSteps
 from mtl.training.results import Hooks, TrainResult, TrainStart, val_scores
-from mtl.training.tracking import EarlyStopping, EpochLog, check_loss, fine_tune_notes
+from mtl.training.tracking import (
+    EarlyStopping,
+    EpochLog,
+    check_loss,
+    check_outputs,
+    fine_tune_notes,
+)
 
 
 class Engine(Protocol):
@@ -123,7 +130,11 @@ class Session(PriorSteps):
         self.history: list[EpochLog] = []
         self.early = EarlyStopping(cfg.patience)
         self.best_weights: list[np.ndarray] | None = None
+        # Epochs of the validated fit a resume need not redo (checkpointed; an engine
+        # that does not checkpoint retrains them in seconds).
+        self.epochs_kept = 0
         if ckpt is not None:
+            self.epochs_kept = ckpt.epochs_done
             self.history = [EpochLog(**h) for h in ckpt.history]
             self.early = EarlyStopping.from_json(ckpt.early, cfg.patience)
             self.best_weights = ckpt.best_weights
@@ -193,7 +204,9 @@ class Session(PriorSteps):
         early = self.early if validated else EarlyStopping(0)
         val_loss = val_accuracy = float("nan")
         if validated and self.has_val:
-            val_loss, val_accuracy = val_scores(self.engine.probs(("val",)), self.labels("val"))
+            probs = self.engine.probs(("val",))
+            check_outputs(probs, epoch, learning_rate, self.run_dir)
+            val_loss, val_accuracy = val_scores(probs, self.labels("val"))
         improved = early.update(epoch, val_loss)
         if improved and early.patience:
             self.best_weights = self.engine.weights()
@@ -212,9 +225,10 @@ class Session(PriorSteps):
         stop = early.should_stop(epoch, last)
         if live:
             self.history.append(log)
-            self.report_epoch(log)
-            if validated:
+            if validated:  # before the report: an epoch the user saw is one a resume keeps
                 self.save_checkpoint()
+                self.epochs_kept = len(self.history)
+            self.report_epoch(log)
         return log, stop
 
     def report_epoch(self, log: EpochLog) -> None:
@@ -223,7 +237,7 @@ class Session(PriorSteps):
         self.events.epoch(log.to_json())
 
     def save_checkpoint(self) -> None:
-        """After the report: a kill after this loses nothing."""
+        """Before the report: a kill after this loses nothing."""
         assert self.engine is not None
         state = self.engine.state()
         if state is None:
@@ -290,6 +304,9 @@ class Session(PriorSteps):
         """Metrics of the engine's current head on the photos of ``subsets``."""
         assert self.engine is not None
         probs = self.engine.probs(subsets)
+        # A run without validation photos is checked here, on its final head.
+        last = self.history[-1] if self.history else None
+        check_outputs(probs, len(self.history), last.learning_rate if last else 0.0, self.run_dir)
         return metrics.summary(probs, self.subset_labels(subsets), self.ds.classes)
 
     def keep(self) -> tuple[int, list[str]]:

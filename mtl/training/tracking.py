@@ -4,7 +4,8 @@
 - :class:`EarlyStopping`: the best validation loss so far and the patience
   counter; a dataclass, so the checkpoint saves and restores it whole;
 - :func:`epoch_order`: the order of an epoch's rows, from (seed, epoch) alone;
-- :func:`check_loss`: the divergence check.
+- :func:`check_loss`, :func:`check_outputs`: the divergence checks (a loss that is
+  not a number; a head whose outputs are not numbers or the same for every photo).
 
 Nothing here imports Keras; both engines use these, through
 :meth:`mtl.training.session.Session.end_epoch`.
@@ -36,6 +37,23 @@ def check_loss(loss: float, epoch: int, learning_rate: float) -> None:
             f"training diverged at epoch {epoch} (loss {loss}); no model was saved. "
             f"Lower the learning rate (it was {learning_rate:g})"
         )
+
+
+def check_outputs(probs: np.ndarray, epoch: int, learning_rate: float, run: object) -> None:
+    """Refuse a head whose probabilities (one row per photo) are not numbers or are the
+    same for every photo: a dead head (every hidden unit 0, e.g. weights that collapsed
+    to a constant) keeps a finite, constant loss that :func:`check_loss` cannot see."""
+    if not np.isfinite(probs).all():
+        what = "gives probabilities that are not numbers"
+    elif len(probs) > 1 and not np.ptp(probs, axis=0).any():
+        shown = ", ".join(f"{p:.3g}" for p in probs[0])
+        what = f"gives every photo the same probabilities ({shown})"
+    else:
+        return
+    raise TrainingDiverged(
+        f"training of {run} diverged at epoch {epoch}: its head {what}; no model was saved. "
+        f"Train again with a lower learning rate (it was {learning_rate:g})"
+    )
 
 
 @dataclass

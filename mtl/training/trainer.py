@@ -31,7 +31,7 @@ from typing import Any
 from mtl import runtime
 from mtl.assets import weights
 from mtl.data import dataset, features
-from mtl.errors import MtlError, UsageError
+from mtl.errors import MtlError, TrainingInterrupted, UsageError
 from mtl.locks import folder_lock
 from mtl.model import backbones
 from mtl.pipeline.basepass import BasePass, head_engine
@@ -179,7 +179,10 @@ def _run(
         session = Session(cfg, ds, wfile, devices, run_dir, cache, base, hooks, ckpt)
         session.top_file = top_file
         engine: Engine = NumpyEngine(session) if engine_name == "numpy" else KerasEngine(session)
-        result = session.run(engine, seconds, t_start)
+        try:
+            result = session.run(engine, seconds, t_start)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_interrupted(session, run_dir)) from None
         # The run is complete (model.keras written): its checkpoint is no longer needed.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
         return result
@@ -187,6 +190,14 @@ def _run(
         base.stop_early()
         if own_cache:
             shutil.rmtree(run_dir / "cache", ignore_errors=True)
+
+
+def _interrupted(session: Session, run_dir: Path) -> str:
+    """What Ctrl-C leaves: the epochs of the validated fit a resume keeps, and the
+    command that continues."""
+    done = session.epochs_kept
+    when = f"after epoch {done}" if done else "before the first epoch ended"
+    return f"interrupted {when}: resume with mtl train --resume {run_dir}"
 
 
 def _resume(
