@@ -263,8 +263,15 @@ def register(app: typer.Typer) -> None:
         params = dict(locals())
         _train(
             {k: v for k, v in params.items() if k in KEYS},
-            data, out_dir, force, resume, config_file, weights_dir, cache_dir, as_json,
-        )  # fmt: skip
+            data,
+            out_dir,
+            force,
+            resume,
+            config_file,
+            weights_dir,
+            cache_dir,
+            as_json,
+        )
 
 
 def _train(

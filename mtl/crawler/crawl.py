@@ -238,9 +238,16 @@ class _Run:
         file = f"{cls.keyword.slug}/{final.name}"
         info = got.info
         entry = ManifestEntry(
-            cls.keyword.slug, file, url, self.plan.engine, got.sha256, info.phash,
-            info.width, info.height, now_iso(),
-        )  # fmt: skip
+            cls.keyword.slug,
+            file,
+            url,
+            self.plan.engine,
+            got.sha256,
+            info.phash,
+            info.width,
+            info.height,
+            now_iso(),
+        )
         self.state.record(entry)  # journalled first: a kill -9 after place() keeps the URL
         place(got.tmp, final)
         self.state.add(entry)

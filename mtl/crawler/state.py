@@ -121,10 +121,19 @@ class OutputState:
             if self.index.matches(sha, info.phash) or self.index.is_blocked(sha, info.phash):
                 self.notes.append(f"{file} is not counted: a duplicate")
                 continue
-            self.add(ManifestEntry(
-                slug, file, None, "local", sha, info.phash, info.width, info.height,
-                now_iso(),
-            ))  # fmt: skip
+            self.add(
+                ManifestEntry(
+                    slug,
+                    file,
+                    None,
+                    "local",
+                    sha,
+                    info.phash,
+                    info.width,
+                    info.height,
+                    now_iso(),
+                )
+            )
 
     def save(self) -> None:
         if self.out.is_dir():

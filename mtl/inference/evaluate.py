@@ -93,10 +93,15 @@ class EvaluationReport:
     def __repr__(self) -> str:
         return reprs.short_repr(
             "EvaluationReport",
-            {"model": self.model, "data": self.data, "images": self.images,
-             "accuracy": self.accuracy, "macro_f1": self.macro_f1,
-             "misclassified": len(self.misclassified)},
-        )  # fmt: skip
+            {
+                "model": self.model,
+                "data": self.data,
+                "images": self.images,
+                "accuracy": self.accuracy,
+                "macro_f1": self.macro_f1,
+                "misclassified": len(self.misclassified),
+            },
+        )
 
     def _repr_html_(self) -> str:
         rows = [[c.label, c.precision, c.recall, c.f1, c.support] for c in self.per_class]
@@ -166,7 +171,7 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
     from the run folder, as ``mtl train`` writes them, so any working folder reads them
     (:func:`_split_path` also reads the older runs').
     """
-    # Long by design: every row read back from split.csv is checked before use.
+    # Every row read back from split.csv is checked before use: a path in a file is data.
     import csv
 
     from mtl.data.images import not_regular

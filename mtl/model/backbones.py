@@ -42,7 +42,7 @@ FAMILIES: dict[str, Family] = {
         (96, 128, 160, 192, 224),
         False,
         "predictions",
-    ),  # fmt: skip
+    ),
     "mobilenet_v3_small": Family("MobileNetV3Small", (0.75, 1.0), (224,), True),
     "mobilenet_v3_large": Family("MobileNetV3Large", (0.75, 1.0), (224,), True),
 }

@@ -285,9 +285,14 @@ def _preprocessed(model: str, x: Any) -> Any:
 
 
 def _pooled_parts(
-    full: Any, backbone: Any, head: Any, layers: dict[str, list[Any]], model: str,
-    input_size: int, spec: str,
-) -> Parts:  # fmt: skip
+    full: Any,
+    backbone: Any,
+    head: Any,
+    layers: dict[str, list[Any]],
+    model: str,
+    input_size: int,
+    spec: str,
+) -> Parts:
     """The whole base frozen: pixels -> pooled features (one row per view) are cached."""
     keras = _keras()
     image = keras.Input((input_size, input_size, 3), name="image")

@@ -52,12 +52,15 @@ class ModelInfo:
 
     def to_json(self) -> dict[str, Any]:
         values: dict[str, Any] = {
-            "model": self.model, "alpha": self.alpha, "image_size": self.image_size,
-            "fit": self.fit, "views": list(self.views) if self.views is not None else None,
+            "model": self.model,
+            "alpha": self.alpha,
+            "image_size": self.image_size,
+            "fit": self.fit,
+            "views": list(self.views) if self.views is not None else None,
             "refit": self.refit,
             "frozen_base": self.frozen_base.to_json() if self.frozen_base else None,
             "head_weights": list(self.head_weights) if self.head_weights is not None else None,
-        }  # fmt: skip
+        }
         return {k: v for k, v in values.items() if v is not None}
 
     @classmethod

@@ -132,12 +132,38 @@ def review(
     elif write_report:
         files.check_writable(actions.review_dir(root) / actions.REPORT, what="report")
     if not (apply or relabel):
-        return _review(root, cfg, t, folds, top, False, False, report, write_report,
-                       weights_dir, cache_dir, on_download, on_progress)  # fmt: skip
+        return _review(
+            root,
+            cfg,
+            t,
+            folds,
+            top,
+            False,
+            False,
+            report,
+            write_report,
+            weights_dir,
+            cache_dir,
+            on_download,
+            on_progress,
+        )
     with actions.locked(root):
         actions.reconcile(root)  # an unsafe record stops us before any work
-        return _review(root, cfg, t, folds, top, apply, relabel, report, write_report,
-                       weights_dir, cache_dir, on_download, on_progress)  # fmt: skip
+        return _review(
+            root,
+            cfg,
+            t,
+            folds,
+            top,
+            apply,
+            relabel,
+            report,
+            write_report,
+            weights_dir,
+            cache_dir,
+            on_download,
+            on_progress,
+        )
 
 
 def _apply_decisions(root: Path, path: Path, t: Thresholds) -> ReviewResult:
@@ -148,10 +174,19 @@ def _apply_decisions(root: Path, path: Path, t: Thresholds) -> ReviewResult:
     done = actions.apply_all(root, actions.read_decisions(root, path, classes))
     warnings = [f"{g} is gone (deleted since the page was made); not moved" for g in done.gone]
     return ReviewResult(
-        root=root, classes=classes, total=0, findings=[], flagged=0, moves=done.moves,
-        report=None, skipped=[], warnings=warnings, off_topic_method="", thresholds=t,
+        root=root,
+        classes=classes,
+        total=0,
+        findings=[],
+        flagged=0,
+        moves=done.moves,
+        report=None,
+        skipped=[],
+        warnings=warnings,
+        off_topic_method="",
+        thresholds=t,
         seconds={"total": round(time.perf_counter() - t0, 3)},
-    )  # fmt: skip
+    )
 
 
 def _review(
@@ -174,31 +209,50 @@ def _review(
 
     t0 = time.perf_counter()
     pooled = pooled_features(
-        root, cfg, weights_dir=weights_dir, cache_dir=cache_dir,
-        on_download=on_download, on_progress=on_progress,
-    )  # fmt: skip
+        root,
+        cfg,
+        weights_dir=weights_dir,
+        cache_dir=cache_dir,
+        on_download=on_download,
+        on_progress=on_progress,
+    )
     seconds = {"features": round(time.perf_counter() - t0, 3)}
     t1 = time.perf_counter()
     warnings = list(pooled.warnings)
     concept_probs = _concepts(pooled.x, cfg, weights_dir, on_download, warnings)
     report_fn = (lambda d, n: on_progress("scoring (k-fold)", d, n)) if on_progress else None
     s = scores.score(
-        pooled.x, pooled.labels, concept_probs, folds=folds, seed=cfg.seed,
-        duplicate=t.duplicate, on_progress=report_fn,
-    )  # fmt: skip
+        pooled.x,
+        pooled.labels,
+        concept_probs,
+        folds=folds,
+        seed=cfg.seed,
+        duplicate=t.duplicate,
+        on_progress=report_fn,
+    )
     stats_fn = (lambda d, n: on_progress("image statistics", d, n)) if on_progress else None
     stats = quality.all_stats(pooled.paths, stats_fn)
     seconds["scores"] = round(time.perf_counter() - t1, 3)
     found = flags.find(pooled.paths, pooled.labels, pooled.classes, s, stats, t)
     shown = found[:top] if top else found
     result = ReviewResult(
-        root=root, classes=pooled.classes, total=len(pooled.paths), findings=shown,
-        flagged=len(found), moves=[], report=None, skipped=pooled.skipped, warnings=warnings,
-        off_topic_method=s.off_topic_method, thresholds=t, concept_weight=s.concept_weight,
+        root=root,
+        classes=pooled.classes,
+        total=len(pooled.paths),
+        findings=shown,
+        flagged=len(found),
+        moves=[],
+        report=None,
+        skipped=pooled.skipped,
+        warnings=warnings,
+        off_topic_method=s.off_topic_method,
+        thresholds=t,
+        concept_weight=s.concept_weight,
         temperature=s.temperature,
-        scores=flags.every_photo(root, pooled.paths, pooled.labels, pooled.classes, s, stats,
-                                 found),
-    )  # fmt: skip
+        scores=flags.every_photo(
+            root, pooled.paths, pooled.labels, pooled.classes, s, stats, found
+        ),
+    )
     if write_report:
         t2 = time.perf_counter()
         settings = (
@@ -251,9 +305,14 @@ def _write_page(
     root = result.root
     target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
     html = page.render(
-        root, result.classes, result.findings, result.counts(), result.total, settings,
+        root,
+        result.classes,
+        result.findings,
+        result.counts(),
+        result.total,
+        settings,
         fit=cfg.fit,
-    )  # fmt: skip
+    )
     try:
         return page.write(target, html)
     except OSError as exc:

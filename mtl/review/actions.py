@@ -443,11 +443,17 @@ def _record(root: Path, row: dict[str, object], where: str) -> Move:
             raise DataError(f"{where}: manifest_line is not the manifest line of {original!r}")
     score = row.get("score")
     return Move(
-        file, original, str(action), reason,
-        float(score) if isinstance(score, (int, float)) else 0.0, given,
+        file,
+        original,
+        str(action),
+        reason,
+        float(score) if isinstance(score, (int, float)) else 0.0,
+        given,
         suggested if isinstance(suggested, str) else None,
-        line if isinstance(line, str) else None, str(row.get("applied", "")), sha,
-    )  # fmt: skip
+        line if isinstance(line, str) else None,
+        str(row.get("applied", "")),
+        sha,
+    )
 
 
 def read_records(root: Path) -> list[Move]:
