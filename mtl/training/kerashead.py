@@ -132,18 +132,7 @@ class KerasEngine:
         subsets = ("train", "val")
         keys = [k for name in subsets for k in s.keys(name)]
         labels = s.subset_labels(subsets)
-        weights = sample_weights(c.class_weight, s.ds, subsets, labels)
-        batches = fitting.CachedBatches(
-            s.cache,
-            keys,
-            target_loss.targets(labels, len(s.ds.classes)),
-            None if weights is None else weights.astype(np.float32),
-            c.batch_size,
-            c.seed,
-            0,
-            True,
-            self.n_views(fresh),
-        )
+        batches = self.batches(fresh, subsets, keys, labels, 0, in_memory=True)
         epoch_end = fitting.EpochEnd(self.epoch_end("refit", epochs))
         # Not the caller's callbacks: they follow the validated fit, as Keras' own fit
         # reports it (val_loss included); the refit has nothing to validate on.
@@ -262,18 +251,7 @@ class KerasEngine:
         )
         if not any(top is parts.top for top in self.compiled):
             self.compile(parts, lr, first)
-        weights = sample_weights(c.class_weight, s.ds, ("train",), y_train)
-        batches = fitting.CachedBatches(
-            s.cache,
-            keys_t,
-            target_loss.targets(y_train, len(s.ds.classes)),
-            None if weights is None else weights.astype(np.float32),
-            c.batch_size,
-            c.seed,
-            first,
-            in_memory,
-            self.n_views(parts),
-        )
+        batches = self.batches(parts, ("train",), keys_t, y_train, first, in_memory)
         epoch_end = fitting.EpochEnd(self.epoch_end(s.phase, last))
         parts.top.fit(
             batches,
@@ -317,6 +295,33 @@ class KerasEngine:
         t0 = time.perf_counter()
         self.fit_phase(c.fine_tune_lr, len(s.history), s.total_epochs)
         s.seconds["fine_tune_fit"] = time.perf_counter() - t0
+
+    def batches(
+        self,
+        parts: Parts,
+        subsets: tuple[str, ...],
+        keys: list[str],
+        labels: np.ndarray,
+        first: int,
+        in_memory: bool,
+    ) -> Any:
+        """Keras' batches of ``subsets``' cached rows from epoch ``first`` on: the shared
+        training target (:mod:`mtl.training.loss`) and class weights, a (seed, epoch) order."""
+        from mtl.training import fitting
+
+        s, c = self.s, self.s.cfg
+        weights = sample_weights(c.class_weight, s.ds, subsets, labels)
+        return fitting.CachedBatches(
+            s.cache,
+            keys,
+            target_loss.targets(labels, len(s.ds.classes)),
+            None if weights is None else weights.astype(np.float32),
+            c.batch_size,
+            c.seed,
+            first,
+            in_memory,
+            self.n_views(parts),
+        )
 
     def n_views(self, parts: Parts) -> int:
         """Views per cached entry: several only for pooled features (the extractor's rows)."""
