@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import io
 import json
+import shlex
 import statistics
 import tempfile
 import threading
@@ -87,8 +88,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--replicate", type=int, nargs="+", default=[3, 12])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--extra", nargs="*", default=[], help="more `mtl train` options")
+    ap.add_argument(
+        "--extra", default="", help="more `mtl train` options, e.g. --extra='--base-precision int8'"
+    )
     args = ap.parse_args()
+    args.extra = shlex.split(args.extra)
 
     import sys
 
