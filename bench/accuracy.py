@@ -332,10 +332,12 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha, "--fit", "squash")
     if name == "mtl_int8":  # the int8 base (--base-precision int8), both consumers
         return mtl_cli(alpha, "--base-precision", "int8", keras_too=True)
+    if name == "mtl_ft5":  # a second phase unfreezing the top base layers (--fine-tune-*)
+        return mtl_cli(alpha, "--fine-tune-epochs", "5")
     return keras_arm(ARMS[name])
 
 
-CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8")
+CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_ft5")
 
 
 # ---------------------------------------------------------------- running and reporting

@@ -115,7 +115,8 @@ FineTuneEpochs = Annotated[
     _opt(
         "fine_tune_epochs",
         "--fine-tune-epochs",
-        help="Second phase: unfreeze the top of the base.",
+        help="Second phase: unfreeze the top of the base. Slow (Keras, the photo alone), "
+        "and on the benchmark it did not beat the frozen defaults (docs/train.md).",
     ),
 ]
 FineTuneLr = Annotated[

@@ -1,0 +1,193 @@
+"""Which extra base passes pay: more views per photo, a higher-resolution view, pooled
+features of an earlier block. Feature-level probes with mtl's own NumPy head.
+
+Every photo is read as `mtl train` reads it by default (``load_image(path, 256,
+fit="center")``) and goes through one LiteRT float32 model (converted here from
+Keras' MobileNet, alpha 0.75, ``x / 127.5 - 1``) that returns, per photo:
+
+| feature | what |
+|---|---|
+| ``image`` | the whole 256 input resized to 224 (mtl's ``image`` view), block 13 pooled |
+| ``crop`` | the central 224 (87.5%) of the 256 input (mtl's ``crop`` view) |
+| ``image_flip``, ``crop_flip`` | their mirrors (mtl's ``flip``, ``crop_flip`` views) |
+| ``crop75`` | a third crop: the central 75% (192) resized to 224 |
+| ``hires`` | the whole 256 input through the base at 256 (an 8x8 map), pooled |
+| ``image_b11``, ``crop_b11`` | block 11 (``conv_pw_11_relu``) pooled, of the image and crop views |
+
+Arms (train rows = every listed view of every training photo; a test photo's
+probabilities are averaged over its views, as mtl's saved model does):
+
+| arm | views | features |
+|---|---|---|
+| ``default`` | image, crop | block 13 (mtl's default) |
+| ``mirrors`` | image, crop, image_flip, crop_flip | block 13 |
+| ``crop3`` | image, crop, crop75 | block 13 |
+| ``hires`` | image, crop, hires | block 13 |
+| ``b11+13`` | image, crop | block 13 and block 11 concatenated (1152 floats) |
+
+Head: mtl's NumPy head (Dense 512 relu, dropout 0.5, Adam 1e-3, batch 32, 30
+epochs, no validation split: bench/head_ensemble.py's ``train``), protocol of
+bench/accuracy.py (hymenoptera: 5 folds pooled; digits: 500 train, a new split
+per seed; the others: their train/ and test/ folders).
+
+    MTL_WEIGHTS_DIR=../shared/weights PYTHONPATH=. python bench/views_probe.py --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import acc_features as af  # noqa: E402
+import accuracy as acc  # noqa: E402
+
+DIM, DIM11 = 768, 384  # MobileNet 0.75: block 13 and block 11 channels
+ORDER = ("image", "crop", "image_flip", "crop_flip", "crop75", "hires")  # block 13 parts
+ARMS = {
+    "default": (("image", "crop"), False),
+    "mirrors": (("image", "crop", "image_flip", "crop_flip"), False),
+    "crop3": (("image", "crop", "crop75"), False),
+    "hires": (("image", "crop", "hires"), False),
+    "b11+13": (("image", "crop"), True),
+}
+CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache")) / "views_probe"
+
+
+def extractor(alpha: float):
+    """Keras: 256x256 RGB 0-255 in, every feature of the table above concatenated out."""
+    import keras
+
+    weights = Path(os.environ.get("MTL_WEIGHTS_DIR", af.SHARED / "weights"))
+    tag = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}[alpha]
+    base = keras.applications.MobileNet(
+        input_shape=(None, None, 3), alpha=alpha, include_top=False,
+        weights=str(weights / f"mobilenet_{tag}_224_tf_no_top.h5"),
+    )  # fmt: skip
+    both = keras.Model(base.input, [base.get_layer("conv_pw_11_relu").output, base.output])
+    pool = keras.layers.GlobalAveragePooling2D()
+    x_in = keras.Input((256, 256, 3))
+    x = x_in / 127.5 - 1.0
+    resize = keras.layers.Resizing(224, 224, interpolation="bilinear")
+    image = resize(x)
+    crop = keras.layers.CenterCrop(224, 224)(x)
+    crop75 = resize(keras.layers.CenterCrop(192, 192)(x))
+    flip = keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=2))
+    views = {"image": image, "crop": crop, "image_flip": flip(image), "crop_flip": flip(crop),
+             "crop75": crop75, "hires": x}  # fmt: skip
+    out13, out11 = {}, {}
+    for name, v in views.items():
+        b11, b13 = both(v)
+        out13[name] = pool(b13)
+        if name in ("image", "crop"):
+            out11[name] = pool(b11)
+    flat = keras.layers.Concatenate()([out13[n] for n in ORDER] + [out11["image"], out11["crop"]])
+    return keras.Model(x_in, flat)
+
+
+def compute(files: list[Path], alpha: float) -> np.ndarray:
+    from mtl import runtime
+    from mtl.data.images import iter_batches
+    from mtl.litert import LiteModel
+
+    lite = LiteModel(runtime.tflite_flatbuffer(extractor(alpha), (256, 256, 3)))
+    out = []
+    for batch in iter_batches(files, 256, 32, fit="center"):
+        assert not batch.failures, batch.failures
+        lite.resize(len(batch.pixels))
+        out.append(lite.run(batch.pixels.astype(np.float32)))
+    return np.concatenate(out)
+
+
+def features(name: str, alpha: float) -> tuple[acc.Data, dict[str, np.ndarray]]:
+    data = acc.Data.load(name, alpha, features=False)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    npy = CACHE / f"{name}-alpha{alpha}.npy"
+    if npy.exists():
+        flat = np.load(npy)
+    else:
+        t0 = time.perf_counter()
+        flat = compute(data.files, alpha)
+        np.save(npy, flat)
+        print(f"features {name}: {len(data.files)} photos, {time.perf_counter() - t0:.0f}s",
+              flush=True)  # fmt: skip
+    assert len(flat) == len(data.files)
+    parts = {n: flat[:, i * DIM : (i + 1) * DIM] for i, n in enumerate(ORDER)}
+    k = len(ORDER) * DIM
+    parts["image_b11"], parts["crop_b11"] = flat[:, k : k + DIM11], flat[:, k + DIM11 :]
+    return data, parts
+
+
+def view_rows(parts: dict[str, np.ndarray], arm: str) -> list[np.ndarray]:
+    views, b11 = ARMS[arm]
+    if not b11:
+        return [parts[v] for v in views]
+    return [np.concatenate([parts[v], parts[f"{v}_b11"]], axis=1) for v in views]
+
+
+def score(data: acc.Data, rows: list[np.ndarray], seed: int) -> float:
+    from mtl.training import headfit
+
+    correct = total = 0
+    for j, (train, test) in enumerate(acc.folds(data.name, data.n_all, data.labels, seed)):
+        s = seed * 100 + j
+        x = np.concatenate([r[train] for r in rows])
+        y = np.tile(data.labels[train], len(rows))
+        head = headfit.Head.fresh(x.shape[1], len(data.classes), (512,), 0.5, s)
+        opt = headfit.Optimizer("adam", 1e-3)
+        for epoch in range(30):
+            headfit.train_epoch(head, opt, x, y, None, 32, s, epoch)
+        probs = np.mean([head.probs(r[test]) for r in rows], axis=0)
+        correct += int(np.sum(probs.argmax(1) == data.labels[test]))
+        total += len(test)
+    return correct / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--datasets", default="hymenoptera,clothing,eurosat,sign_digits,digits")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--features-only", action="store_true")
+    args = ap.parse_args()
+    from mtl.training import headfit
+
+    arms = args.arms.split(",")
+    table: dict[str, dict[str, list[float]]] = {}
+    for name in args.datasets.split(","):
+        data, parts = features(name, args.alpha)
+        if args.features_only:
+            continue
+        with headfit.one_blas_thread():
+            table[name] = {
+                arm: [score(data, view_rows(parts, arm), seed) for seed in range(args.seeds)]
+                for arm in arms
+            }
+        for arm, accs in table[name].items():
+            print(f"{name} {arm}: {' '.join(f'{a:.4f}' for a in accs)}", flush=True)
+    if not table:
+        return
+    names = list(table)
+    print(f"\nmean / worst over {args.seeds} seeds (seed-to-seed spread of the default: "
+          "max - min)\n")  # fmt: skip
+    print("| arm | " + " | ".join(names) + " | mean over datasets |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for arm in arms:
+        cells = [f"{statistics.mean(table[n][arm]):.3f} / {min(table[n][arm]):.3f}" for n in names]
+        overall = statistics.mean(statistics.mean(table[n][arm]) for n in names)
+        print(f"| {arm} | " + " | ".join(cells) + f" | {overall:.4f} |")
+    spread = [
+        max(table[n]["default"]) - min(table[n]["default"]) for n in names if "default" in table[n]
+    ]
+    print("| default's spread | " + " | ".join(f"{s:.3f}" for s in spread) + " | |")
+
+
+if __name__ == "__main__":
+    main()
