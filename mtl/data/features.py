@@ -259,9 +259,16 @@ def start(
         job.progress = (done, total)
 
     job.future = pool.submit(
-        compute, paths, extractor, cache, size, batch_size=batch_size, on_progress=record,
-        stop=job.stop, fit=fit,
-    )  # fmt: skip
+        compute,
+        paths,
+        extractor,
+        cache,
+        size,
+        batch_size=batch_size,
+        on_progress=record,
+        stop=job.stop,
+        fit=fit,
+    )
     pool.shutdown(wait=False)
     return job
 

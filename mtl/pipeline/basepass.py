@@ -179,9 +179,16 @@ class BasePass:
         views = tuple(c.run_views) if freeze is None else ("image",)
         side = c.input_size if freeze is None else c.image_size
         return litebase.BaseSpec(
-            c.model, c.alpha, c.image_size, freeze, self._digest, litebase.keras_version(), views,
-            0 if side == c.image_size else side, c.base_precision,
-        )  # fmt: skip
+            c.model,
+            c.alpha,
+            c.image_size,
+            freeze,
+            self._digest,
+            litebase.keras_version(),
+            views,
+            0 if side == c.image_size else side,
+            c.base_precision,
+        )
 
     def start_early(
         self, paths: Sequence[Path], cache: features.FeatureCache, *, importing: bool = True
@@ -318,9 +325,14 @@ class BasePass:
             extractor = features.Extractor(parts.extractor, parts.spec, direct=direct)
             self.extractors.append(extractor)
         return features.compute(
-            paths, extractor, cache, self._input_side(parts), batch_size=batch_size,
-            on_progress=on_progress, fit=self.cfg.fit,
-        )  # fmt: skip
+            paths,
+            extractor,
+            cache,
+            self._input_side(parts),
+            batch_size=batch_size,
+            on_progress=on_progress,
+            fit=self.cfg.fit,
+        )
 
     def fill_lite(
         self,
@@ -355,9 +367,14 @@ class BasePass:
             return None
         self.extractors.append(extractor)
         return features.compute(
-            paths, extractor, cache, spec.input_side, batch_size=litebase.BATCH,
-            on_progress=on_progress, fit=self.cfg.fit,
-        )  # fmt: skip
+            paths,
+            extractor,
+            cache,
+            spec.input_side,
+            batch_size=litebase.BATCH,
+            on_progress=on_progress,
+            fit=self.cfg.fit,
+        )
 
     def _lite(
         self, get_parts: Callable[[], Any], spec: litebase.BaseSpec

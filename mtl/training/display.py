@@ -13,10 +13,15 @@ def run_repr(run: Any) -> str:
     val = run.val_metrics
     return reprs.short_repr(
         "TrainResult",
-        {"run_dir": str(run.run_dir), "classes": run.classes, "kept_epoch": run.kept_epoch,
-         "epochs_run": len(run.history), "train_accuracy": run.train_metrics["accuracy"],
-         "val_accuracy": val["accuracy"] if val else None},
-    )  # fmt: skip
+        {
+            "run_dir": str(run.run_dir),
+            "classes": run.classes,
+            "kept_epoch": run.kept_epoch,
+            "epochs_run": len(run.history),
+            "train_accuracy": run.train_metrics["accuracy"],
+            "val_accuracy": val["accuracy"] if val else None,
+        },
+    )
 
 
 def run_html(run: Any) -> str:

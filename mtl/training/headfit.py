@@ -52,8 +52,11 @@ def side_by_side(heads: Sequence[Head]) -> Head:
         raise ValueError("only heads of one layout, not composed with the prior, add up")
     n = len(heads)
     if len(first.kernels) == 1:
-        return Head([_mean([h.kernels[0] for h in heads])], [_mean([h.biases[0] for h in heads])],
-                    first.dropout)  # fmt: skip
+        return Head(
+            [_mean([h.kernels[0] for h in heads])],
+            [_mean([h.biases[0] for h in heads])],
+            first.dropout,
+        )
     from scipy.linalg import block_diag
 
     kernels = [np.concatenate([h.kernels[0] for h in heads], axis=1)]

@@ -25,9 +25,15 @@ from mtl.training.tracking import EpochLog
 MODEL_FILE = "model.keras"
 # What a run writes (model.keras last: its presence means the run finished).
 RUN_FILES = (
-    "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json",
-    "learning_curves.png", "confusion_matrix.png", MODEL_FILE,
-)  # fmt: skip
+    "labels.txt",
+    "config.json",
+    "split.csv",
+    "history.csv",
+    "metrics.json",
+    "learning_curves.png",
+    "confusion_matrix.png",
+    MODEL_FILE,
+)
 EVENTS_FOLDER = "tensorboard"  # tensorboard --logdir runs/
 RUN_FOLDERS = ("checkpoint", "cache", EVENTS_FOLDER)
 
@@ -129,8 +135,15 @@ class RunSummary:
 
 
 HISTORY_COLUMNS = (
-    "epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"
-)  # fmt: skip
+    "epoch",
+    "phase",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+)
 
 
 def write_run(
@@ -179,9 +192,13 @@ def write_run(
         )
     c = run.config
     info = ModelInfo(
-        model=c.model, alpha=c.alpha, image_size=c.image_size, fit=c.fit,
-        views=tuple(c.run_views), refit=any(h.phase == "refit" for h in run.history),
-    )  # fmt: skip
+        model=c.model,
+        alpha=c.alpha,
+        image_size=c.image_size,
+        fit=c.fit,
+        views=tuple(c.run_views),
+        refit=any(h.phase == "refit" for h in run.history),
+    )
     save(run_dir / MODEL_FILE, model_meta(run.classes, info))
     return [*written, MODEL_FILE], warnings
 
