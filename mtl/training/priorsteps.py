@@ -35,10 +35,10 @@ class PriorSteps:
     blend: prior.Blend | None = None  # the prior's weight in the saved model, if any
     _top: tuple[np.ndarray, np.ndarray] | None = None
 
-    def keys(self, subset: str) -> list[str]:  # pragma: no cover - Trainer's
+    def keys(self, subset: str) -> list[str]:  # pragma: no cover - the Session's
         raise NotImplementedError
 
-    def labels(self, subset: str) -> np.ndarray:  # pragma: no cover - Trainer's
+    def labels(self, subset: str) -> np.ndarray:  # pragma: no cover - the Session's
         raise NotImplementedError
 
     # --- cached features as NumPy ---------------------------------------------------------
