@@ -60,10 +60,11 @@ BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def backend_name() -> str:
-    return os.environ.get("KERAS_BACKEND", "tensorflow")
+    # Empty is unset, as Keras reads it.
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
-def _check_environment() -> None:
+def check_environment() -> None:
     """Refuse bad KERAS_BACKEND, MTL_CPU_DEVICES and TF_CONFIG values before importing
     anything, each named with what it may be (else: Keras' ValueError, an int() error
     or a JSON error, all "unexpected")."""
@@ -135,7 +136,7 @@ def tf_config() -> dict[str, Any] | None:
 @cache
 def keras() -> ModuleType:
     """Import Keras (and its backend) once, quietly, and initialise the devices."""
-    _check_environment()
+    check_environment()
     with quiet_native_stderr():
         try:
             import keras as k

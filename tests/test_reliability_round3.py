@@ -416,6 +416,45 @@ def test_bad_environment_variables_exit_2_naming_them(tmp_path, env, message):
     assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MTL_CPU_DEVICES": "1.5"}, "MTL_CPU_DEVICES must be a whole number from 1 to"),
+        ({"MTL_CPU_DEVICES": "0"}, "Received '0'"),
+        ({"KERAS_BACKEND": "evil"}, "KERAS_BACKEND must be one of tensorflow, jax, torch"),
+        ({"TF_CONFIG": "[]"}, 'TF_CONFIG must be {"cluster"'),
+    ],
+)
+def test_bad_environment_variables_stop_a_run_that_never_imports_keras(tmp_path, env, message):
+    """The default CPU run (LiteRT base, NumPy head) checks them as Keras' import would,
+    before its run folder exists."""
+    data = tmp_path / "data"
+    for label in ("ants", "bees"):
+        (data / label).mkdir(parents=True)
+        for src in sorted((HYMENOPTERA / label).iterdir())[:3]:
+            (data / label / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "mtl", "train", str(data), "--alpha", "0.75", "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in " ".join(done.stderr.split())
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_an_empty_keras_backend_is_unset_as_keras_reads_it(monkeypatch):
+    from mtl import runtime
+
+    monkeypatch.setenv("KERAS_BACKEND", "")
+    runtime.check_environment()
+    assert runtime.backend_name() == "tensorflow"
+
+
 def test_train_api_arguments_are_checked_before_anything_is_written(tmp_path):
     import mtl
 

@@ -67,7 +67,7 @@ def build_parts(
 
 def _needs_strategy() -> bool:
     """Whether :func:`mtl.runtime.setup_training` will pick a multi-device strategy."""
-    return bool(os.environ.get("TF_CONFIG")) or int(os.environ.get("MTL_CPU_DEVICES") or 1) > 1
+    return runtime.tf_config() is not None or runtime.cpu_devices() > 1
 
 
 def decide_engine(
@@ -82,6 +82,9 @@ def decide_engine(
 
     ``--base-engine litert`` where LiteRT cannot run is a usage error.
     """
+    # A run that never imports Keras (LiteRT base, NumPy head; review) still refuses a
+    # bad KERAS_BACKEND, MTL_CPU_DEVICES or TF_CONFIG, as Keras' import would.
+    runtime.check_environment()
     # An int8 base exists on LiteRT only (config.validate refuses it with Keras).
     want = "litert" if cfg.base_precision == "int8" else cfg.base_engine
     if want == "keras" or cfg.augment:

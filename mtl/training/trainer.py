@@ -95,6 +95,7 @@ def train(
     if data is None:
         raise UsageError("no data folder given")
     cfg = validate(config or TrainConfig())
+    runtime.check_environment()  # before a run folder exists, whichever engine runs
     if resume is None and out is not None:
         rundir.refuse_existing(Path(out), force)
     ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
