@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mtl.errors import UsageError
+from mtl.errors import DataError, UsageError
 
 
 def check_new(path: str | os.PathLike[str], *, force: bool, what: str = "file") -> Path:
@@ -154,3 +154,13 @@ def replace_dir(source: Path, target: Path, *, force: bool = False) -> Path:
             return target
     os.replace(source, target)
     return target
+
+
+def read_text_limited(path: str | os.PathLike[str], limit: int, what: str) -> str:
+    """The UTF-8 text of a file mtl reads back (a record, a decisions file), refused past
+    ``limit`` bytes before it is read whole: an edited or planted file can be any size."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise DataError(f"{path} is too large for {what} (at most {limit >> 20} MiB)")
+    return data.decode("utf-8")

@@ -454,6 +454,26 @@ def test_bad_decisions_are_refused_before_anything_moves(cli, tmp_path, rows, me
     assert review(cli, root, decide(tmp_path, rows)).exit_code == 2  # DECISIONS needs --apply
 
 
+def test_planted_records_past_the_limit_are_refused_before_they_are_read(
+    cli, tmp_path, monkeypatch
+):
+    """A decisions file or journal can be any size: past RECORDS_LIMIT it is refused,
+    naming it, not read into memory; nothing moves."""
+    from mtl.review import actions
+
+    root = make_data(tmp_path)
+    before = snapshot(root)
+    monkeypatch.setattr(actions, "RECORDS_LIMIT", 4096)
+    rows = [{"file": f"ants/{i:06d}.jpg", "action": "keep"} for i in range(200)]
+    result = review(cli, root, "--apply", decide(tmp_path, rows))
+    assert result.exit_code == 2 and "too large for a decisions file" in result.stderr
+    assert snapshot(root) == before
+    (root / "_review").mkdir()
+    (root / "_review" / "review.jsonl").write_text("{}\n" * 4096)
+    result = review(cli, root, "--undo")
+    assert result.exit_code == 2 and "too large for review's journal" in result.stderr
+
+
 def test_piped_table_does_not_cut_file_names(capsys, tmp_path):
     from mtl.cli.review import _table
     from mtl.review import ReviewResult, Thresholds

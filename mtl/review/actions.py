@@ -48,6 +48,9 @@ from mtl.safepaths import relative_problem
 RECORDS = "review.jsonl"
 REPORT = "report.html"
 REMOVED = "removed"  # the reason of a photo a decisions file says to remove
+# A decision or a journal record is a few hundred bytes: 64 MiB is some 200,000 photos,
+# and a planted file past it is refused before it fills memory.
+RECORDS_LIMIT = 64 << 20
 MOVE_REASONS = (*REASONS, REMOVED)
 SPLITS = ("train", "val")  # a class folder may sit under DATA/train or DATA/val
 
@@ -465,7 +468,8 @@ def read_records(root: Path) -> list[Move]:
     if not path.is_file():
         return []
     moves = []
-    for n, line in enumerate(split_lines(path.read_text(encoding="utf-8")), 1):
+    text = files.read_text_limited(path, RECORDS_LIMIT, "review's journal")
+    for n, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         where = f"{path} line {n}"
@@ -639,7 +643,7 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
     """The moves a decisions file (saved from the review page) asks for, every line checked
     before any is used: a photo inside DATA, a known action, an existing class."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
     except FileNotFoundError:
         raise UsageError(f"no such decisions file: {path}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
