@@ -156,6 +156,11 @@ def replace_dir(source: Path, target: Path, *, force: bool = False) -> Path:
     return target
 
 
+# mtl's own small records read back (settings, a checkpoint's state, metrics, labels):
+# far above any real one (a 1,000-class metrics.json is under 1 MiB).
+RECORD_LIMIT = 16 << 20
+
+
 def read_text_limited(path: str | os.PathLike[str], limit: int, what: str) -> str:
     """The UTF-8 text of a file mtl reads back (a record, a decisions file), refused past
     ``limit`` bytes before it is read whole: an edited or planted file can be any size."""

@@ -370,6 +370,32 @@ def test_a_tampered_checkpoint_state_is_refused_naming_it(tmp_path, edit, reason
     assert reason in exc.value.message
 
 
+def test_planted_oversized_run_records_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """A checkpoint's state, a run's settings or a labels file can be any size when planted:
+    past files.RECORD_LIMIT each is refused naming it, not read into memory."""
+    from mtl import files
+    from mtl.errors import MtlError
+    from mtl.inference.tflite import read_labels
+    from mtl.pipeline.config import resolve
+    from mtl.training import checkpoint
+
+    monkeypatch.setattr(files, "RECORD_LIMIT", 1024)
+    state = saved_checkpoint(tmp_path / "run", [[1.0, 2.0]])
+    state.write_text(json.dumps({**json.loads(state.read_text()), "pad": "x" * 2048}))
+    settings = tmp_path / "config.json"
+    settings.write_text(json.dumps({"config": {"epochs": 3}, "pad": "x" * 2048}))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("ants\n" * 1024)
+    for read, path in (
+        (lambda: checkpoint.load(tmp_path / "run"), state),
+        (lambda: resolve(settings), settings),
+        (lambda: read_labels(labels), labels),
+    ):
+        with pytest.raises(MtlError, match="too large") as caught:
+            read()
+        assert str(path) in str(caught.value)
+
+
 def test_an_array_file_linked_outside_the_run_is_refused(tmp_path):
     from mtl.training import checkpoint
 

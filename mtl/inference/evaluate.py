@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mtl import reprs
+from mtl import files, reprs
 from mtl.data.dataset import class_folders
 from mtl.data.images import list_images
 from mtl.errors import DataError, ModelFileError, UsageError
@@ -156,7 +156,8 @@ def was_refit(run_dir: Path) -> bool:
     if info is not None and info.refit is not None:
         return info.refit
     try:
-        notes = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("notes")
+        text = files.read_text_limited(run_dir / "metrics.json", files.RECORD_LIMIT, "metrics")
+        notes = json.loads(text).get("notes")
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(notes, list) and any("refit on all" in str(n) for n in notes)
@@ -234,7 +235,9 @@ def _recorded_data(run: Path) -> Path | None:
     import json
 
     try:
-        recorded = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        recorded = json.loads(
+            files.read_text_limited(run / "config.json", files.RECORD_LIMIT, "settings")
+        )
     except (OSError, ValueError):
         return None
     if not isinstance(recorded, dict):

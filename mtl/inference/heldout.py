@@ -68,7 +68,7 @@ def score_test(result: Result, on_progress: ProgressFn | None = None) -> Result:
         )
     metrics_file = run_dir / "metrics.json"
     try:
-        saved = json.loads(metrics_file.read_text(encoding="utf-8"))
+        saved = json.loads(files.read_text_limited(metrics_file, files.RECORD_LIMIT, "metrics"))
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {metrics_file}: {exc}") from None
     from mtl.report.metrics import MAX_MATRIX_CLASSES

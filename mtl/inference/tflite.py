@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl import files
 from mtl.errors import ModelFileError
 from mtl.litert import LiteModel
 
@@ -35,7 +36,7 @@ def labels_path_for(model_path: str | os.PathLike[str]) -> Path:
 def read_labels(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_text_limited(path, files.RECORD_LIMIT, "a labels file")
     except FileNotFoundError:
         raise ModelFileError(f"no labels file at {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

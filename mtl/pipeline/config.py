@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl import files
 from mtl.data.images import FITS
 from mtl.errors import UsageError
 from mtl.model import backbones
@@ -313,7 +314,7 @@ def _load_run_json(path: Path) -> dict[str, Any]:
     import json
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "settings"))
     except FileNotFoundError:
         raise UsageError(f"no config file at {path}") from None
     except (ValueError, UnicodeDecodeError) as exc:
