@@ -474,6 +474,16 @@ def test_planted_records_past_the_limit_are_refused_before_they_are_read(
     assert result.exit_code == 2 and "too large for review's journal" in result.stderr
 
 
+def test_a_journal_that_is_not_a_regular_file_is_named_not_read(cli, tmp_path):
+    """A FIFO (or a folder) at _review/review.jsonl: exit 2 naming it, never a read that
+    blocks, nor "nothing to undo"."""
+    root = make_data(tmp_path)
+    (root / "_review").mkdir()
+    os.mkfifo(root / "_review" / "review.jsonl")
+    result = review(cli, root, "--undo")
+    assert result.exit_code == 2 and "is not a regular file" in result.stderr, result.stderr
+
+
 def test_piped_table_does_not_cut_file_names(capsys, tmp_path):
     from mtl.cli.review import _table
     from mtl.review import ReviewResult, Thresholds

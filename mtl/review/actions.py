@@ -573,7 +573,10 @@ def undo(data: str | os.PathLike[str]) -> UndoResult:
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
     check_review_dir(root)
-    if not records_path(root).is_file():
+    path = records_path(root)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise DataError(f"{path} is not a regular file; nothing was moved")
+    if not path.is_file():
         raise UsageError(f"nothing to undo: no {REVIEW_FOLDER}/{RECORDS} in {root}")
     with locked(root):
         return _undo(root)
