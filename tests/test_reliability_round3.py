@@ -410,6 +410,20 @@ def test_an_array_file_linked_outside_the_run_is_refused(tmp_path):
 # --- L9, L8, L6: inputs that ended in an "unexpected" exit 1 --------------------------
 
 
+def assert_refused(args: list[str], env: dict[str, str], message: str) -> None:
+    """``mtl ARGS`` in a process with ``env`` exits 2 with ``message``, never "unexpected"."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mtl", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in " ".join(done.stderr.split())
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -430,16 +444,7 @@ def test_bad_environment_variables_exit_2_naming_them(tmp_path, env, message):
             pytest.skip("torch is installed here")
         except ImportError:
             pass
-    done = subprocess.run(
-        [sys.executable, "-m", "mtl", "classify", "--alpha", "0.75", photo()],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert message in " ".join(done.stderr.split())
-    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    assert_refused(["classify", "--alpha", "0.75", photo()], env, message)
 
 
 @pytest.mark.parametrize(
@@ -460,16 +465,7 @@ def test_bad_environment_variables_stop_a_run_that_never_imports_keras(tmp_path,
         for src in sorted((HYMENOPTERA / label).iterdir())[:3]:
             (data / label / src.name).write_bytes(src.read_bytes())
     out = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "mtl", "train", str(data), "--alpha", "0.75", "--out", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert message in " ".join(done.stderr.split())
-    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    assert_refused(["train", str(data), "--alpha", "0.75", "--out", str(out)], env, message)
     assert not out.exists()
 
 

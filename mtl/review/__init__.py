@@ -11,6 +11,7 @@ writes the HTML page (:mod:`.report`) and, only when asked, moves them
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -131,24 +132,10 @@ def review(
         files.check_new(report, force=force, what="report")
     elif write_report:
         files.check_writable(actions.review_dir(root) / actions.REPORT, what="report")
-    if not (apply or relabel):
-        return _review(
-            root,
-            cfg,
-            t,
-            folds,
-            top,
-            False,
-            False,
-            report,
-            write_report,
-            weights_dir,
-            cache_dir,
-            on_download,
-            on_progress,
-        )
-    with actions.locked(root):
-        actions.reconcile(root)  # an unsafe record stops us before any work
+    # Only a review that moves photos holds DATA's lock (and first settles the journal).
+    with actions.locked(root) if apply or relabel else contextlib.nullcontext():
+        if apply or relabel:
+            actions.reconcile(root)  # an unsafe record stops us before any work
         return _review(
             root,
             cfg,
