@@ -171,10 +171,15 @@ def assemble(
     views: dict[str, list[Any]] | None = None,
     input_size: int | None = None,
     fit: str = "center",
+    int8: Any = None,
 ) -> tuple[Any, Any]:
     """Join fit, preprocessing, views, backbone and head into the one model that is saved
     (any photo in), and its twin on the square input (the same layers: training it trains
     the saved model; Keras needs a known input shape to train).
+
+    ``int8`` (an :class:`mtl.model.int8keras.Emulation`): the frozen base that the head
+    trained on is the int8 one, so its layers replace preprocessing, views, backbone
+    and pooling.
 
     Only Keras' own layers: the class names travel beside the network in the same file
     (:func:`mtl.model.modelio.save_model`), so plain Keras loads ``model.keras``.
@@ -186,6 +191,8 @@ def assemble(
         *(augmentation_layers() if augment else []),
         *([pre] if (pre := backbones.preprocessing(model)) is not None else []),
     ]
+    if int8 is not None:
+        shared = [shared[0], *int8.prefix]
     pool = keras.layers.GlobalAveragePooling2D(name="pool")
     average = keras.layers.Average(name="views_average") if len(views or {}) > 1 else None
     names = keras.layers.Identity(name="class_names", dtype="float32")
@@ -196,10 +203,13 @@ def assemble(
         # prediction time. The augmentation layers follow Keras' training flag.
         x = shared[0](inputs, training=False)
         x = _through(shared[1:], x)
-        probs = [
-            head(pool(backbone(_through(v, x, training=False))))
-            for v in (views or {"image": []}).values()
-        ]
+        if int8 is not None:
+            probs = [head(_through(tower, x, training=False)) for tower in int8.towers.values()]
+        else:
+            probs = [
+                head(pool(backbone(_through(v, x, training=False))))
+                for v in (views or {"image": []}).values()
+            ]
         return names(probs[0] if average is None else average(probs))
 
     photo = keras.Input((None, None, 3), name="image")
@@ -347,6 +357,7 @@ def build_parts(
     head_skip: bool = False,
     input_size: int | None = None,
     fit: str = "center",
+    int8_base: Path | bytes | None = None,
 ) -> Parts:
     """Build (or re-cut, given ``backbone`` and ``head``) the model for training.
 
@@ -354,7 +365,8 @@ def build_parts(
     returns ``(views, features)`` per image and the saved model averages over them.
     ``input_size`` (default ``size``): the model's input side, larger than the base's
     only in that case (:func:`view_layers`). ``fit``: how the saved model makes a photo
-    square (:func:`fit_layer`).
+    square (:func:`fit_layer`). ``int8_base``: the converted int8 base (``.tflite``) the
+    head trains on, which the saved model then carries (:mod:`mtl.model.int8keras`).
     """
     views = check_views(views)
     input_size = input_size or size
@@ -369,8 +381,13 @@ def build_parts(
             int(backbone.output_shape[-1]), len(class_names), head_units, dropout, skip=head_skip
         )
     layers = view_layers(views, size, input_size)
+    int8 = None
+    if int8_base is not None:
+        from mtl.model import int8keras
+
+        int8 = int8keras.emulate(int8_base, backbone, layers, model)
     full, square = assemble(
-        backbone, head, class_names, model, size, augment, layers, input_size, fit
+        backbone, head, class_names, model, size, augment, layers, input_size, fit, int8
     )
     spec = _base_spec(model, alpha, size, views, input_size)
     if augment:  # augmentation changes the pixels every epoch: nothing can be cached

@@ -174,6 +174,13 @@ class BasePass:
         self._early: features.Background | None = None
         self._early_extractor: litebase.LiteExtractor | None = None
         self._early_spec: litebase.BaseSpec | None = None
+        self._unstored: dict[str, bytes] = {}  # converted bases the cache could not keep
+
+    def source(self, freeze: int | None) -> Path | bytes:
+        """The converted base this run ran for ``freeze`` (the int8 one: its saved model
+        carries it, :mod:`mtl.model.int8keras`)."""
+        spec = self.spec(freeze)
+        return self._unstored.get(spec.text(), spec.path())
 
     def spec(self, freeze: int | None) -> litebase.BaseSpec:
         if not self._digest:
@@ -393,6 +400,8 @@ class BasePass:
             flatbuffer = calibration.convert(get_parts().extractor, spec.input_side, spec.precision)
             self.converted += 1
             stored = litebase.store(spec, flatbuffer)
+            if stored is None:
+                self._unstored[spec.text()] = flatbuffer
             return litebase.LiteExtractor(stored or flatbuffer, spec.text())
         except Exception as exc:  # noqa: BLE001 - LiteRT is an optimisation: fall back to Keras
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -338,8 +338,15 @@ def build(s: Session, freeze: int | None, **reuse: Any) -> Parts:
 def with_head(s: Session, parts: Parts, head: headfit.Head) -> Parts:
     """The same model with ``head``'s weights and layout (its widths: the averaged heads
     are twice as wide; the prior's skip) as its head."""
+    int8 = {"int8_base": s.base.source(None)} if s.base.spec(None).precision == "int8" else {}
     rebuilt = build(
-        s, None, weights=None, backbone=parts.backbone, head_skip=head.skip, head_units=head.units
+        s,
+        None,
+        weights=None,
+        backbone=parts.backbone,
+        head_skip=head.skip,
+        head_units=head.units,
+        **int8,
     )
     rebuilt.head.set_weights(head.weights())
     return rebuilt
