@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A run of `mtl train` (defaults: two views, head on NumPy) on 16 real photos."""
+def run(offline_env, tmp_path_factory) -> Path:
+    """A run of `mtl train` (defaults: two views, head on NumPy) on 16 real photos, on the
+    float32 base: LiteRT's answers must equal Keras' here (the int8 default's agreement is
+    tests/test_int8_keras.py's)."""
     from typer.testing import CliRunner
 
     tmp = tmp_path_factory.mktemp("lite")
@@ -29,7 +31,7 @@ def run(tmp_path_factory) -> Path:
     result = CliRunner().invoke(
         app,
         ["train", str(subset(tmp / "data", 8)), "--alpha", str(ALPHA), "--epochs", "3",
-         "--out", str(out)],
+         "--out", str(out), "--base-precision", "float32"],
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     return out

@@ -86,9 +86,10 @@ def test_views_are_averaged_inside_the_model_and_survive_tflite(trained, tmp_pat
     model = load_model(run / "model.keras").model
     names = [layer.name for layer in model.layers]
     # any photo in; its central square at 256: the crop view is its own central 224 pixels,
-    # the image view the whole square resized to 224
-    assert "views_average" in names and "view_crop_crop" in names and "view_image_resize" in names
-    assert "view_crop_resize" not in names and model.input_shape == (None, None, None, 3)
+    # the image view the whole square resized to 224 (each in the int8 base's layers)
+    assert "views_average" in names
+    assert "int8_view_crop_crop" in names and "int8_view_image_resize" in names
+    assert "int8_view_crop_resize" not in names and model.input_shape == (None, None, None, 3)
     files = [HYMENOPTERA / "ants" / "0013035.jpg", HYMENOPTERA / "bees" / "16838648_415acd9e3f.jpg"]
     x = np.stack([load_image(f, 256, "center") for f in files]).astype("float32")
     report = export_model(run / "model.keras", fmt="tflite", out=tmp_path / "m.tflite")
@@ -102,8 +103,10 @@ def test_saved_model_layout(trained):
     run, _ = trained
     model = load_model(run / "model.keras").model
     names = [layer.name for layer in model.layers]
-    assert names[1:3] == ["fit", "preprocess"] and names[-1] == "class_names"
+    # the default's int8 base (mtl.model.int8keras): its preprocessing is a table of 256
+    assert names[1:3] == ["fit", "int8_pixel_in"] and names[-1] == "class_names"
     assert [type(la).__name__ for la in model.layers[1:3]] == ["Resizing", "Rescaling"]
+    assert model.get_layer("int8_preprocess").input_dim == 256
     assert not any(type(layer).__name__ == "Lambda" for layer in model.layers)
     # The refit's head and the validated head side by side (headfit.side_by_side).
     assert model.get_layer("head").get_layer("dense_0").units == 2 * 512

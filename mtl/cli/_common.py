@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
 import os
@@ -356,10 +357,15 @@ def _parser_error(exc: Exception) -> NoReturn:
 
 
 def _leave(code: int) -> NoReturn:
-    """Exit with ``code``. A process that imported TensorFlow spends over a second
-    tearing it down (1.4 s on the 2-core dev machine) for nothing: every output
-    file is written atomically and closed by now, so only the streams need flushing."""
-    if "tensorflow" in sys.modules and not os.environ.get("MTL_DEBUG"):
+    """Exit with ``code``, skipping the interpreter's teardown. A process that imported
+    TensorFlow spends over a second tearing it down (1.4 s on the 2-core dev machine),
+    and one that did not still 0.3 s (a default `mtl train` on 245 photos: 2.7 s to its
+    last line, 3.0 s to exit), for nothing: every output file is written atomically and
+    closed by now. The atexit handlers still run (temporary folders are removed there),
+    and the streams are flushed."""
+    if not os.environ.get("MTL_DEBUG"):
+        with suppress(Exception):
+            atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit would run first
         for stream in (sys.stdout, sys.stderr):
             with suppress(Exception):
                 stream.flush()

@@ -399,6 +399,11 @@ def _convert_onnx(loaded: Any, path: Path) -> bytes:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"ONNX conversion failed: {first[:300]}") from None
     proto = onnx.load(str(path))
+    try:  # an op ONNX lacks is written without complaint, then fails at load
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"ONNX conversion made an invalid model: {first[:300]}") from None
     _rename_io(proto)
     meta = {
         CLASS_NAMES_KEY: json.dumps(loaded.class_names, ensure_ascii=False),

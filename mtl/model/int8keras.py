@@ -8,8 +8,9 @@ that accuracy fell 11 points on eurosat and 31 on 8x8 digits
 (docs/benchmarks.md). So the saved model carries the int8 network itself, read
 from the converted ``.tflite``: each convolution with its int8 weights and int32
 bias as float values, and after each op that TFLite quantizes its output, the same
-rounding to that tensor's int8 grid (``Discretization`` to the grid's index, then
-``Rescaling`` back to its value: only Keras' own layers, so plain Keras loads it).
+rounding to that tensor's int8 grid (the step's index as an int32 cast, then
+``Rescaling`` back to its value: only Keras' own layers, so plain Keras loads it and
+every export converts it).
 
 The emulation computes in float32 what LiteRT computes in integers; the two
 differ only where a value falls within float rounding of a grid step's midpoint,
@@ -23,6 +24,7 @@ Supported: the frozen parts ``mtl.model.classifier`` builds for MobileNet v1
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ import numpy as np
 from mtl.errors import MtlError
 from mtl.runtime import keras as _keras
 
+# Bump when the layers built here change: saved-model skeletons of int8 runs are then
+# built anew (mtl.model.skeleton.arch).
+FORMAT = 2  # 2: no Discretization (ONNX lacks Bucketize), views' layers named once
 SUPPORTED_MODELS = ("mobilenet",)
 SUPPORTED_VIEWS = ("image", "crop")
 
@@ -73,7 +78,9 @@ class Graph:
 
         from mtl.runtime import quiet_native_stderr
 
-        with quiet_native_stderr():
+        with quiet_native_stderr(), warnings.catch_warnings():
+            # "preserve_all_tensors is for debugging": it is what :meth:`table` reads.
+            warnings.simplefilter("ignore", UserWarning)
             if isinstance(source, bytes):
                 interp = Interpreter(model_content=source, experimental_preserve_all_tensors=True)
             else:
@@ -168,7 +175,7 @@ class _Builder:
 
         The step's index is ``floor(x / scale + 0.5)`` clamped to [0, 255]: the floor is
         the cast to int32 that Keras applies to a float input of an int32 layer (8x
-        faster than ``Discretization``'s search, and plain Keras on every backend)."""
+        faster than ``Discretization``'s search, which ONNX cannot run either)."""
         if grid not in self.grids:
             k, lo = len(self.grids), float(grid.values()[0])
             layers = self.keras.layers
@@ -209,7 +216,7 @@ class _Builder:
 
     def copy(self, layer: Any, suffix: str) -> Any:
         config = layer.get_config()
-        config["name"] = f"int8_{layer.name}_{suffix}"
+        config["name"] = f"int8_{layer.name}" + (f"_{suffix}" if suffix else "")
         return type(layer).from_config(config)
 
 
@@ -266,12 +273,16 @@ def _prefix(g: Graph, b: _Builder) -> tuple[list[Any], int]:
     table = g.table(tensor)
     keras = b.keras
     return [
-        keras.layers.Discretization(
-            bin_boundaries=(np.arange(255) + 0.5).tolist(), output_mode="int", name="int8_pixel"
-        ),
+        # the pixel's integer (clamped, rounded half up), as in :meth:`_Builder.rounding`
+        keras.layers.Rescaling(1.0, 0.5, name="int8_pixel_in"),
+        keras.layers.ReLU(max_value=255.0, name="int8_pixel_clamp"),
+        keras.layers.Identity(dtype="int32", name="int8_pixel"),
         keras.layers.Embedding(
-            256, 1, embeddings_initializer=keras.initializers.Constant(table.reshape(256, 1)),
-            trainable=False, name="int8_preprocess",
+            256,
+            1,
+            embeddings_initializer=keras.initializers.Constant(table.reshape(256, 1)),
+            trainable=False,
+            name="int8_preprocess",
         ),
         keras.layers.Reshape(tuple(g.tensors[tensor]["shape"][1:]), name="int8_preprocessed"),
     ], tensor
@@ -285,13 +296,13 @@ def _tower(
     layers: list[Any] = []
     ops = list(chain)
     for layer in view:  # the view's own layers come first in the chain
-        op = ops.pop(0) if ops else {"op_name": "nothing"}
+        op: dict[str, Any] = ops.pop(0) if ops else {"op_name": "nothing"}
         kind = {"CenterCrop": "STRIDED_SLICE", "Resizing": "RESIZE_BILINEAR"}.get(
             type(layer).__name__, "?"
         )
         if op["op_name"] != kind:
             raise NotEmulable(f"view {name}: {layer.name} became {op['op_name']}, not {kind}")
-        layers.append(b.copy(layer, name))
+        layers.append(b.copy(layer, ""))  # a view's own layer: its name is unique already
         if kind != "STRIDED_SLICE":
             layers += b.rounding(g.grid(op["outputs"][0]))
     convs = [op for op in ops if op["op_name"] in CONVS]

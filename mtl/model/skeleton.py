@@ -36,9 +36,12 @@ import numpy as np
 from mtl import files
 from mtl.assets.cache import cache_root
 from mtl.errors import MtlError
+from mtl.model.int8keras import FORMAT as INT8_FORMAT
 from mtl.model.modelio import FIT_LAYER
 
-FORMAT = 3  # 2: one skeleton for every class count; 3: the fit layer (any photo in)
+# 2: one skeleton for every class count; 3: the fit layer (any photo in); 4: the int8 base's
+# layers (mtl.model.int8keras, whose own FORMAT is part of an int8 skeleton's name)
+FORMAT = 4
 ENTRY = "mtl_skeleton.json"  # inside a skeleton only: where the head's weights are
 WEIGHTS = "model.weights.h5"
 KERAS_ENTRIES = ("metadata.json", "config.json", WEIGHTS)  # in the order Keras writes them
@@ -51,6 +54,7 @@ def arch(
     (``skip``: the head's last layer also reads the features, :mod:`mtl.training.prior`)."""
     values: dict[str, Any] = {
         "format": FORMAT,
+        **({"int8keras": INT8_FORMAT} if "int8" in base_spec else {}),
         "base": base_spec,
         "views": list(views),
         "head": list(head),

@@ -162,8 +162,11 @@ def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool, photos: in
 class BasePass:
     """Runs the frozen part once per image for one training run, on the chosen engine."""
 
-    def __init__(self, cfg: TrainConfig, weights_file: Path) -> None:
+    def __init__(self, cfg: TrainConfig, weights_file: Path, *, auto_int8: bool = False) -> None:
+        """``auto_int8``: whether ``--base-precision auto`` may choose int8 (a run whose head
+        trains in NumPy, and `mtl review` where train's would: they share features)."""
         self.cfg = cfg
+        self.auto_int8 = auto_int8
         self.weights_file = weights_file
         self.engine = ""  # "litert" or "keras", once :meth:`choose` has seen the devices
         self.converted = 0  # bases converted for LiteRT by this run
@@ -175,12 +178,23 @@ class BasePass:
         self._early_extractor: litebase.LiteExtractor | None = None
         self._early_spec: litebase.BaseSpec | None = None
         self._unstored: dict[str, bytes] = {}  # converted bases the cache could not keep
+        self._int8_failed = False  # "auto" then runs float32
 
     def source(self, freeze: int | None) -> Path | bytes:
         """The converted base this run ran for ``freeze`` (the int8 one: its saved model
         carries it, :mod:`mtl.model.int8keras`)."""
         spec = self.spec(freeze)
         return self._unstored.get(spec.text(), spec.path())
+
+    def precision(self, freeze: int | None) -> str:
+        """The base's precision in this run: ``--base-precision``, or for "auto" int8 where
+        LiteRT runs the whole base and :attr:`TrainConfig.int8_fits`, else float32."""
+        c = self.cfg
+        if c.base_precision != "auto":
+            return c.base_precision
+        litert = self.engine in ("", "litert")  # "": not chosen yet, LiteRT assumed
+        fits = self.auto_int8 and not self._int8_failed and c.int8_fits
+        return "int8" if freeze is None and litert and fits else "float32"
 
     def spec(self, freeze: int | None) -> litebase.BaseSpec:
         if not self._digest:
@@ -197,7 +211,7 @@ class BasePass:
             litebase.keras_version(),
             views,
             0 if side == c.image_size else side,
-            c.base_precision,
+            self.precision(freeze),
         )
 
     def start_early(
@@ -405,6 +419,10 @@ class BasePass:
             return litebase.LiteExtractor(stored or flatbuffer, spec.text())
         except Exception as exc:  # noqa: BLE001 - LiteRT is an optimisation: fall back to Keras
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            if spec.precision == "int8" and self.cfg.base_precision == "auto":
+                self._int8_failed = True
+                self.warnings.append(f"could not convert the base to int8 ({first}); float32 runs")
+                return self._lite(get_parts, self.spec(None))
             if spec.precision != "float32":  # Keras has no int8 base to fall back on
                 raise UsageError(
                     f"could not convert the base to {spec.precision} ({first}); "

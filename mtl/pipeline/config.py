@@ -33,7 +33,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed")
 CLASS_WEIGHTS = ("none", "auto")
 BASE_ENGINES = ("auto", "litert", "keras")
-BASE_PRECISIONS = ("float32", "int8")
+BASE_PRECISIONS = ("auto", "float32", "int8")
 
 
 @dataclass
@@ -86,9 +86,12 @@ class TrainConfig:
     # What runs the frozen base's one pass: "auto" is LiteRT on a CPU-only TensorFlow, else Keras.
     base_engine: str = "auto"
     # The frozen base's numbers on LiteRT: "int8" is a full-integer conversion calibrated
-    # on generated images (mtl.model.calibration); predict runs what training ran. The
-    # saved model.keras stays float32 either way. Whole base frozen only.
-    base_precision: str = "float32"
+    # on generated images (mtl.model.calibration): 2.7x float32's passes/s on CPUs with
+    # int8 kernels, within a seed's spread on every dataset of bench/accuracy.py, and
+    # model.keras then carries the int8 network (mtl.model.int8keras), so plain Keras
+    # agrees with mtl. "auto": int8 wherever LiteRT runs a base that can be saved so
+    # (int8_fits), else float32 (pipeline.basepass.BasePass.precision).
+    base_precision: str = "auto"
     cache_memory_mb: int = 2048
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +105,20 @@ class TrainConfig:
         """Whether the whole run trains on pooled features of the frozen base (no
         augmentation, no fine-tuning): what views and refitting need."""
         return self.freeze is None and not self.augment and not self.fine_tune_epochs
+
+    @property
+    def int8_fits(self) -> bool:
+        """Whether an int8 base can run this run's frozen part and be saved in
+        ``model.keras`` (:mod:`mtl.model.int8keras`): the whole base frozen, MobileNet
+        v1, the views image and crop, LiteRT allowed."""
+        from mtl.model.int8keras import SUPPORTED_MODELS, SUPPORTED_VIEWS
+
+        return (
+            self.pooled_only
+            and self.base_engine != "keras"
+            and self.model in SUPPORTED_MODELS
+            and all(v in SUPPORTED_VIEWS for v in self.run_views)
+        )
 
     @property
     def run_views(self) -> list[str]:
@@ -278,11 +295,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not rule.ok(value):
             raise UsageError(f"{rule.message}. Received {rule.key}={value!r}")
     # Settings that only fail together (RULES checks one value each).
-    if cfg.base_precision != "float32" and not (cfg.pooled_only and cfg.base_engine != "keras"):
+    if cfg.base_precision == "int8" and not cfg.int8_fits:
         raise UsageError(
-            "--base-precision int8 runs the whole frozen base on LiteRT: it needs --freeze all, "
-            "no --augment, no fine-tuning and --base-engine auto or litert. "
-            f"Received base_precision={cfg.base_precision!r}"
+            "--base-precision int8 runs the whole frozen base on LiteRT and saves it in "
+            "model.keras: it needs --freeze all, no --augment, no fine-tuning, --base-engine "
+            "auto or litert, --model mobilenet and views among image, crop. Received "
+            f"base_precision={cfg.base_precision!r}, model={cfg.model!r}, views={cfg.run_views}, "
+            f"freeze={cfg.freeze!r}, augment={cfg.augment!r}, base_engine={cfg.base_engine!r}"
         )
     return cfg
 

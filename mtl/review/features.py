@@ -74,10 +74,11 @@ def pooled_features(
         memory_bytes=cfg.cache_memory_mb << 20,
         persistent=cache_dir is not None,
     )
-    base = BasePass(cfg, wfile)
     paths = [it.path for it in ds.items]
     # Where train's head would train in NumPy, its pass needs no TensorFlow: nor does this.
     plain_cpu = head_engine(cfg, callbacks=False, resuming=False, photos=len(paths)) == "numpy"
+    # The base train would run (int8 there by default), so `--cache-dir` serves both.
+    base = BasePass(cfg, wfile, auto_int8=plain_cpu)
     base.start_early(paths, cache, importing=not plain_cpu)
     seconds: dict[str, float] = {}
     report = (lambda d, t: on_progress(STAGE, d, t)) if on_progress else None

@@ -62,7 +62,8 @@ class NumpyEngine:
         t0 = time.perf_counter()
         feats = self.pooled_features()
         self.s.seconds["features"] = time.perf_counter() - t0
-        by = "LiteRT" if self.s.base.engine == "litert" else "Keras"
+        base = self.s.base
+        by = f"LiteRT, {base.precision(None)}" if base.engine == "litert" else "Keras"
         return (
             feats,
             f"pooled base features (whole base frozen, computed once by {by}); head on NumPy",

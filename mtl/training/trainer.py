@@ -159,10 +159,10 @@ def _run(
         memory_bytes=cfg.cache_memory_mb << 20,
         persistent=not own_cache,
     )
-    base = BasePass(cfg, wfile)
     engine_name = head_engine(
         cfg, callbacks=bool(hooks.callbacks), resuming=ckpt is not None, photos=len(ds.items)
     )
+    base = BasePass(cfg, wfile, auto_int8=engine_name == "numpy")
     # With a converted base on disk, the one pass over every image needs no TensorFlow:
     # start it now (while TensorFlow imports, when the head needs Keras).
     base.start_early([it.path for it in ds.items], cache, importing=engine_name == "keras")

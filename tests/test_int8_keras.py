@@ -1,0 +1,261 @@
+"""The int8 base as the default on a CPU, and carried by ``model.keras`` (issue 25 item 2).
+
+Real weights, real photos: the Keras layers :mod:`mtl.model.int8keras` reads out of the
+converted ``.tflite`` give LiteRT's int8 features (not float32's), on photos and on
+small upsized ones where int8 and float32 differ most; a default run trains on int8,
+and ``model.keras`` in a process that never imports mtl gives mtl's probabilities.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl.cli import app
+from mtl.model.litebase import BaseSpec
+from tests.conftest import ALPHA, HYMENOPTERA, WEIGHTS
+from tests.test_train import subset
+
+pytestmark = pytest.mark.slow
+
+PLAIN_KERAS = """
+import json, sys
+import keras
+import numpy as np
+
+model = keras.saving.load_model(sys.argv[1])
+out = [model.predict(np.array(keras.utils.load_img(p))[None], verbose=0)[0].tolist()
+       for p in sys.argv[2:]]
+assert not [m for m in sys.modules if m == "mtl" or m.startswith("mtl.")]
+print(json.dumps(out))
+"""
+
+
+def _train(cli, data: Path, out: Path, *extra: str) -> dict:
+    result = cli.invoke(
+        app,
+        ["train", str(data), "--alpha", str(ALPHA), "--epochs", "3", "--out", str(out),
+         "--json", *extra],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _spec(run: Path) -> BaseSpec:
+    with zipfile.ZipFile(run / "model.keras") as z:
+        meta = json.loads(z.read("mtl.json"))
+    spec = BaseSpec.from_json(meta["info"]["frozen_base"])
+    assert spec is not None
+    return spec
+
+
+@pytest.fixture(scope="module")
+def data(offline_env, tmp_path_factory) -> Path:
+    return subset(tmp_path_factory.mktemp("int8k") / "data", 8)
+
+
+@pytest.fixture(scope="module")
+def default_run(offline_env, tmp_path_factory, data) -> tuple[Path, dict]:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("int8k") / "run"
+    return out, _train(CliRunner(), data, out)
+
+
+def _photos() -> list[Path]:
+    return (
+        sorted((HYMENOPTERA / "ants").iterdir())[-6:]
+        + sorted((HYMENOPTERA / "bees").iterdir())[-6:]
+    )
+
+
+def _upsized(pixels: np.ndarray, small: int) -> np.ndarray:
+    """Each photo shrunk to ``small`` pixels and blown up again: the smooth input of
+    eurosat's 64-pixel patches or 8x8 digits, where int8 loses the most."""
+    from PIL import Image
+
+    out = []
+    for p in pixels.astype(np.uint8):
+        img = Image.fromarray(p).resize((small, small), Image.BILINEAR)
+        out.append(np.asarray(img.resize(p.shape[:2][::-1], Image.BILINEAR)))
+    return np.stack(out).astype(np.float32)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_a_default_run_trains_on_int8_and_saves_it(default_run):
+    path, summary = default_run
+    spec = _spec(path)
+    assert spec.precision == "int8" and spec.views == ("image", "crop")
+    assert summary["cache"]["base_engine"] == "litert"
+    assert summary["cache"]["base_precision"] == "int8"
+    assert json.loads((path / "config.json").read_text())["config"]["base_precision"] == "auto"
+    with zipfile.ZipFile(path / "model.keras") as z:
+        layers = [layer["name"] for layer in json.loads(z.read("config.json"))["config"]["layers"]]
+    assert "int8_preprocess" in layers and "int8_conv_pw_13" in layers
+    assert "preprocess" not in layers  # the float32 network is not in the file
+
+
+def test_emulated_base_gives_litert_int8_features_not_float32(default_run):
+    from mtl.data.images import load_image
+    from mtl.litert import LiteModel
+    from mtl.model import int8keras
+    from mtl.model.classifier import build_parts, view_layers
+    from mtl.runtime import keras
+
+    spec = _spec(default_run[0])
+    parts = build_parts(
+        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
+        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
+        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
+    )  # fmt: skip
+    layers = view_layers(spec.views, spec.size, spec.input_side)
+    emu = int8keras.emulate(spec.path(), parts.backbone, layers, spec.model)
+    k = keras()
+    image = k.Input((spec.input_side, spec.input_side, 3))
+    x = image
+    for layer in emu.prefix:
+        x = layer(x)
+    towers = []
+    for tower in emu.towers.values():
+        y = x
+        for layer in tower:
+            y = layer(y)
+        towers.append(k.layers.Reshape((1, -1))(y))
+    model = k.Model(image, k.layers.Concatenate(axis=1)(towers))
+
+    photos = np.stack([load_image(p, spec.input_side, "center") for p in _photos()])
+    lite = LiteModel(spec.path())
+    for pixels, least in ((photos, 0.998), (_upsized(photos, 16), 0.996)):
+        lite.resize(len(pixels))
+        int8 = lite.run(pixels.astype(np.float32))
+        emulated = np.asarray(model.predict(pixels, verbose=0))
+        float32 = np.asarray(parts.extractor.predict(pixels, verbose=0))
+        ours, theirs = _cosines(int8, emulated), _cosines(int8, float32)
+        assert ours.mean() >= least and ours.min() >= 0.99, (ours.mean(), ours.min())
+        # what model.keras carried before: float32, much further from what the head saw
+        assert theirs.mean() < ours.mean() - 0.005, (theirs.mean(), ours.mean())
+
+
+def test_plain_keras_on_model_keras_gives_mtl_predict_probabilities(default_run, cli):
+    """docs/api.md's habitual Keras code, mtl never imported, on full-size photos."""
+    path = default_run[0] / "model.keras"
+    files = _photos()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS, str(path), *map(str, files)],
+        capture_output=True, text=True, env=env, cwd="/", check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = cli.invoke(app, ["predict", str(path), *map(str, files), "-k", "2", "--json"])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    ours = np.array(
+        [[{p["label"]: p["probability"] for p in r["predictions"]}[c] for c in ("ants", "bees")]
+         for r in (rows if isinstance(rows, list) else rows["results"])]
+    )  # fmt: skip
+    # Keras decodes the whole JPEG, mtl's loader at a reduced DCT scale: resampling noise.
+    difference = np.abs(plain - ours)
+    assert difference.max() <= 0.1 and difference.mean() <= 0.03, (plain, ours)
+    assert (plain.argmax(1) == ours.argmax(1)).all()
+
+
+def test_a_skeleton_written_model_is_the_same_int8_network(default_run, data, cli, tmp_path):
+    """The second run of the settings writes model.keras from the kept skeleton (another
+    seed could change the head's layout: the ImageNet prior's skip or not)."""
+    again = _train(cli, data, tmp_path / "again")
+    assert again["cache"]["model_writer"] == "skeleton"
+    result = cli.invoke(app, ["evaluate", str(tmp_path / "again"), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.stderr
+    lite = json.loads(result.stdout)
+    os.environ["MTL_PREDICT_ENGINE"] = "keras"
+    try:
+        result = cli.invoke(app, ["evaluate", str(tmp_path / "again"), "--split", "val", "--json"])
+    finally:
+        del os.environ["MTL_PREDICT_ENGINE"]
+    assert result.exit_code == 0, result.stderr
+    plain = json.loads(result.stdout)
+    assert plain["accuracy"] == lite["accuracy"]
+    assert abs(plain["loss"] - lite["loss"]) <= 0.02, (plain["loss"], lite["loss"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--base-precision", "float32"], "asked for"),
+        (["--views", "image,flip"], "a mirror view is not rebuilt in int8"),
+        (["--base-engine", "keras"], "no LiteRT"),
+    ],
+)
+def test_auto_runs_float32_where_int8_is_not_asked_or_cannot_be_saved(
+    cli, data, tmp_path, extra, why
+):
+    summary = _train(cli, data, tmp_path / "r", *extra)
+    assert summary["cache"]["base_precision"] == "float32", why
+    with zipfile.ZipFile(tmp_path / "r" / "model.keras") as z:
+        layers = [layer["name"] for layer in json.loads(z.read("config.json"))["config"]["layers"]]
+    assert "preprocess" in layers and not [n for n in layers if n.startswith("int8_")]
+
+
+def test_int8_that_cannot_be_saved_is_a_usage_error(cli, data, tmp_path):
+    result = cli.invoke(
+        app,
+        ["train", str(data), "--alpha", str(ALPHA), "--out", str(tmp_path / "r"),
+         "--base-precision", "int8", "--views", "image,flip"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--base-precision int8" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists() or not (tmp_path / "r" / "model.keras").exists()
+
+
+def test_a_float32_tflite_is_not_emulable(default_run):
+    from mtl.model import calibration, int8keras
+    from mtl.model.classifier import build_parts, view_layers
+
+    spec = _spec(default_run[0])
+    parts = build_parts(
+        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
+        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
+        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
+    )  # fmt: skip
+    layers = view_layers(spec.views, spec.size, spec.input_side)
+    flatbuffer = calibration.convert(parts.extractor, spec.input_side, "float32")
+    with pytest.raises(int8keras.NotEmulable, match="not int8|expected QUANTIZE"):
+        int8keras.emulate(flatbuffer, parts.backbone, layers, spec.model)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_exports_of_an_int8_model_give_its_numbers(default_run, cli, tmp_path, fmt):
+    path = default_run[0]
+    result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.stderr
+    ours = json.loads(result.stdout)
+    out = tmp_path / f"model.{fmt}"
+    result = cli.invoke(
+        app, ["export", str(path / "model.keras"), "--format", fmt, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    val = tmp_path / "val"  # the run's validation photos, as a folder per class
+    with (path / "split.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["subset"] == "val":
+                (val / row["class"]).mkdir(parents=True, exist_ok=True)
+                photo = (path / row["file"]).resolve()
+                (val / row["class"] / photo.name).symlink_to(photo)
+    result = cli.invoke(app, ["evaluate", str(out), str(val), "--json"])
+    assert result.exit_code == 0, result.stderr
+    theirs = json.loads(result.stdout)
+    assert theirs["count"] == ours["count"] and theirs["accuracy"] == ours["accuracy"]
+    assert theirs["loss"] == pytest.approx(ours["loss"], abs=0.02)
