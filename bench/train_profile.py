@@ -61,7 +61,8 @@ def install_timers() -> None:
 def one_run(data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     import sys
 
-    from mtl.cli import main as cli_main
+    from mtl.cli import app
+    from mtl.cli._common import run_app
 
     TIMERS.clear()
     COUNTS.clear()
@@ -70,7 +71,7 @@ def one_run(data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-        cli_main()
+        run_app(app)  # in this process: not the program, so it returns (SystemExit)
     wall = time.perf_counter() - t0
     result = json.loads(buf.getvalue())
     views = len(json.loads((out / "config.json").read_text())["config"]["views"])

@@ -72,4 +72,4 @@ for module in (classify, fetch, review, train, predict, evaluate, export):
 def main() -> None:
     from mtl.cli._common import run_app
 
-    run_app(app)
+    run_app(app, program=True)

@@ -303,19 +303,21 @@ def progress_bar(description: str, *, quiet: bool = False) -> Iterator[ProgressF
         yield bars.task(description)
 
 
-def run_app(app: typer.Typer) -> None:
+def run_app(app: typer.Typer, *, program: bool = False) -> None:
     """Run the app; no traceback reaches the user unless MTL_DEBUG is set. A bad option
     (an unknown one, a value outside its choices) is one line on stderr and exit 2,
-    like every other bad input, not Click's boxed usage screen."""
+    like every other bad input, not Click's boxed usage screen. ``program``: this is the
+    process's own program (the ``mtl`` command), which may end without the interpreter's
+    teardown (:func:`_leave`); code that runs the app in its own process does not say so."""
     try:
         try:
             code = app(standalone_mode=False)
         except Exception as exc:
             _parser_error(exc)  # Typer's own (vendored Click) errors; anything else re-raised
-        _leave(code if isinstance(code, int) else 0)
+        _leave(code if isinstance(code, int) else 0, program)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
-            _leave(exc.code or 0)
+            _leave(exc.code or 0, program)
         raise
     except KeyboardInterrupt:
         err.print("[red]interrupted[/red]")
@@ -345,7 +347,7 @@ def _parser_error(exc: Exception) -> NoReturn:
     ctx = getattr(exc, "ctx", None)
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
         out.print(ctx.get_help(), highlight=False, markup=False)
-        _leave(0)
+        _leave(0, program=False)
     if type(exc).__name__ == "Abort":
         raise KeyboardInterrupt from None
     if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
@@ -356,14 +358,14 @@ def _parser_error(exc: Exception) -> NoReturn:
     raise exc
 
 
-def _leave(code: int) -> NoReturn:
+def _leave(code: int, program: bool) -> NoReturn:
     """Exit with ``code``, skipping the interpreter's teardown. A process that imported
     TensorFlow spends over a second tearing it down (1.4 s on the 2-core dev machine),
     and one that did not still 0.3 s (a default `mtl train` on 245 photos: 2.7 s to its
     last line, 3.0 s to exit), for nothing: every output file is written atomically and
     closed by now. The atexit handlers still run (temporary folders are removed there),
     and the streams are flushed."""
-    if not os.environ.get("MTL_DEBUG"):
+    if (program or "tensorflow" in sys.modules) and not os.environ.get("MTL_DEBUG"):
         with suppress(Exception):
             atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit would run first
         for stream in (sys.stdout, sys.stderr):
