@@ -220,3 +220,37 @@ def test_help_has_examples(cli):
         and "Examples" in result.stdout
         and "--fine-tune-epochs" in result.stdout
     )
+
+
+def test_int8_is_the_cpu_default_only_where_model_keras_can_carry_it():
+    """`auto` may pick int8 only for the layouts mtl.model.int8keras rebuilds; asking for
+    int8 elsewhere is refused before anything runs, naming what to change."""
+    from mtl.pipeline.basepass import BasePass
+
+    default = config.TrainConfig()
+    assert default.base_precision == "auto" and default.int8_fits
+    for other in (
+        {"views": ["image", "flip"]},
+        {"model": "mobilenet_v2"},
+        {"augment": True},
+        {"freeze": 20},
+        {"base_engine": "keras"},
+    ):
+        cfg = config.TrainConfig(**other)
+        assert not cfg.int8_fits, other
+        base = BasePass(config.validate(cfg), Path("unused.h5"), auto_int8=True)
+        assert base.precision(None) == "float32", other
+        with pytest.raises(UsageError, match="--base-precision int8"):
+            config.validate(config.TrainConfig(**other, base_precision="int8"))
+    base = BasePass(config.validate(default), Path("unused.h5"), auto_int8=True)
+    assert base.precision(None) == "int8" and base.precision(20) == "float32"
+    base.engine = "keras"  # a GPU, another backend: no LiteRT, no int8
+    assert base.precision(None) == "float32"
+    review = BasePass(default, Path("unused.h5"))  # auto_int8 not given: float32
+    assert review.precision(None) == "float32"
+    assert (
+        BasePass(config.TrainConfig(base_precision="float32"), Path("x"), auto_int8=True).precision(
+            None
+        )
+        == "float32"
+    )
