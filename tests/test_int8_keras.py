@@ -236,15 +236,26 @@ def test_a_float32_tflite_is_not_emulable(default_run):
         int8keras.emulate(flatbuffer, parts.backbone, layers, spec.model)
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_exports_of_an_int8_model_give_its_numbers(default_run, cli, tmp_path, fmt):
+@pytest.mark.parametrize(
+    ("fmt", "extra"),
+    [
+        ("tflite", []),
+        ("onnx", []),
+        ("tflite", ["--quantize", "dynamic"]),
+        # quantizes the float32 network under the head (int8base.float_network): the
+        # carried emulation, quantized again, scored 0.68 where mtl scored 0.98
+        ("tflite", ["--quantize", "int8", "--representative", "DATA"]),
+    ],
+)
+def test_exports_of_an_int8_model_give_its_numbers(default_run, data, cli, tmp_path, fmt, extra):
     path = default_run[0]
     result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
     assert result.exit_code == 0, result.stderr
     ours = json.loads(result.stdout)
     out = tmp_path / f"model.{fmt}"
+    extra = [str(data) if e == "DATA" else e for e in extra]
     result = cli.invoke(
-        app, ["export", str(path / "model.keras"), "--format", fmt, "--out", str(out)]
+        app, ["export", str(path / "model.keras"), "--format", fmt, "--out", str(out), *extra]
     )
     assert result.exit_code == 0, result.stderr
     val = tmp_path / "val"  # the run's validation photos, as a folder per class
@@ -258,4 +269,4 @@ def test_exports_of_an_int8_model_give_its_numbers(default_run, cli, tmp_path, f
     assert result.exit_code == 0, result.stderr
     theirs = json.loads(result.stdout)
     assert theirs["count"] == ours["count"] and theirs["accuracy"] == ours["accuracy"]
-    assert theirs["loss"] == pytest.approx(ours["loss"], abs=0.02)
+    assert theirs["loss"] == pytest.approx(ours["loss"], abs=0.05 if extra else 0.02)

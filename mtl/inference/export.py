@@ -158,6 +158,11 @@ def export_model(
         calibration, _ = representative_images(representative, calibration_count)
 
     loaded = load_model(model_path)
+    base = loaded.info.frozen_base
+    if quantize == "int8" and base is not None and base.precision == "int8":
+        from mtl.model.int8base import float_network
+
+        loaded = float_network(loaded)
     report = ExportReport(
         source=ExportedFile(model_path, model_path.stat().st_size, "Keras model"),
         format=fmt,
