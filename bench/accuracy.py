@@ -20,9 +20,11 @@ Arms:
   softmax, Adam 1e-3, batch 32, 10 epochs, no validation.
 - every other arm: a Keras head on cached pooled features (see ``ARMS``), optionally
   trained on extra cached views (mirror) and averaging probabilities over test views.
-- ``mtl_int8``: ``mtl`` with ``--base-precision int8``, scored by both consumers of its
-  model: mtl's LiteRT path (the int8 base it trained on; ``mtl_int8``) and
-  ``model.keras`` on plain Keras in float32 (``mtl_int8@keras``).
+- ``mtl_int8``: ``mtl`` with ``--base-precision int8`` (what the defaults run on a CPU
+  since issue 25), scored by both consumers of its model: mtl's LiteRT path (the int8
+  base it trained on; ``mtl_int8``) and ``model.keras`` on plain Keras, which carries
+  the int8 network (``mtl_int8@keras``).
+- ``mtl_float32``: ``mtl`` with ``--base-precision float32`` (the default before).
 
 Features come from bench/acc_features.py (Keras MobileNet v1, cached under /tmp/acc-cache).
 
@@ -332,12 +334,14 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha, "--fit", "squash")
     if name == "mtl_int8":  # the int8 base (--base-precision int8), both consumers
         return mtl_cli(alpha, "--base-precision", "int8", keras_too=True)
+    if name == "mtl_float32":  # the float32 base (the CPU default before issue 25)
+        return mtl_cli(alpha, "--base-precision", "float32")
     if name == "mtl_ft5":  # a second phase unfreezing the top base layers (--fine-tune-*)
         return mtl_cli(alpha, "--fine-tune-epochs", "5")
     return keras_arm(ARMS[name])
 
 
-CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_ft5")
+CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_float32", "mtl_ft5")
 
 
 # ---------------------------------------------------------------- running and reporting
