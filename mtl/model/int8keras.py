@@ -13,8 +13,10 @@ rounding to that tensor's int8 grid (the step's index as an int32 cast, then
 every export converts it).
 
 The emulation computes in float32 what LiteRT computes in integers; the two
-differ only where a value falls within float rounding of a grid step's midpoint,
-which is rare (``tests/test_int8_keras.py`` bounds the difference on real photos).
+differ where a value falls within float rounding of a grid step's midpoint, and in
+the image view's resize (LiteRT's int8 resize weighs pixels in fixed point). Such
+one-step differences spread through the layers but stay small: pooled features at
+0.999 cosine to LiteRT's (``tests/test_int8_keras.py`` bounds it on real photos).
 
 Supported: the frozen parts ``mtl.model.classifier`` builds for MobileNet v1
 (a chain of convolutions, batch norms and ReLU6) with the views ``image`` and
