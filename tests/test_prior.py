@@ -154,3 +154,20 @@ def test_a_damaged_or_missing_top_file_means_no_prior_and_a_reason(tmp_path):
     assert _prior_weights(TrainConfig(alpha=ALPHA, val_split=0), tmp_path, None) == ""
     found = _prior_weights(cfg, None, None)  # the real file (MTL_WEIGHTS_DIR)
     assert not isinstance(found, str) and found.name == name
+
+
+def test_a_prior_no_better_than_the_majority_class_gets_no_weight():
+    """As a per-class bias, an uninformative prior can still pass the likelihood test
+    (8x8 digits did); its own answers must beat the most frequent class first."""
+    rng = np.random.default_rng(3)
+    labels = np.where(rng.random(300) < 0.5, 0, rng.integers(1, 10, 300))  # half class 0
+    head = rng.normal(size=(300, 2, 10))
+    head[np.arange(300), :, labels] += 1.5  # informative, but blind to the imbalance
+    bias = np.log(np.bincount(labels, minlength=10) / 300 + 1e-3)
+    prior_logits = np.broadcast_to(bias, (300, 2, 10)) + rng.normal(size=(300, 2, 10)) * 0.01
+    assert not prior.informative(prior_logits, labels)  # always class 0: the majority
+    assert prior._likelihood_blend(head, prior_logits, labels).prior > 0  # the old test
+    assert prior.fit(head, prior_logits, labels) == prior.Blend(1.0, 0.0)
+    useful = rng.normal(size=(300, 2, 10))
+    useful[np.arange(300), :, labels] += 4.0
+    assert prior.informative(useful, labels)

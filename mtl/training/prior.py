@@ -106,10 +106,45 @@ def _views_nll(za: np.ndarray, zb: np.ndarray, labels: np.ndarray, a: float, b: 
 
 def fit(head_logits: np.ndarray, prior_logits: np.ndarray, labels: np.ndarray) -> Blend:
     """``a, b >= 0`` minimising the validation photos' negative log-likelihood; both
-    logits (photos, views, classes). ``b`` is 0 (the head kept as trained) unless the
-    prior explains the labels better than the head with a temperature of its own does,
-    by more than chance would on these photos: the total log-likelihood must gain
-    ``ln(n) / 2`` (the Bayesian information criterion's price of one parameter)."""
+    logits (photos, views, classes). ``b`` is 0 (the head kept as trained) unless
+
+    - the prior alone classifies the validation photos better than always answering
+      their most frequent class, beyond chance (:func:`informative`): its classes are
+      ImageNet concepts. On 8x8 digits (10 classes) the prior alone was right on 10 of
+      100 validation photos, yet as a per-class bias it passed the test below and got
+      weight: 0.937 on the test split against 0.951 without it (bench/accuracy.py's
+      digits, seed 5, int8 base); ants/bees' prior alone: 92-100%.
+    - and it explains the labels better than the head with a temperature of its own
+      does, by more than chance would on these photos: the total log-likelihood must
+      gain ``ln(n) / 2`` (the Bayesian information criterion's price of one parameter)."""
+    if not informative(prior_logits, labels):
+        return Blend(1.0, 0.0)
+    return _likelihood_blend(head_logits, prior_logits, labels)
+
+
+def informative(prior_logits: np.ndarray, labels: np.ndarray, p_value: float = 0.01) -> bool:
+    """Whether the prior's own answers (``prior_logits`` averaged over views) are right on
+    more photos than answering the most frequent class would be, at ``p_value`` (a
+    one-sided binomial test)."""
+    # scipy.special, not scipy.stats: the optimiser's import already loads it, and
+    # scipy.stats would add 0.25 s to every run
+    from scipy.special import betainc
+
+    n = len(labels)
+    if n == 0:
+        return False
+    right = int((prior_logits.mean(axis=1).argmax(axis=1) == labels).sum())
+    majority = float(np.bincount(labels).max()) / n
+    if right == 0 or majority >= 1.0:
+        return False
+    # P(X >= right) for X ~ Binomial(n, majority): the regularised incomplete beta
+    return bool(betainc(right, n - right + 1, majority) < p_value)
+
+
+def _likelihood_blend(
+    head_logits: np.ndarray, prior_logits: np.ndarray, labels: np.ndarray
+) -> Blend:
+    """The blend by maximum likelihood, kept only past the information criterion."""
     from scipy.optimize import minimize, minimize_scalar
 
     za, zb = head_logits.astype(np.float64), prior_logits.astype(np.float64)
