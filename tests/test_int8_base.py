@@ -106,7 +106,9 @@ def test_predict_runs_the_int8_base_and_agrees_with_training(run, cli, monkeypat
     result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
     assert result.exit_code == 0, result.stderr
     plain = json.loads(result.stdout)
-    assert plain["accuracy"] == want["accuracy"]
+    # at most one photo at a near tie may fall the other side (tests/test_int8_keras.py
+    # compares the probabilities photo by photo)
+    assert abs(plain["accuracy"] - want["accuracy"]) <= 1 / plain["count"] + 1e-9
     assert plain["loss"] == pytest.approx(want["loss"], abs=0.02)
 
 

@@ -8,7 +8,6 @@ and ``model.keras`` in a process that never imports mtl gives mtl's probabilitie
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -75,6 +74,32 @@ def _photos() -> list[Path]:
         sorted((HYMENOPTERA / "ants").iterdir())[-6:]
         + sorted((HYMENOPTERA / "bees").iterdir())[-6:]
     )
+
+
+def _probs(cli, model: Path, files: list[Path], **env: str) -> np.ndarray:
+    """`mtl predict --json`'s probabilities of ants and bees, per photo."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        result = cli.invoke(app, ["predict", str(model), *map(str, files), "-k", "2", "--json"])
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    return np.array(
+        [[{p["label"]: p["probability"] for p in r["predictions"]}[c] for c in ("ants", "bees")]
+         for r in (rows if isinstance(rows, list) else rows["results"])]
+    )  # fmt: skip
+
+
+def _agree(ours: np.ndarray, theirs: np.ndarray, worst: float, mean: float) -> None:
+    """Probabilities within ``worst`` (``mean`` on average); the same answer wherever mtl's
+    is not a near tie (a photo at 0.5 may fall either side of it: one-step differences)."""
+    difference = np.abs(ours - theirs)
+    assert difference.max() <= worst and difference.mean() <= mean, (ours, theirs)
+    clear = ours.max(axis=1) >= 0.6
+    assert (ours.argmax(1) == theirs.argmax(1))[clear].all(), (ours, theirs)
 
 
 def _upsized(pixels: np.ndarray, small: int) -> np.ndarray:
@@ -159,17 +184,8 @@ def test_plain_keras_on_model_keras_gives_mtl_predict_probabilities(default_run,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     plain = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
-    result = cli.invoke(app, ["predict", str(path), *map(str, files), "-k", "2", "--json"])
-    assert result.exit_code == 0, result.stderr
-    rows = json.loads(result.stdout)
-    ours = np.array(
-        [[{p["label"]: p["probability"] for p in r["predictions"]}[c] for c in ("ants", "bees")]
-         for r in (rows if isinstance(rows, list) else rows["results"])]
-    )  # fmt: skip
     # Keras decodes the whole JPEG, mtl's loader at a reduced DCT scale: resampling noise.
-    difference = np.abs(plain - ours)
-    assert difference.max() <= 0.1 and difference.mean() <= 0.03, (plain, ours)
-    assert (plain.argmax(1) == ours.argmax(1)).all()
+    _agree(_probs(cli, path, files), plain, 0.1, 0.03)
 
 
 def test_a_skeleton_written_model_is_the_same_int8_network(default_run, data, cli, tmp_path):
@@ -177,18 +193,9 @@ def test_a_skeleton_written_model_is_the_same_int8_network(default_run, data, cl
     seed could change the head's layout: the ImageNet prior's skip or not)."""
     again = _train(cli, data, tmp_path / "again")
     assert again["cache"]["model_writer"] == "skeleton"
-    result = cli.invoke(app, ["evaluate", str(tmp_path / "again"), "--split", "val", "--json"])
-    assert result.exit_code == 0, result.stderr
-    lite = json.loads(result.stdout)
-    os.environ["MTL_PREDICT_ENGINE"] = "keras"
-    try:
-        result = cli.invoke(app, ["evaluate", str(tmp_path / "again"), "--split", "val", "--json"])
-    finally:
-        del os.environ["MTL_PREDICT_ENGINE"]
-    assert result.exit_code == 0, result.stderr
-    plain = json.loads(result.stdout)
-    assert plain["accuracy"] == lite["accuracy"]
-    assert abs(plain["loss"] - lite["loss"]) <= 0.02, (plain["loss"], lite["loss"])
+    model = tmp_path / "again" / "model.keras"
+    lite = _probs(cli, model, _photos())  # mtl's own path: the int8 base on LiteRT
+    _agree(lite, _probs(cli, model, _photos(), MTL_PREDICT_ENGINE="keras"), 0.1, 0.03)
 
 
 @pytest.mark.parametrize(
@@ -248,25 +255,11 @@ def test_a_float32_tflite_is_not_emulable(default_run):
     ],
 )
 def test_exports_of_an_int8_model_give_its_numbers(default_run, data, cli, tmp_path, fmt, extra):
-    path = default_run[0]
-    result = cli.invoke(app, ["evaluate", str(path), "--split", "val", "--json"])
-    assert result.exit_code == 0, result.stderr
-    ours = json.loads(result.stdout)
+    model = default_run[0] / "model.keras"
     out = tmp_path / f"model.{fmt}"
     extra = [str(data) if e == "DATA" else e for e in extra]
-    result = cli.invoke(
-        app, ["export", str(path / "model.keras"), "--format", fmt, "--out", str(out), *extra]
-    )
+    result = cli.invoke(app, ["export", str(model), "--format", fmt, "--out", str(out), *extra])
     assert result.exit_code == 0, result.stderr
-    val = tmp_path / "val"  # the run's validation photos, as a folder per class
-    with (path / "split.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["subset"] == "val":
-                (val / row["class"]).mkdir(parents=True, exist_ok=True)
-                photo = (path / row["file"]).resolve()
-                (val / row["class"] / photo.name).symlink_to(photo)
-    result = cli.invoke(app, ["evaluate", str(out), str(val), "--json"])
-    assert result.exit_code == 0, result.stderr
-    theirs = json.loads(result.stdout)
-    assert theirs["count"] == ours["count"] and theirs["accuracy"] == ours["accuracy"]
-    assert theirs["loss"] == pytest.approx(ours["loss"], abs=0.05 if extra else 0.02)
+    # int8 quantizes the float network anew (its own calibration): a little further off
+    worst, mean = (0.2, 0.05) if "int8" in extra else (0.1, 0.03)
+    _agree(_probs(cli, model, _photos()), _probs(cli, out, _photos()), worst, mean)
