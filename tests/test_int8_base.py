@@ -27,11 +27,13 @@ MEAN_COSINE = 0.97
 WORST_COSINE = 0.90
 
 
-def _train(cli, data: Path, out: Path, *extra: str) -> dict:
+def _train(cli, data: Path, out: Path, *extra: str, precision: str | None = "int8") -> dict:
+    """A short `mtl train --json` (``precision`` None: the default, auto)."""
+    asked = ["--base-precision", precision] if precision else []
     result = cli.invoke(
         app,
         ["train", str(data), "--alpha", str(ALPHA), "--epochs", "3", "--out", str(out),
-         "--json", "--base-precision", "int8", *extra],
+         "--json", *asked, *extra],
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)

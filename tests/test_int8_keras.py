@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ import pytest
 from mtl.cli import app
 from mtl.model.litebase import BaseSpec
 from tests.conftest import ALPHA, HYMENOPTERA, WEIGHTS
+from tests.test_int8_base import _spec
+from tests.test_int8_base import _train as int8_train
 from tests.test_train import subset
 
 pytestmark = pytest.mark.slow
@@ -39,21 +42,19 @@ print(json.dumps(out))
 
 
 def _train(cli, data: Path, out: Path, *extra: str) -> dict:
-    result = cli.invoke(
-        app,
-        ["train", str(data), "--alpha", str(ALPHA), "--epochs", "3", "--out", str(out),
-         "--json", *extra],
+    return int8_train(cli, data, out, *extra, precision=None)  # the default: auto
+
+
+def _float_base(spec: BaseSpec) -> tuple[Any, dict[str, list[Any]]]:
+    """The float32 Keras parts ``spec``'s base was converted from, and its view layers."""
+    from mtl.model.classifier import build_parts, view_layers
+
+    parts = build_parts(
+        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
+        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
+        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def _spec(run: Path) -> BaseSpec:
-    with zipfile.ZipFile(run / "model.keras") as z:
-        meta = json.loads(z.read("mtl.json"))
-    spec = BaseSpec.from_json(meta["info"]["frozen_base"])
-    assert spec is not None
-    return spec
+    return parts, view_layers(spec.views, spec.size, spec.input_side)
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +137,10 @@ def test_emulated_base_gives_litert_int8_features_not_float32(default_run):
     from mtl.data.images import load_image
     from mtl.litert import LiteModel
     from mtl.model import int8keras
-    from mtl.model.classifier import build_parts, view_layers
     from mtl.runtime import keras
 
     spec = _spec(default_run[0])
-    parts = build_parts(
-        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
-        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
-        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
-    )  # fmt: skip
-    layers = view_layers(spec.views, spec.size, spec.input_side)
+    parts, layers = _float_base(spec)
     emu = int8keras.emulate(spec.path(), parts.backbone, layers, spec.model)
     k = keras()
     image = k.Input((spec.input_side, spec.input_side, 3))
@@ -229,15 +224,9 @@ def test_int8_that_cannot_be_saved_is_a_usage_error(cli, data, tmp_path):
 
 def test_a_float32_tflite_is_not_emulable(default_run):
     from mtl.model import calibration, int8keras
-    from mtl.model.classifier import build_parts, view_layers
 
     spec = _spec(default_run[0])
-    parts = build_parts(
-        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
-        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
-        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
-    )  # fmt: skip
-    layers = view_layers(spec.views, spec.size, spec.input_side)
+    parts, layers = _float_base(spec)
     flatbuffer = calibration.convert(parts.extractor, spec.input_side, "float32")
     with pytest.raises(int8keras.NotEmulable, match="not int8|expected QUANTIZE"):
         int8keras.emulate(flatbuffer, parts.backbone, layers, spec.model)

@@ -69,10 +69,9 @@ class Graph:
     ops: list[dict[str, Any]]
     tensors: dict[int, dict[str, Any]]
     producer: dict[int, dict[str, Any]]
-    constant: Any  # index -> np.ndarray
     input_index: int
     output_index: int
-    interp: Any  # keeps every tensor (for :meth:`table`)
+    interp: Any  # keeps every tensor: constants, and what :meth:`table` reads
 
     @classmethod
     def read(cls, source: Path | bytes) -> Graph:
@@ -96,7 +95,6 @@ class Graph:
             ops,
             tensors,
             producer,
-            lambda i: np.array(interp.get_tensor(int(i))),
             int(interp.get_input_details()[0]["index"]),
             int(interp.get_output_details()[0]["index"]),
             interp,
@@ -110,14 +108,12 @@ class Graph:
         self.interp.set_tensor(self.input_index, pixels)
         self.interp.invoke()
         grid = self.grid(index)
-        out = (self.interp.get_tensor(index).astype(np.float64) - grid.zero_point) * grid.scale
-        table = np.full(256, np.nan)
-        table[pixels.astype(int).reshape(-1)] = out.reshape(-1)
-        if np.isnan(table).any():
-            raise NotEmulable("the preprocessing is not the same for every input position")
-        check = np.empty_like(out.reshape(-1))
-        check[:] = table[pixels.astype(int).reshape(-1)]
-        if not np.array_equal(check, out.reshape(-1)):
+        got = self.interp.get_tensor(index).astype(np.float64).reshape(-1)
+        out = (got - grid.zero_point) * grid.scale
+        fed = pixels.astype(int).reshape(-1)  # every value 0-255, at many positions
+        table = np.zeros(256)
+        table[fed] = out
+        if not np.array_equal(table[fed], out):
             raise NotEmulable("the preprocessing is not a function of the pixel value alone")
         return table.astype(np.float32)
 
@@ -134,7 +130,7 @@ class Graph:
         """A constant's float values, per channel where it is quantized per channel."""
         t = self.tensors[int(index)]
         q = t["quantization_parameters"]
-        raw = self.constant(index).astype(np.float64)
+        raw = np.array(self.interp.get_tensor(int(index))).astype(np.float64)
         scales, zeros = np.asarray(q["scales"], np.float64), np.asarray(q["zero_points"])
         if len(scales) == 0:
             return raw
@@ -188,9 +184,6 @@ class _Builder:
                 layers.Rescaling(grid.scale, lo, name=f"int8_grid{k}_value"),
             ]
         return self.grids[grid]
-
-    def rescaling(self, scale: float, offset: float, name: str) -> Any:
-        return self.keras.layers.Rescaling(scale=scale, offset=offset, name=name)
 
     def conv(self, like: Any, kernel: np.ndarray, bias: np.ndarray) -> Any:
         """``like`` (a Keras convolution) with the int8 op's weights and bias, folded BN in."""
@@ -269,9 +262,8 @@ def _prefix(g: Graph, b: _Builder) -> tuple[list[Any], int]:
             found = [op["op_name"] for op in consumers] or ["nothing"]
             raise NotEmulable(f"expected {expected} after the input; found {', '.join(found)}")
         tensor = int(consumers[0]["outputs"][0])
-    quantize = g.producer[g.producer[g.producer[tensor]["inputs"][0]]["inputs"][0]]
-    if g.grid(quantize["outputs"][0]) != Grid(1.0, -128):
-        raise NotEmulable("the base's input is not quantized as raw pixels 0-255")
+        if expected == "QUANTIZE" and g.grid(tensor) != Grid(1.0, -128):
+            raise NotEmulable("the base's input is not quantized as raw pixels 0-255")
     table = g.table(tensor)
     keras = b.keras
     return [

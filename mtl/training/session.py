@@ -387,7 +387,7 @@ class Session(PriorSteps):
             "base_forward_images": sum(e.images for e in base.extractors),
             "base_forward_calls": sum(e.calls for e in base.extractors),
             "base_engine": base.engine if base.extractors else "none",
-            "base_precision": base.precision(None) if base.engine == "litert" else "float32",
+            "base_precision": base.precision(None),
             "base_converted": base.converted,
             "base_started_early": base.started_early and base.engine == "litert",
             "head_engine": engine.name,
