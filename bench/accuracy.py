@@ -396,11 +396,12 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.75)
     ap.add_argument("--datasets", default="hymenoptera,clothing,digits")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="to add seeds to an earlier run")
     ap.add_argument("--arms", default="probe,probe_cv,recipe,mtl,mtl_feat,best")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     for ds in args.datasets.split(","):
         arms = args.arms.split(",")
         data = Data.load(ds, args.alpha, features=not set(arms) <= set(CLI_ARMS))

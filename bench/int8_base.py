@@ -12,9 +12,11 @@ one process:
   scikit-learn), cosine similarity to float32 per photo and view: mean, 1st
   percentile and worst.
 
-The int8 base mtl ships is calibrated on generated images (``mtl.model.calibration``);
-``int8-photos`` is calibrated on 64 real photos (clothing/train, the issue's
-reference) to show what real calibration would buy.
+The int8 base mtl ships is calibrated on generated images, then bias-corrected
+(``mtl.model.calibration``, version 2); ``int8-v1`` is the same without bias correction
+(calibration version 1, what models trained before it run), and ``int8-photos`` is
+calibrated on 64 real photos (clothing/train, the issue's reference), also without
+it, to show what real calibration would buy.
 
     export MTL_WEIGHTS_DIR=../shared/weights MTL_DATA_DIR=../shared/data
     PYTHONPATH=. python bench/int8_base.py --alpha 0.75
@@ -93,6 +95,7 @@ def convert_all(alpha: float, calib_photos: list[Path]) -> dict[str, tuple[bytes
         "float32": lambda: calibration.convert(parts.extractor, SIDE, "float32"),
         "dynamic": lambda: calibration.convert(parts.extractor, SIDE, "dynamic"),
         "int8": lambda: calibration.convert(parts.extractor, SIDE, "int8"),
+        "int8-v1": lambda: calibration.convert(parts.extractor, SIDE, "int8", 1),
         "int8-photos": lambda: runtime.tflite_flatbuffer(
             parts.extractor, (SIDE, SIDE, 3), quantize="int8", calibration=lambda: iter(real)
         ),

@@ -164,8 +164,9 @@ def test_emulated_base_gives_litert_int8_features_not_float32(default_run):
         float32 = np.asarray(parts.extractor.predict(pixels, verbose=0))
         ours, theirs = _cosines(int8, emulated), _cosines(int8, float32)
         assert ours.mean() >= least and ours.min() >= 0.99, (ours.mean(), ours.min())
-        # what model.keras carried before: float32, much further from what the head saw
-        assert theirs.mean() < ours.mean() - 0.005, (theirs.mean(), ours.mean())
+        # what model.keras carried before: float32, several times further from what the
+        # head saw (bias-corrected int8 is within 0.997 of float32 on photos)
+        assert 1 - theirs.mean() > 4 * (1 - ours.mean()), (theirs.mean(), ours.mean())
 
 
 def test_plain_keras_on_model_keras_gives_mtl_predict_probabilities(default_run, cli):

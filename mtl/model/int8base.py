@@ -21,7 +21,15 @@ from mtl.model.modelio import LoadedModel
 
 def convert_for_predict(spec: litebase.BaseSpec) -> Path:
     """Convert and cache ``spec``'s base; its path (raises when it cannot be made)."""
-    flatbuffer = calibration.convert(_parts(spec).extractor, spec.input_side, spec.precision)
+    if spec.precision == "int8" and spec.calibration not in calibration.VERSIONS:
+        raise ModelFileError(
+            f"the model's int8 base was converted by a newer mtl (calibration "
+            f"{spec.calibration}): upgrade mtl, or run model.keras itself "
+            "(MTL_PREDICT_ENGINE=keras)"
+        )
+    flatbuffer = calibration.convert(
+        _parts(spec).extractor, spec.input_side, spec.precision, spec.calibration
+    )
     stored = litebase.store(spec, flatbuffer)
     if stored is None:
         raise ModelFileError(f"cannot write the converted base to {spec.path().parent}")

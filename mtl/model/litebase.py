@@ -49,6 +49,7 @@ class BaseSpec:
     views: tuple[str, ...] = ("image",)  # the extractor's output has one row per view
     input_size: int = 0  # the extractor's input side (0: ``size``; see TrainConfig.input_size)
     precision: str = "float32"  # or "int8": mtl.model.calibration (--base-precision)
+    calibration: int = 0  # int8: how it was converted (mtl.model.calibration.VERSION)
 
     @property
     def input_side(self) -> int:
@@ -68,9 +69,7 @@ class BaseSpec:
     def _precision_text(self) -> str:
         if self.precision == "float32":
             return "float32"
-        from mtl.model import calibration
-
-        return f"{self.precision}-calibration{calibration.VERSION}"
+        return f"{self.precision}-calibration{self.calibration}"
 
     def to_json(self) -> dict[str, object]:
         """The fields, as ``mtl.json`` keeps them (:meth:`from_json` reads them back)."""
@@ -82,9 +81,11 @@ class BaseSpec:
     def from_json(cls, values: object) -> BaseSpec | None:
         """The spec ``to_json`` wrote; None for anything else (a file may hold anything).
         A spec written before ``input_size`` existed has none: the base's side; before
-        ``precision``, float32."""
+        ``precision``, float32; before ``calibration``, an int8 base was version 1."""
         if isinstance(values, dict):
             values = {"input_size": 0, "precision": "float32", **values}
+            old_int8 = values["precision"] == "int8"
+            values = {"calibration": 1 if old_int8 else 0, **values}
         if not isinstance(values, dict) or set(values) != {f.name for f in dataclasses.fields(cls)}:
             return None
         views = values["views"]
@@ -99,6 +100,8 @@ class BaseSpec:
             and isinstance(values["input_size"], int)
             and 0 <= values["input_size"] <= 4096
             and values["precision"] in ("float32", "int8")
+            and isinstance(values["calibration"], int)
+            and 0 <= values["calibration"] <= 1000
             and (freeze is None or isinstance(freeze, int))
         ):
             return None

@@ -202,6 +202,7 @@ class BasePass:
         c = self.cfg
         views = tuple(c.run_views) if freeze is None else ("image",)
         side = c.input_size if freeze is None else c.image_size
+        precision = self.precision(freeze)
         return litebase.BaseSpec(
             c.model,
             c.alpha,
@@ -211,7 +212,8 @@ class BasePass:
             litebase.keras_version(),
             views,
             0 if side == c.image_size else side,
-            self.precision(freeze),
+            precision,
+            calibration.VERSION if precision == "int8" else 0,
         )
 
     def start_early(
@@ -411,7 +413,9 @@ class BasePass:
             except (ValueError, RuntimeError, OSError):
                 path.unlink(missing_ok=True)  # a damaged file is converted again
         try:
-            flatbuffer = calibration.convert(get_parts().extractor, spec.input_side, spec.precision)
+            flatbuffer = calibration.convert(
+                get_parts().extractor, spec.input_side, spec.precision, spec.calibration
+            )
             self.converted += 1
             stored = litebase.store(spec, flatbuffer)
             if stored is None:
