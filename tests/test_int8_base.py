@@ -193,6 +193,22 @@ def test_bias_correction_cuts_the_int8_error_and_leaves_the_float_network_as_it_
         calibration.convert(parts.extractor, side, "int8", 99)
 
 
+def test_exports_find_the_backbone_of_a_whole_classifier_to_correct(run):
+    """`mtl export --quantize int8` corrects the whole model's base the same way, for the
+    conversion only; a model without a MobileNet inside is converted as it is."""
+    from mtl.model import calibration
+
+    parts = _float_parts(_spec(run[0]))
+    assert calibration.correctable(parts.model)
+    bn = parts.backbone.get_layer("conv_dw_1_bn")
+    before = np.array(bn.beta)
+    with calibration.bias_corrected(parts.model):
+        during = np.array(bn.beta)
+    assert np.abs(during - before).max() > 1e-3  # a real shift, not rounding noise
+    assert np.array_equal(np.array(bn.beta), before)
+    assert not calibration.correctable(parts.top)  # the head alone: nothing to correct
+
+
 def test_a_model_from_before_bias_correction_keeps_its_base(run):
     """An int8 spec written before ``calibration`` existed is version 1: the same cache
     file and conversion as then, so such a model's predictions do not change; a version

@@ -250,6 +250,6 @@ def test_exports_of_an_int8_model_give_its_numbers(default_run, data, cli, tmp_p
     extra = [str(data) if e == "DATA" else e for e in extra]
     result = cli.invoke(app, ["export", str(model), "--format", fmt, "--out", str(out), *extra])
     assert result.exit_code == 0, result.stderr
-    # int8 quantizes the float network anew (its own calibration): a little further off
-    worst, mean = (0.2, 0.05) if "int8" in extra else (0.1, 0.03)
-    _agree(_probs(cli, model, _photos()), _probs(cli, out, _photos()), worst, mean)
+    # int8 quantizes the float network anew (its own calibration on the photos given),
+    # bias-corrected as mtl's base is: as close as the others (0.3 off on a photo before)
+    _agree(_probs(cli, model, _photos()), _probs(cli, out, _photos()), 0.1, 0.03)

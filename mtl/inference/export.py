@@ -222,10 +222,17 @@ class _Export:
         self.labels = labels_text(loaded.class_names)  # refuses names a labels file can't hold
 
     def saved_model(self) -> Path:
-        """The model as a TF Serving SavedModel in the work folder (version folder inside)."""
+        """The model as a TF Serving SavedModel in the work folder (version folder inside).
+        For full-integer quantization its base is bias-corrected as mtl's own int8 base is
+        (:func:`mtl.model.calibration.bias_corrected`; the loaded model is unchanged)."""
+        from mtl.model import calibration
+
         saved = self.work / "saved_model" / SERVING_VERSION
         saved.parent.mkdir()
-        _export_saved_model(self.loaded.square_model(), saved)
+        model = self.loaded.square_model()
+        correct = self.quantize == "int8" and calibration.correctable(model)
+        with calibration.bias_corrected(model, enabled=correct):
+            _export_saved_model(model, saved)
         return saved
 
 

@@ -145,15 +145,27 @@ def bias_corrected(extractor: Any, enabled: bool = True) -> Iterator[None]:
             target.set_weights(weights)
 
 
-def _backbone(extractor: Any) -> tuple[Any, Any]:
-    """The nested Keras model holding the convolutions, and the preprocessing layer that
-    feeds it (None: the backbone preprocesses itself)."""
+def correctable(model: Any) -> bool:
+    """Whether :func:`bias_corrected` finds a backbone in ``model`` (a frozen part, or a
+    whole classifier as exports convert it)."""
+    try:
+        _backbone(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _backbone(model: Any) -> tuple[Any, Any]:
+    """The one nested Keras model holding convolutions with a bias to correct, and the
+    preprocessing layer that feeds it (None: the backbone preprocesses itself)."""
     import keras
 
-    models = [layer for layer in extractor.layers if isinstance(layer, keras.Model)]
+    models = [
+        layer for layer in model.layers if isinstance(layer, keras.Model) and _convolutions(layer)
+    ]
     if len(models) != 1:
-        raise ValueError(f"expected one backbone inside the frozen part, found {len(models)}")
-    pre = next((layer for layer in extractor.layers if layer.name == "preprocess"), None)
+        raise ValueError(f"expected one backbone inside the model, found {len(models)}")
+    pre = next((layer for layer in model.layers if layer.name == "preprocess"), None)
     return models[0], pre
 
 
