@@ -153,33 +153,39 @@ def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     )
 
 
-def test_int8_features_stay_close_to_float32_on_real_photos(run):
+@pytest.fixture(scope="module")
+def reference(run):
+    """The run's int8 spec, 24 photos, the float network it was converted from, and that
+    network's own (float32 LiteRT) features of the photos."""
     from mtl.model import calibration
     from mtl.model.litebase import LiteExtractor
 
     spec = _spec(run[0])
-    side = spec.input_side
-    pixels = _pixels(side)
+    pixels = _pixels(spec.input_side)
     parts = _float_parts(spec)
-    ref = LiteExtractor(calibration.convert(parts.extractor, side, "float32"), "f")(pixels)
+    flat = calibration.convert(parts.extractor, spec.input_side, "float32")
+    return spec, pixels, parts, LiteExtractor(flat, "f")(pixels)
+
+
+def test_int8_features_stay_close_to_float32_on_real_photos(reference):
+    from mtl.model.litebase import LiteExtractor
+
+    spec, pixels, _, ref = reference
     cos = _cosines(ref, LiteExtractor(spec.path(), spec.text())(pixels))
     assert cos.mean() >= MEAN_COSINE and cos.min() >= WORST_COSINE, (cos.mean(), cos.min())
     assert cos.mean() < 0.9999  # it is the int8 model, not the float one
 
 
-def test_bias_correction_cuts_the_int8_error_and_leaves_the_float_network_as_it_was(run):
+def test_bias_correction_cuts_the_int8_error_and_leaves_the_float_network_as_it_was(reference):
     """Calibration 2 (bias-corrected, what training converted) against 1 (the images
     alone) on the same photos; converting changes no weight of the Keras network."""
     from mtl.model import calibration
     from mtl.model.litebase import LiteExtractor
 
-    spec = _spec(run[0])
+    spec, pixels, parts, ref = reference
     assert spec.calibration == calibration.VERSION == 2
     side = spec.input_side
-    pixels = _pixels(side)
-    parts = _float_parts(spec)
     before = [np.array(w) for w in parts.extractor.get_weights()]
-    ref = LiteExtractor(calibration.convert(parts.extractor, side, "float32"), "f")(pixels)
     plain = LiteExtractor(calibration.convert(parts.extractor, side, "int8", 1), "v1")(pixels)
     after = parts.extractor.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
@@ -193,12 +199,12 @@ def test_bias_correction_cuts_the_int8_error_and_leaves_the_float_network_as_it_
         calibration.convert(parts.extractor, side, "int8", 99)
 
 
-def test_exports_find_the_backbone_of_a_whole_classifier_to_correct(run):
+def test_exports_find_the_backbone_of_a_whole_classifier_to_correct(reference):
     """`mtl export --quantize int8` corrects the whole model's base the same way, for the
     conversion only; a model without a MobileNet inside is converted as it is."""
     from mtl.model import calibration
 
-    parts = _float_parts(_spec(run[0]))
+    parts = reference[2]
     assert calibration.correctable(parts.model)
     bn = parts.backbone.get_layer("conv_dw_1_bn")
     before = np.array(bn.beta)
