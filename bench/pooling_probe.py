@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import acc_features as af  # noqa: E402
 import accuracy as acc  # noqa: E402
+import views_probe as vp  # noqa: E402
 
 DIM = 768  # MobileNet 0.75, block 13 channels
 VIEWS = ("image", "crop")
@@ -80,33 +79,8 @@ def extractor(alpha: float):
     return keras.Model(x_in, keras.ops.concatenate(outs, axis=1))
 
 
-def compute(files: list[Path], alpha: float) -> np.ndarray:
-    from mtl import runtime
-    from mtl.data.images import iter_batches
-    from mtl.litert import LiteModel
-
-    lite = LiteModel(runtime.tflite_flatbuffer(extractor(alpha), (256, 256, 3)))
-    out = []
-    for batch in iter_batches(files, 256, 32, fit="center"):
-        assert not batch.failures, batch.failures
-        lite.resize(len(batch.pixels))
-        out.append(lite.run(batch.pixels.astype(np.float32)))
-    return np.concatenate(out)
-
-
 def features(name: str, alpha: float) -> tuple[acc.Data, dict[tuple[str, str], np.ndarray]]:
-    data = acc.Data.load(name, alpha, features=False)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    npy = CACHE / f"{name}-alpha{alpha}.npy"
-    if npy.exists():
-        flat = np.load(npy)
-    else:
-        t0 = time.perf_counter()
-        flat = compute(data.files, alpha)
-        np.save(npy, flat)
-        print(f"features {name}: {len(data.files)} photos, {time.perf_counter() - t0:.0f}s",
-              flush=True)  # fmt: skip
-    assert len(flat) == len(data.files)
+    data, flat = vp.cached(CACHE, name, alpha, extractor)
     keys = [(v, p) for v in VIEWS for p in POOLS]
     return data, {k: flat[:, i * DIM : (i + 1) * DIM] for i, k in enumerate(keys)}
 
@@ -182,14 +156,8 @@ def main() -> None:
             print(f"{name} {arm}: {' '.join(f'{a:.4f}' for a in accs)}", flush=True)
     if not table:
         return
-    names = list(table)
     print(f"\nmean / worst over seeds {list(seeds)}\n")
-    print("| arm | " + " | ".join(names) + " | mean over datasets |")
-    print("|---|" + "---|" * (len(names) + 1))
-    for arm in arms:
-        cells = [f"{statistics.mean(table[n][arm]):.3f} / {min(table[n][arm]):.3f}" for n in names]
-        overall = statistics.mean(statistics.mean(table[n][arm]) for n in names)
-        print(f"| {arm} | " + " | ".join(cells) + f" | {overall:.4f} |")
+    vp.print_table(table, arms)
 
 
 if __name__ == "__main__":

@@ -91,12 +91,14 @@ def extractor(alpha: float):
     return keras.Model(x_in, flat)
 
 
-def compute(files: list[Path], alpha: float) -> np.ndarray:
+def lite_features(model, files: list[Path]) -> np.ndarray:
+    """``model`` (Keras, 256x256 RGB 0-255 in) converted to LiteRT float32, run on every
+    photo as `mtl train` reads it by default."""
     from mtl import runtime
     from mtl.data.images import iter_batches
     from mtl.litert import LiteModel
 
-    lite = LiteModel(runtime.tflite_flatbuffer(extractor(alpha), (256, 256, 3)))
+    lite = LiteModel(runtime.tflite_flatbuffer(model, (256, 256, 3)))
     out = []
     for batch in iter_batches(files, 256, 32, fit="center"):
         assert not batch.failures, batch.failures
@@ -105,19 +107,25 @@ def compute(files: list[Path], alpha: float) -> np.ndarray:
     return np.concatenate(out)
 
 
-def features(name: str, alpha: float) -> tuple[acc.Data, dict[str, np.ndarray]]:
+def cached(folder: Path, name: str, alpha: float, model_fn) -> tuple[acc.Data, np.ndarray]:
+    """Dataset ``name`` and ``model_fn(alpha)``'s features of it, kept in ``folder``."""
     data = acc.Data.load(name, alpha, features=False)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    npy = CACHE / f"{name}-alpha{alpha}.npy"
+    folder.mkdir(parents=True, exist_ok=True)
+    npy = folder / f"{name}-alpha{alpha}.npy"
     if npy.exists():
         flat = np.load(npy)
     else:
         t0 = time.perf_counter()
-        flat = compute(data.files, alpha)
+        flat = lite_features(model_fn(alpha), data.files)
         np.save(npy, flat)
         print(f"features {name}: {len(data.files)} photos, {time.perf_counter() - t0:.0f}s",
               flush=True)  # fmt: skip
     assert len(flat) == len(data.files)
+    return data, flat
+
+
+def features(name: str, alpha: float) -> tuple[acc.Data, dict[str, np.ndarray]]:
+    data, flat = cached(CACHE, name, alpha, extractor)
     parts = {n: flat[:, i * DIM : (i + 1) * DIM] for i, n in enumerate(ORDER)}
     k = len(ORDER) * DIM
     parts["image_b11"], parts["crop_b11"] = flat[:, k : k + DIM11], flat[:, k + DIM11 :]
@@ -177,16 +185,22 @@ def main() -> None:
     names = list(table)
     print(f"\nmean / worst over {args.seeds} seeds (seed-to-seed spread of the default: "
           "max - min)\n")  # fmt: skip
+    print_table(table, arms)
+    spread = [
+        max(table[n]["default"]) - min(table[n]["default"]) for n in names if "default" in table[n]
+    ]
+    print("| default's spread | " + " | ".join(f"{s:.3f}" for s in spread) + " | |")
+
+
+def print_table(table: dict[str, dict[str, list[float]]], arms: list[str]) -> None:
+    """One row per arm: mean / worst per dataset, and the mean over datasets."""
+    names = list(table)
     print("| arm | " + " | ".join(names) + " | mean over datasets |")
     print("|---|" + "---|" * (len(names) + 1))
     for arm in arms:
         cells = [f"{statistics.mean(table[n][arm]):.3f} / {min(table[n][arm]):.3f}" for n in names]
         overall = statistics.mean(statistics.mean(table[n][arm]) for n in names)
         print(f"| {arm} | " + " | ".join(cells) + f" | {overall:.4f} |")
-    spread = [
-        max(table[n]["default"]) - min(table[n]["default"]) for n in names if "default" in table[n]
-    ]
-    print("| default's spread | " + " | ".join(f"{s:.3f}" for s in spread) + " | |")
 
 
 if __name__ == "__main__":

@@ -193,8 +193,6 @@ def _shifts(backbone: Any, pre: Any, convs: list[tuple[Any, Any]]) -> list[np.nd
     rounding twin's per-image channel means, so memory stays that of a few images."""
     import keras
 
-    if not convs:
-        return []
     side = int(backbone.input_shape[1])
     means = [
         keras.ops.mean(_rounding_twin(layer, target)(layer.input), axis=(1, 2))
