@@ -133,13 +133,40 @@ def test_a_default_run_trains_on_int8_and_saves_it(default_run):
     assert "preprocess" not in layers  # the float32 network is not in the file
 
 
-def test_emulated_base_gives_litert_int8_features_not_float32(default_run):
+@pytest.fixture(scope="module")
+def mirror_run(offline_env, tmp_path_factory, data) -> tuple[Path, dict]:
+    """Both views and their mirrors: four towers, two of them through a mirror's product."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("int8k") / "mirrors"
+    return out, _train(CliRunner(), data, out, "--views", "image,flip,crop,crop_flip")
+
+
+def test_mirror_views_run_on_int8_too(mirror_run, cli):
+    path, summary = mirror_run
+    spec = _spec(path)
+    assert spec.precision == "int8" and spec.views == ("image", "flip", "crop", "crop_flip")
+    assert summary["cache"]["base_precision"] == "int8"
+    with zipfile.ZipFile(path / "model.keras") as z:
+        layers = [layer["name"] for layer in json.loads(z.read("config.json"))["config"]["layers"]]
+    assert "int8_view_flip_mirror" in layers and "int8_view_crop_flip_mirror" in layers
+    model = path / "model.keras"  # mtl's LiteRT path against the model on Keras
+    _agree(
+        _probs(cli, model, _photos()),
+        _probs(cli, model, _photos(), MTL_PREDICT_ENGINE="keras"),
+        0.1,
+        0.03,
+    )
+
+
+@pytest.mark.parametrize("which", ["default_run", "mirror_run"])
+def test_emulated_base_gives_litert_int8_features_not_float32(which, request):
     from mtl.data.images import load_image
     from mtl.litert import LiteModel
     from mtl.model import int8keras
     from mtl.runtime import keras
 
-    spec = _spec(default_run[0])
+    spec = _spec(request.getfixturevalue(which)[0])
     parts, layers = _float_base(spec)
     emu = int8keras.emulate(spec.path(), parts.backbone, layers, spec.model)
     k = keras()
@@ -198,7 +225,6 @@ def test_a_skeleton_written_model_is_the_same_int8_network(default_run, data, cl
     ("extra", "why"),
     [
         (["--base-precision", "float32"], "asked for"),
-        (["--views", "image,flip"], "a mirror view is not rebuilt in int8"),
         (["--base-engine", "keras"], "no LiteRT"),
     ],
 )
@@ -216,7 +242,7 @@ def test_int8_that_cannot_be_saved_is_a_usage_error(cli, data, tmp_path):
     result = cli.invoke(
         app,
         ["train", str(data), "--alpha", str(ALPHA), "--out", str(tmp_path / "r"),
-         "--base-precision", "int8", "--views", "image,flip"],
+         "--base-precision", "int8", "--augment"],
     )  # fmt: skip
     assert result.exit_code == 2
     assert "--base-precision int8" in result.stderr and "Traceback" not in result.stderr

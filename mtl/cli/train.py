@@ -159,7 +159,10 @@ Views = Annotated[
         "views",
         "--views",
         help="Fixed views of each photo, trained on and averaged at prediction: "
-        "image, flip, crop, crop_flip (comma-separated).",
+        "image, flip, crop, crop_flip (comma-separated; default image,crop). Adding the "
+        "mirrors (flip, crop_flip) measured +1.1 points on clothing photos for 1.4x the "
+        "time, within noise elsewhere; never for text or digits, where a mirror changes "
+        "the class.",
     ),
 ]
 ValSplit = Annotated[

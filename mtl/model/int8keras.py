@@ -19,8 +19,8 @@ one-step differences spread through the layers but stay small: pooled features a
 0.999 cosine to LiteRT's (``tests/test_int8_keras.py`` bounds it on real photos).
 
 Supported: the frozen parts ``mtl.model.classifier`` builds for MobileNet v1
-(a chain of convolutions, batch norms and ReLU6) with the views ``image`` and
-``crop``; anything else raises :class:`NotEmulable` before a layer is built
+(a chain of convolutions, batch norms and ReLU6) with the views ``image``, ``crop``
+and their mirrors; anything else raises :class:`NotEmulable` before a layer is built
 (:data:`SUPPORTED_MODELS`, :data:`SUPPORTED_VIEWS`: the settings check them up front).
 """
 
@@ -40,9 +40,19 @@ from mtl.runtime import keras as _keras
 # built anew (mtl.model.skeleton.arch).
 FORMAT = 2  # 2: no Discretization (ONNX lacks Bucketize), views' layers named once
 SUPPORTED_MODELS = ("mobilenet",)
-SUPPORTED_VIEWS = ("image", "crop")
+SUPPORTED_VIEWS = ("image", "flip", "crop", "crop_flip")
 
 CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# A view's Keras layers (mtl.model.classifier.view_layers) and the ops each becomes. A
+# mirror is Permute, Dense (a permutation matrix: int8 holds its ones exactly) and Permute.
+VIEW_OPS = {
+    "CenterCrop": ("STRIDED_SLICE",),
+    "Resizing": ("RESIZE_BILINEAR",),
+    "Permute": ("TRANSPOSE",),
+    "Dense": ("RESHAPE", "FULLY_CONNECTED", "RESHAPE"),
+}
+# Of those, the ops that compute new values, rounded to their output's grid.
+ROUNDED_VIEW_OPS = ("RESIZE_BILINEAR", "FULLY_CONNECTED")
 # Ops whose output keeps its input's grid and values (no rounding to emulate).
 SAME_GRID = ("STRIDED_SLICE", "RESHAPE")
 
@@ -247,6 +257,19 @@ def emulate(
     return Emulation(prefix, towers)
 
 
+def _view_layer(g: Graph, b: _Builder, layer: Any, op: dict[str, Any] | None) -> Any:
+    """A copy of the view layer ``layer`` (``op``: the int8 op computing its values, if
+    any); a mirror's Dense with that op's weights."""
+    copy = b.copy(layer, "")  # a view's own layer: its name is unique already
+    if op is not None and op["op_name"] == "FULLY_CONNECTED":
+        kernel = g.dequantized(op["inputs"][1]).T  # LiteRT: (out, in); Keras: (in, out)
+        copy.build((None, kernel.shape[0]))
+        if list(copy.kernel.shape) != list(layer.kernel.shape) or int(op["inputs"][2]) >= 0:
+            raise NotEmulable(f"{layer.name}: the int8 product is not the view's mirror")
+        copy.set_weights([kernel.astype(np.float32)])
+    return copy
+
+
 def _prefix(g: Graph, b: _Builder) -> tuple[list[Any], int]:
     """QUANTIZE -> MUL -> ADD (x / 127.5 - 1): the layers and the preprocessed tensor's index.
 
@@ -290,15 +313,15 @@ def _tower(
     layers: list[Any] = []
     ops = list(chain)
     for layer in view:  # the view's own layers come first in the chain
-        op: dict[str, Any] = ops.pop(0) if ops else {"op_name": "nothing"}
-        kind = {"CenterCrop": "STRIDED_SLICE", "Resizing": "RESIZE_BILINEAR"}.get(
-            type(layer).__name__, "?"
-        )
-        if op["op_name"] != kind:
-            raise NotEmulable(f"view {name}: {layer.name} became {op['op_name']}, not {kind}")
-        layers.append(b.copy(layer, ""))  # a view's own layer: its name is unique already
-        if kind != "STRIDED_SLICE":
-            layers += b.rounding(g.grid(op["outputs"][0]))
+        kinds = VIEW_OPS.get(type(layer).__name__, ("?",))
+        taken = [ops.pop(0) if ops else {"op_name": "nothing"} for _ in kinds]
+        if tuple(op["op_name"] for op in taken) != kinds:
+            became = ", ".join(op["op_name"] for op in taken)
+            raise NotEmulable(f"view {name}: {layer.name} became {became}, not {', '.join(kinds)}")
+        computed = [op for op in taken if op["op_name"] in ROUNDED_VIEW_OPS]
+        layers.append(_view_layer(g, b, layer, computed[0] if computed else None))
+        if computed:
+            layers += b.rounding(g.grid(computed[0]["outputs"][0]))
     convs = [op for op in ops if op["op_name"] in CONVS]
     rest = [op for op in ops if op["op_name"] not in CONVS]
     pending: Grid | None = None  # the last conv's output grid, rounded after its ReLU

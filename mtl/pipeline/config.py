@@ -110,7 +110,7 @@ class TrainConfig:
     def int8_fits(self) -> bool:
         """Whether an int8 base can run this run's frozen part and be saved in
         ``model.keras`` (:mod:`mtl.model.int8keras`): the whole base frozen, MobileNet
-        v1, the views image and crop, LiteRT allowed."""
+        v1, views it rebuilds (all four), LiteRT allowed."""
         from mtl.model.int8keras import SUPPORTED_MODELS, SUPPORTED_VIEWS
 
         return (
@@ -299,7 +299,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise UsageError(
             "--base-precision int8 runs the whole frozen base on LiteRT and saves it in "
             "model.keras: it needs --freeze all, no --augment, no fine-tuning, --base-engine "
-            "auto or litert, --model mobilenet and views among image, crop. Received "
+            "auto or litert and --model mobilenet. Received "
             f"base_precision={cfg.base_precision!r}, model={cfg.model!r}, views={cfg.run_views}, "
             f"freeze={cfg.freeze!r}, augment={cfg.augment!r}, base_engine={cfg.base_engine!r}"
         )
