@@ -17,16 +17,26 @@ Keras' MobileNet, alpha 0.75, ``x / 127.5 - 1``) that returns, per photo:
 Arms (train rows = every listed view of every training photo; a test photo's
 probabilities are averaged over its views, as mtl's saved model does):
 
-| arm | views | features |
-|---|---|---|
-| ``default`` | image, crop | block 13 (mtl's default) |
-| ``mirrors`` | image, crop, image_flip, crop_flip | block 13 |
-| ``crop3`` | image, crop, crop75 | block 13 |
-| ``hires`` | image, crop, hires | block 13 |
-| ``b11+13`` | image, crop | block 13 and block 11 concatenated (1152 floats) |
+| arm | views | features | epochs |
+|---|---|---|---:|
+| ``default`` | image, crop | block 13 (mtl's default) | 30 |
+| ``mirrors`` | image, crop, image_flip, crop_flip | block 13 | 30 |
+| ``mirrors_e15`` | image, crop, image_flip, crop_flip | block 13 | 15 |
+| ``mirrored`` | image_flip, crop (the default's views, one mirrored) | block 13 | 30 |
+| ``mirrored_crop`` | image, crop_flip (the other one mirrored) | block 13 | 30 |
+| ``crop3`` | image, crop, crop75 | block 13 | 30 |
+| ``hires`` | image, crop, hires | block 13 | 30 |
+| ``b11+13`` | image, crop | block 13 and block 11 concatenated (1152 floats) | 30 |
+
+``mirrors_e15`` takes as many optimiser steps as the default (twice the rows, half
+the epochs). ``mirrored`` and ``mirrored_crop`` cost what the default costs and are
+mirror images of each other (each is the other on the mirrored photos): no better a
+choice a priori, so the distance between them measures the noise between two equally
+good sets of views.
 
 Head: mtl's NumPy head (Dense 512 relu, dropout 0.5, Adam 1e-3, batch 32, 30
-epochs, no validation split: bench/head_ensemble.py's ``train``), protocol of
+epochs unless the arm says otherwise, no validation split: bench/head_ensemble.py's
+``train``), protocol of
 bench/accuracy.py (hymenoptera: 5 folds pooled; digits: 500 train, a new split
 per seed; the others: their train/ and test/ folders).
 
@@ -40,6 +50,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +61,25 @@ import accuracy as acc  # noqa: E402
 
 DIM, DIM11 = 768, 384  # MobileNet 0.75: block 13 and block 11 channels
 ORDER = ("image", "crop", "image_flip", "crop_flip", "crop75", "hires")  # block 13 parts
+
+
+@dataclass(frozen=True)
+class Arm:
+    views: tuple[str, ...]
+    b11: bool = False  # block 11's pooled features beside block 13's
+    epochs: int = 30
+
+
+MIRRORS = ("image", "crop", "image_flip", "crop_flip")
 ARMS = {
-    "default": (("image", "crop"), False),
-    "mirrors": (("image", "crop", "image_flip", "crop_flip"), False),
-    "crop3": (("image", "crop", "crop75"), False),
-    "hires": (("image", "crop", "hires"), False),
-    "b11+13": (("image", "crop"), True),
+    "default": Arm(("image", "crop")),
+    "mirrors": Arm(MIRRORS),
+    "mirrors_e15": Arm(MIRRORS, epochs=15),
+    "mirrored": Arm(("image_flip", "crop")),
+    "mirrored_crop": Arm(("image", "crop_flip")),
+    "crop3": Arm(("image", "crop", "crop75")),
+    "hires": Arm(("image", "crop", "hires")),
+    "b11+13": Arm(("image", "crop"), b11=True),
 }
 CACHE = Path(os.environ.get("MTL_BENCH_CACHE", "/tmp/acc-cache")) / "views_probe"
 
@@ -133,13 +157,13 @@ def features(name: str, alpha: float) -> tuple[acc.Data, dict[str, np.ndarray]]:
 
 
 def view_rows(parts: dict[str, np.ndarray], arm: str) -> list[np.ndarray]:
-    views, b11 = ARMS[arm]
-    if not b11:
-        return [parts[v] for v in views]
-    return [np.concatenate([parts[v], parts[f"{v}_b11"]], axis=1) for v in views]
+    a = ARMS[arm]
+    if not a.b11:
+        return [parts[v] for v in a.views]
+    return [np.concatenate([parts[v], parts[f"{v}_b11"]], axis=1) for v in a.views]
 
 
-def score(data: acc.Data, rows: list[np.ndarray], seed: int) -> float:
+def score(data: acc.Data, rows: list[np.ndarray], seed: int, epochs: int = 30) -> float:
     from mtl.training import headfit
 
     correct = total = 0
@@ -149,7 +173,7 @@ def score(data: acc.Data, rows: list[np.ndarray], seed: int) -> float:
         y = np.tile(data.labels[train], len(rows))
         head = headfit.Head.fresh(x.shape[1], len(data.classes), (512,), 0.5, s)
         opt = headfit.Optimizer("adam", 1e-3)
-        for epoch in range(30):
+        for epoch in range(epochs):
             headfit.train_epoch(head, opt, x, y, None, 32, s, epoch)
         probs = np.mean([head.probs(r[test]) for r in rows], axis=0)
         correct += int(np.sum(probs.argmax(1) == data.labels[test]))
@@ -175,7 +199,10 @@ def main() -> None:
             continue
         with headfit.one_blas_thread():
             table[name] = {
-                arm: [score(data, view_rows(parts, arm), seed) for seed in range(args.seeds)]
+                arm: [
+                    score(data, view_rows(parts, arm), seed, ARMS[arm].epochs)
+                    for seed in range(args.seeds)
+                ]
                 for arm in arms
             }
         for arm, accs in table[name].items():

@@ -313,15 +313,17 @@ def _tower(
     layers: list[Any] = []
     ops = list(chain)
     for layer in view:  # the view's own layers come first in the chain
-        kinds = VIEW_OPS.get(type(layer).__name__, ("?",))
-        taken = [ops.pop(0) if ops else {"op_name": "nothing"} for _ in kinds]
-        if tuple(op["op_name"] for op in taken) != kinds:
-            became = ", ".join(op["op_name"] for op in taken)
-            raise NotEmulable(f"view {name}: {layer.name} became {became}, not {', '.join(kinds)}")
+        expected = VIEW_OPS.get(type(layer).__name__, ("?",))
+        taken: list[dict[str, Any]] = [ops.pop(0) if ops else {"op_name": "-"} for _ in expected]
+        became = tuple(str(op["op_name"]) for op in taken)
+        if became != expected:
+            raise NotEmulable(
+                f"view {name}: {layer.name} became {', '.join(became)}, not {', '.join(expected)}"
+            )
         computed = [op for op in taken if op["op_name"] in ROUNDED_VIEW_OPS]
         layers.append(_view_layer(g, b, layer, computed[0] if computed else None))
         if computed:
-            layers += b.rounding(g.grid(computed[0]["outputs"][0]))
+            layers += b.rounding(g.grid(int(computed[0]["outputs"][0])))
     convs = [op for op in ops if op["op_name"] in CONVS]
     rest = [op for op in ops if op["op_name"] not in CONVS]
     pending: Grid | None = None  # the last conv's output grid, rounded after its ReLU
