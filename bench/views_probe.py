@@ -46,6 +46,7 @@ per seed; the others: their train/ and test/ folders).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import sys
@@ -131,11 +132,23 @@ def lite_features(model, files: list[Path]) -> np.ndarray:
     return np.concatenate(out)
 
 
+def code_tag(model_fn) -> str:
+    """A digest of the code that makes the features: ``model_fn`` and mtl's photo loader.
+    A cache named only by dataset and alpha once served features of an older extractor
+    (docs/benchmarks.md, the views' correction); a change to either now misses it."""
+    import inspect
+
+    from mtl.data import images
+
+    code = inspect.getsource(model_fn) + inspect.getsource(images)
+    return hashlib.sha256(code.encode()).hexdigest()[:10]
+
+
 def cached(folder: Path, name: str, alpha: float, model_fn) -> tuple[acc.Data, np.ndarray]:
     """Dataset ``name`` and ``model_fn(alpha)``'s features of it, kept in ``folder``."""
     data = acc.Data.load(name, alpha, features=False)
     folder.mkdir(parents=True, exist_ok=True)
-    npy = folder / f"{name}-alpha{alpha}.npy"
+    npy = folder / f"{name}-alpha{alpha}-{code_tag(model_fn)}.npy"
     if npy.exists():
         flat = np.load(npy)
     else:
