@@ -26,7 +26,7 @@ Arms:
   the int8 network (``mtl_int8@keras``).
 - ``mtl_float32``: ``mtl`` with ``--base-precision float32`` (the default before).
 - ``mtl_mirrors``: ``mtl`` with ``--views image,flip,crop,crop_flip`` (both views and
-  their mirrors: twice the base passes, on the float32 base, which auto picks for them).
+  their mirrors: twice the base passes; on the int8 base, as auto picks for them).
 
 Features come from bench/acc_features.py (Keras MobileNet v1, cached under /tmp/acc-cache).
 
@@ -338,7 +338,7 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha, "--base-precision", "int8", keras_too=True)
     if name == "mtl_float32":  # the float32 base (the CPU default before issue 25)
         return mtl_cli(alpha, "--base-precision", "float32")
-    if name == "mtl_mirrors":  # both views and their mirrors (4 passes; float32 base)
+    if name == "mtl_mirrors":  # both views and their mirrors (4 passes)
         return mtl_cli(alpha, "--views", "image,flip,crop,crop_flip")
     if name == "mtl_ft5":  # a second phase unfreezing the top base layers (--fine-tune-*)
         return mtl_cli(alpha, "--fine-tune-epochs", "5")

@@ -21,8 +21,8 @@ import pytest
 
 from mtl.cli import app
 from mtl.model.litebase import BaseSpec
-from tests.conftest import ALPHA, HYMENOPTERA, WEIGHTS
-from tests.test_int8_base import _spec
+from tests.conftest import ALPHA, HYMENOPTERA
+from tests.test_int8_base import _cosines, _float_parts, _spec
 from tests.test_int8_base import _train as int8_train
 from tests.test_train import subset
 
@@ -47,14 +47,9 @@ def _train(cli, data: Path, out: Path, *extra: str) -> dict:
 
 def _float_base(spec: BaseSpec) -> tuple[Any, dict[str, list[Any]]]:
     """The float32 Keras parts ``spec``'s base was converted from, and its view layers."""
-    from mtl.model.classifier import build_parts, view_layers
+    from mtl.model.classifier import view_layers
 
-    parts = build_parts(
-        ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
-        dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
-        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
-    )  # fmt: skip
-    return parts, view_layers(spec.views, spec.size, spec.input_side)
+    return _float_parts(spec), view_layers(spec.views, spec.size, spec.input_side)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +108,6 @@ def _upsized(pixels: np.ndarray, small: int) -> np.ndarray:
         img = Image.fromarray(p).resize((small, small), Image.BILINEAR)
         out.append(np.asarray(img.resize(p.shape[:2][::-1], Image.BILINEAR)))
     return np.stack(out).astype(np.float32)
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def test_a_default_run_trains_on_int8_and_saves_it(default_run):

@@ -234,7 +234,5 @@ def _rounding_twin(layer: Any, target: Any) -> Any:
 def _lower_bias(target: Any, shift: np.ndarray) -> None:
     import keras
 
-    if isinstance(target, keras.layers.BatchNormalization):
-        target.beta.assign((np.asarray(target.beta, np.float64) - shift).astype(np.float32))
-    else:
-        target.bias.assign((np.asarray(target.bias, np.float64) - shift).astype(np.float32))
+    bias = target.beta if isinstance(target, keras.layers.BatchNormalization) else target.bias
+    bias.assign((np.asarray(bias, np.float64) - shift).astype(np.float32))
