@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("mtl.model",)),
     ("pipeline", ("mtl.pipeline",)),
     ("features", ("mtl.training", "mtl.inference", "mtl.review", "mtl.crawler")),
+    ("deploy", ("mtl.deploy",)),  # exports and the server: above predict, which they reuse
     ("interface", ("mtl.cli", "mtl.__main__")),
 ]  # fmt: skip
 PEERS = "features"  # its packages never import one another
