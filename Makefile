@@ -9,8 +9,8 @@ PIP := $(BIN)/python -m pip
 SHARED := $(abspath ../shared)
 ifneq ($(wildcard $(SHARED)/weights/imagenet_class_index.json),)
 export MTL_WEIGHTS_DIR ?= $(SHARED)/weights
-ALPHA ?= 0.75
 endif
+# Keras' default width; ../shared holds 1.0 and 0.75 (the fast option: README, Benchmarks).
 ALPHA ?= 1.0
 # Without ../shared, DATA stays empty: the demo runs `mtl fetch --dataset hymenoptera`.
 ifneq ($(wildcard $(SHARED)/data/hymenoptera/train),)

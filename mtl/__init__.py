@@ -6,7 +6,7 @@ the same defaults, and returns a result object (``.to_json()`` gives what
 
     import mtl
 
-    run = mtl.train("data/", alpha=0.75, out="runs/birds")   # settings as in --config
+    run = mtl.train("data/", out="runs/birds", seed=1)   # settings as in --config
     run.val_metrics["accuracy"], run.model_path
     mtl.predict(run.model_path, "crow.jpg").results[0].predictions[0].label
     mtl.evaluate(run.run_dir, split="val").accuracy

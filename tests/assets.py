@@ -22,14 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights"
 SHARED_HYMENOPTERA = SHARED / "data" / "hymenoptera" / "train"
-ALPHA = 0.75  # the only variant stored offline
+ALPHA = 1.0  # Keras' default, and mtl's
+FAST_ALPHA = 0.75  # the fast option, tested too
+ALPHAS = (ALPHA, FAST_ALPHA)
 
 Progress = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
 class Assets:
-    weights: Path  # a folder with the class index and the alpha 0.75 weights, Keras' names
+    weights: Path  # a folder with the class index and the alpha 1.0 and 0.75 weights, Keras' names
     hymenoptera: Path  # hymenoptera/train: ants/ and bees/
     offline: bool  # both from ../shared
 
@@ -38,10 +40,10 @@ def weight_names() -> list[str]:
     from mtl.assets import weights
     from mtl.model import backbones
 
-    return [
-        weights.class_index_file().name,
-        backbones.weights_file("mobilenet", ALPHA, include_top=True).name,
-        backbones.weights_file("mobilenet", ALPHA, include_top=False).name,
+    return [weights.class_index_file().name] + [
+        backbones.weights_file("mobilenet", alpha, include_top=top).name
+        for alpha in ALPHAS
+        for top in (True, False)
     ]
 
 
@@ -57,10 +59,10 @@ def resolve(*, download: bool = True, progress: Progress | None = None) -> Asset
     if _shared_weights():
         folder = SHARED_WEIGHTS
     else:
-        remotes = [
-            weights.class_index_file(),
-            backbones.weights_file("mobilenet", ALPHA, include_top=True),
-            backbones.weights_file("mobilenet", ALPHA, include_top=False),
+        remotes = [weights.class_index_file()] + [
+            backbones.weights_file("mobilenet", alpha, include_top=top)
+            for alpha in ALPHAS
+            for top in (True, False)
         ]
         paths = [weights.resolve(r, download=download, progress=progress) for r in remotes]
         folder = paths[0].parent

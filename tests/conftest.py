@@ -20,7 +20,8 @@ from tests import assets
 
 ROOT = assets.ROOT
 SHARED = assets.SHARED
-ALPHA = assets.ALPHA  # the only variant stored offline
+ALPHA = assets.ALPHA  # 1.0, the default
+FAST_ALPHA = assets.FAST_ALPHA  # 0.75, the fast option
 UNIT = Path(__file__).parent / "unit"  # the layer that needs neither (tests/README.md)
 # WEIGHTS and HYMENOPTERA are found (or downloaded) on first use, not at import: the unit
 # layer never asks for them, so it runs on a clone with nothing beside it.
@@ -107,7 +108,7 @@ def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def trained_model(offline_env: None, tmp_path_factory: pytest.TempPathFactory):  # type: ignore
-    """model.keras: real frozen MobileNet 0.75 + a head trained on half of HYMENOPTERA."""
+    """model.keras: real frozen MobileNet (ALPHA) + a head trained on half of HYMENOPTERA."""
     from tests.trained_model import make_trained_model
 
     found = _assets()[0]

@@ -95,7 +95,7 @@ def test_make_demo_and_make_test_without_shared(tmp_path):
         server.add(ZIP, hymenoptera_zip.build(HYMENOPTERA))
 
         demo = subprocess.run(
-            ["make", "demo", f"VENV={venv}", "ALPHA=0.75"],
+            ["make", "demo", f"VENV={venv}"],
             cwd=checkout,
             env=clean_env(checkout, server, tmp_path / "caches-demo"),
             capture_output=True,
@@ -107,9 +107,9 @@ def test_make_demo_and_make_test_without_shared(tmp_path):
         assert "== 0/3 the hymenoptera photos" in demo.stdout
         assert "demo: done" in demo.stdout
         assert len(list((checkout / "demo/data/hymenoptera/train/bees").iterdir())) == 121
-        assert sorted(server.asked) == sorted(
-            [ZIP] + ["/weights/" + n for n in assets.weight_names()]
-        )
+        # The demo runs the default alpha (1.0): the class index and 1.0's two files.
+        default = [n for n in assets.weight_names() if "_7_5_" not in n]
+        assert sorted(server.asked) == sorted([ZIP] + ["/weights/" + n for n in default])
 
         # The tests themselves, from a fresh cache: tests.assets downloads, conftest finds.
         caches = tmp_path / "caches-test"
@@ -132,7 +132,7 @@ def test_make_demo_and_make_test_without_shared(tmp_path):
     env = clean_env(checkout, server, tmp_path / "caches-offline")  # the server is closed now
     shutil.rmtree(checkout / "demo")
     offline = subprocess.run(
-        ["make", "demo", f"VENV={venv}", "ALPHA=0.75"],
+        ["make", "demo", f"VENV={venv}"],
         cwd=checkout,
         env=env,
         capture_output=True,

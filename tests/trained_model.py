@@ -51,7 +51,7 @@ def _link_tree(items: list[tuple[Path, int]], root: Path) -> Path:
 
 
 def make_trained_model(
-    data: Path, out_dir: Path, alpha: float = 0.75, epochs: int = 30, seed: int = 0
+    data: Path, out_dir: Path, alpha: float = 1.0, epochs: int = 30, seed: int = 0
 ) -> TrainedModel:
     from mtl.assets import weights
     from mtl.data.images import load_image
