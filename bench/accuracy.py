@@ -397,7 +397,7 @@ def table(dataset: str, results: dict[str, Result]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--datasets", default="hymenoptera,clothing,digits")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0, help="to add seeds to an earlier run")

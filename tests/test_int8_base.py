@@ -264,3 +264,17 @@ def test_int8_where_it_cannot_run_is_a_usage_error(cli, data, tmp_path, extra):
     assert result.exit_code == 2
     assert "--base-precision int8" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r" / "model.keras").exists()
+
+
+def test_the_device_line_and_config_json_say_what_ran(run):
+    """Not "float32 tensorflow" when LiteRT ran the int8 base and NumPy the head; config.json
+    records what the "auto" settings became (issue 33)."""
+    path, summary = run
+    assert "the frozen base in int8 on LiteRT, the head in float32 on NumPy" in summary["device"]
+    saved = json.loads((path / "config.json").read_text())
+    assert saved["device"] == summary["device"]
+    ran = saved["ran"]
+    assert (ran["base_engine"], ran["base_precision"], ran["head_engine"]) == (
+        "litert", "int8", "numpy"
+    )  # fmt: skip
+    assert ran["refit"] is False and ran["views"] == saved["config"]["views"]

@@ -8,6 +8,7 @@ event files through TensorBoard's own EventAccumulator and hparams plugin protos
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -23,12 +24,14 @@ EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(offline_env, tmp_path_factory):
     data = tmp_path_factory.mktemp("plots_data")
     for cls in ("ants", "bees"):
-        (data / cls).mkdir()
-        for f in sorted((HYMENOPTERA / cls).iterdir())[:10]:
-            shutil.copy(f, data / cls / f.name)
+        photos = sorted((HYMENOPTERA / cls).iterdir())
+        for split, chosen in (("train", photos[:10]), ("test", photos[10:14])):
+            (data / split / cls).mkdir(parents=True)
+            for f in chosen:
+                shutil.copy(f, data / split / cls / f.name)
     out = tmp_path_factory.mktemp("plots_runs") / "birds3"
     result = mtl.train(data, alpha=ALPHA, epochs=EPOCHS, patience=0, head=[16], out=out, seed=2)
     assert result.kept_epoch == EPOCHS  # patience 0: every epoch kept, refit as long
@@ -92,12 +95,39 @@ def _scalars(acc, tag: str) -> list[tuple[int, float]]:
     return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
+def _session(run_dir: Path) -> Path:
+    (session,) = (run_dir / "tensorboard").iterdir()
+    return session
+
+
+def test_tensorboard_names_each_run_uniquely_and_logs_the_test_scores(run, tmp_path):
+    """A run's TensorBoard name is its folder's and its start time, so two runs named
+    alike never share a line under ``--logdir runs/``; the held-out test photos' scores
+    join the charts as the ``test`` run, at the kept epoch."""
+    session = _session(run.run_dir)
+    assert re.fullmatch(r"birds3-\d{8}-\d{6}\.\d{3}", session.name), session.name
+    test = _accumulator(session / "test")
+    assert _scalars(test, "epoch_accuracy") == [
+        (EPOCHS, pytest.approx(run.test_metrics["accuracy"], abs=1e-6))
+    ]
+    assert _scalars(test, "epoch_loss")[0][1] == pytest.approx(run.test_metrics["loss"], abs=1e-5)
+    # Another run of the same name, elsewhere: another TensorBoard name.
+    for cls in ("ants", "bees"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for f in sorted((HYMENOPTERA / cls).iterdir())[:4]:
+            shutil.copy(f, tmp_path / "data" / cls / f.name)
+    other = tmp_path / "birds3"
+    mtl.train(tmp_path / "data", alpha=ALPHA, epochs=1, head=[16], out=other, seed=2)
+    assert _session(other).name != session.name
+
+
 def test_tensorboard_train_and_validation_share_tags_under_the_run_name(run):
     """Keras' layout under a folder named by the run: ``train`` and ``validation`` hold the
     same tags (so TensorBoard draws loss and val_loss in one chart), the refit apart."""
-    session = run.run_dir / "tensorboard" / "birds3"
+    session = _session(run.run_dir)
     assert sorted(p.name for p in session.iterdir() if p.is_dir()) == [
         "refit",
+        "test",
         "train",
         "validation",
     ]
@@ -126,13 +156,13 @@ def test_tensorboard_hparams_hold_the_runs_settings(run):
 
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-    acc = _accumulator(run.run_dir / "tensorboard" / "birds3")
+    acc = _accumulator(_session(run.run_dir))
     events = acc.Tensors(metadata.SESSION_START_INFO_TAG)
     assert len(events) == 1
     content = acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
     data = plugin_data_pb2.HParamsPluginData.FromString(content)
     start = data.session_start_info
-    assert start.group_name == "birds3"
+    assert start.group_name == _session(run.run_dir).name
     config = json.loads((run.run_dir / "config.json").read_text())["config"]
     hp = start.hparams
     assert hp["head"].string_value == "16"

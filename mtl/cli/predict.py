@@ -89,12 +89,12 @@ def register(app: typer.Typer) -> None:
                 on_progress=on_progress,
             )
         detail(
-            f"{report.model} ({report.kind}, {len(report.class_names)} classes): "
+            f"{report.model} ({report.runs_on}, {len(report.class_names)} classes): "
             f"{len(report.results)} image(s) in {time.perf_counter() - start:.2f} s"
         )
         name = Path(report.model).name
         code = render_image_results(
-            report.results, as_json=as_json, title=f"{shown(name)} ({report.kind})"
+            report.results, as_json=as_json, title=f"{shown(name)} ({report.runs_on})"
         )
         if report.csv_file is not None:
             info(f"wrote {report.csv_file}")

@@ -80,4 +80,9 @@ def score_test(result: Result, on_progress: ProgressFn | None = None) -> Result:
         else {**summary, "confusion_matrix": None}
     )
     files.write_json(metrics_file, {**saved, "test": shown}, force=True)
+    from mtl.report import events
+
+    step = saved.get("kept_epoch") if isinstance(saved.get("kept_epoch"), int) else 0
+    scores = {k: summary[k] for k in ("accuracy", "loss") if isinstance(summary.get(k), float)}
+    events.log_test_scores(run_dir / events.FOLDER, step, scores)
     return dataclasses.replace(result, test_metrics=summary, warnings=warnings)

@@ -44,7 +44,24 @@ class Predictor:
 
     @property
     def description(self) -> str:
-        return f"{self.path.name} ({self.kind}, {len(self.class_names)} classes)"
+        return (
+            f"{self.path.name} ({runs_on(self.kind, self.engine)}, {len(self.class_names)} classes)"
+        )
+
+
+# A format run by something other than its own runtime says so: a model.keras of mtl's
+# runs on its converted LiteRT base and a NumPy head, not on Keras.
+ENGINE_NAMES = {
+    "litert": "LiteRT + NumPy",
+    "keras": "Keras",
+    "tflite": "LiteRT",
+    "onnx": "ONNX Runtime",
+}
+
+
+def runs_on(kind: str, engine: str) -> str:
+    """``keras``, or ``keras on LiteRT + NumPy`` where the engine is not the format's own."""
+    return kind if engine in ("", kind) else f"{kind} on {ENGINE_NAMES.get(engine, engine)}"
 
 
 MODEL_FILE = "model.keras"  # what a run folder of mtl train holds
@@ -168,6 +185,11 @@ class PredictReport:
     class_names: list[str]
     results: list[ImageResult]
     csv_file: Path | None = None
+    engine: str = ""  # what ran it (Predictor.engine)
+
+    @property
+    def runs_on(self) -> str:
+        return runs_on(self.kind, self.engine)
 
     @property
     def failed(self) -> int:
@@ -178,10 +200,10 @@ class PredictReport:
         return [r.to_json() for r in self.results]
 
     def __repr__(self) -> str:
-        return f"PredictReport({Path(self.model).name} ({self.kind}), {summary(self.results)})"
+        return f"PredictReport({Path(self.model).name} ({self.runs_on}), {summary(self.results)})"
 
     def _repr_html_(self) -> str:
-        return results_html(self.results, f"{Path(self.model).name} ({self.kind})")
+        return results_html(self.results, f"{Path(self.model).name} ({self.runs_on})")
 
 
 def predict_paths(
@@ -289,4 +311,5 @@ def predict(
         class_names=predictor.class_names,
         results=results,
         csv_file=written,
+        engine=predictor.engine,
     )

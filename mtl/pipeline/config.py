@@ -346,6 +346,10 @@ def _load_run_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} does not hold settings (a JSON object of config keys)")
     if "model" in data and "fit" not in data:
         data = {**data, "fit": "squash"}  # a run made before the choice: it squashed
+    # Older runs recorded the pooled-only settings as on even where they never ran.
+    pooled = data.get("freeze", "all") in ("all", None) and not data.get("augment")
+    if not (pooled and not data.get("fine_tune_epochs")):
+        data = {k: v for k, v in data.items() if k not in POOLED_ONLY}
     return data
 
 
@@ -390,12 +394,59 @@ def resolve(
     return resolve_values(sources)
 
 
+# Settings that only a pooled run (the whole base frozen, no augmentation, no fine-tuning)
+# can honour, and what a run that is not pooled does instead.
+POOLED_ONLY: dict[str, tuple[str, Any]] = {
+    "views": ("--views", ["image"]),
+    "refit": ("--refit", False),
+    "prior": ("--prior", False),
+}
+
+
+def _not_pooled_because(cfg: TrainConfig) -> str:
+    why = []
+    if cfg.freeze is not None:
+        why.append(f"--freeze {cfg.freeze}")
+    if cfg.augment:
+        why.append("--augment")
+    if cfg.fine_tune_epochs:
+        why.append(f"--fine-tune-epochs {cfg.fine_tune_epochs}")
+    return ", ".join(why)
+
+
+def reconcile(cfg: TrainConfig, given: Mapping[str, str]) -> TrainConfig:
+    """Make ``cfg`` say what will run. A run that is not pooled cannot use views, the refit
+    or the prior: a setting of those that was asked for (on the command line or the API,
+    or a non-default value in a file) is refused, naming both sides; one left at its
+    default is turned off, so ``config.json`` records what ran. ``given`` maps each key
+    set by a source to that source's name."""
+    if cfg.pooled_only:
+        return cfg
+    default = TrainConfig()
+    for key, (option, instead) in POOLED_ONLY.items():
+        value = getattr(cfg, key)
+        if value == instead:
+            continue
+        where = given.get(key)
+        asked = where == "options" or (where is not None and value != getattr(default, key))
+        if asked:
+            shown = ",".join(value) if isinstance(value, list) else str(value).lower()
+            raise UsageError(
+                f"{option} {shown} needs the whole base frozen, no --augment and no "
+                f"fine-tuning, but this run has {_not_pooled_because(cfg)}: drop one of them"
+            )
+        setattr(cfg, key, instead)
+    return cfg
+
+
 def resolve_values(sources: Sequence[tuple[str, Mapping[str, Any]]]) -> TrainConfig:
     """Defaults, then each source in turn; keys are checked and values coerced."""
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for where, data in sources:
         for key, value in data.items():
             if key not in KEYS:
                 raise UsageError(f"unknown key {key!r} in {where}{_did_you_mean(key)}")
             values[key] = _coerce(key, value)
-    return validate(TrainConfig(**values))
+            given[key] = where
+    return validate(reconcile(TrainConfig(**values), given))

@@ -113,7 +113,47 @@ class EventLog:
 
 # The runs of one training run, as Keras' TensorBoard callback names them (and "refit",
 # whose epochs count from 1 again: on the train line it would jump back).
-TRAIN, VALIDATION, REFIT = "train", "validation", "refit"
+TRAIN, VALIDATION, REFIT, TEST = "train", "validation", "refit", "test"
+
+
+FOLDER = "tensorboard"  # in each run folder: tensorboard --logdir runs/
+
+
+def session_name(folder: Path, name: str, resuming: bool = False) -> str:
+    """The TensorBoard run name of a training run: its folder's name and its start time,
+    so ``--logdir runs/`` never shows two runs under one name (``runs/a/train`` and
+    ``runs/b/train``, or a folder trained again with ``--force``). A resumed run goes on
+    under the name it started with."""
+    if resuming:
+        with contextlib.suppress(OSError):
+            started = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+            if started:
+                return started[-1]
+    name = name or folder.resolve().parent.name or "run"  # a run folder given as "."
+    now = time.time()
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
+
+
+def find_session(folder: Path) -> Path | None:
+    """The newest run's folder under ``RUN/tensorboard`` (None: nothing was logged)."""
+    with contextlib.suppress(OSError):
+        found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        if found:
+            return found[-1]
+    return None
+
+
+def log_test_scores(folder: Path, step: int, scores: Mapping[str, float]) -> bool:
+    """The held-out test photos' scores (``DATA/test/``, scored once the model is written)
+    as the ``test`` run beside ``train`` and ``validation``, on their charts
+    (``epoch_accuracy``, ``epoch_loss``) at the kept epoch; False when nothing was logged."""
+    session = find_session(folder)
+    if session is None:
+        return False
+    log = EventLog(session / TEST)
+    log.scalars(step, {f"epoch_{k}": float(v) for k, v in scores.items()})
+    log.close()
+    return not log.failed
 
 
 class RunEvents:
@@ -122,7 +162,6 @@ class RunEvents:
     ``folder/name``. Each file is created by its first write."""
 
     def __init__(self, folder: Path, name: str, hparams: Mapping[str, Any]) -> None:
-        name = name or folder.resolve().parent.name or "run"  # a run folder given as "."
         self.folder = folder / name
         self.name = name
         self.hparams = dict(hparams)

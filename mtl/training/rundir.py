@@ -19,6 +19,7 @@ from mtl._version import __version__
 from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
 from mtl.pipeline.config import TrainConfig
+from mtl.report import events
 from mtl.report.metrics import MAX_MATRIX_CLASSES
 from mtl.training.tracking import EpochLog
 
@@ -34,7 +35,7 @@ RUN_FILES = (
     "confusion_matrix.png",
     MODEL_FILE,
 )
-EVENTS_FOLDER = "tensorboard"  # tensorboard --logdir runs/
+EVENTS_FOLDER = events.FOLDER  # tensorboard --logdir runs/
 RUN_FOLDERS = ("checkpoint", "cache", EVENTS_FOLDER)
 
 
@@ -165,6 +166,15 @@ def write_run(
             "layout": ds.layout,
             "backend": runtime.backend_name(),
             "device": run.device,
+            # What the "auto" settings became in this run.
+            "ran": {
+                "base_engine": run.cache.get("base_engine"),
+                "base_precision": run.cache.get("base_precision"),
+                "head_engine": run.cache.get("head_engine"),
+                "prior_weight": run.prior.get("weight") if run.prior else 0.0,
+                "refit": any(h.phase == "refit" for h in run.history),
+                "views": list(run.config.run_views),
+            },
             "mtl_version": __version__,
         },
         force=True,

@@ -25,6 +25,7 @@ done with its epochs and its head is written here.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -38,7 +39,7 @@ from mtl.data import dataset, features
 from mtl.pipeline.basepass import BasePass
 from mtl.pipeline.config import TrainConfig
 from mtl.report import metrics
-from mtl.report.events import RunEvents
+from mtl.report.events import RunEvents, session_name
 from mtl.training import checkpoint, headfit, prior, rundir
 from mtl.training.priorsteps import PriorSteps
 from mtl.training.results import Hooks, TrainResult, TrainStart, val_scores
@@ -142,7 +143,9 @@ class Session(PriorSteps):
         self.views = cfg.run_views
         self.phase = "train"  # or "fine_tune": what a checkpoint resumes
         self.seconds: dict[str, float] = {}
-        self.events = RunEvents(run_dir / rundir.EVENTS_FOLDER, run_dir.name, cfg.to_dict())
+        events = run_dir / rundir.EVENTS_FOLDER
+        name = session_name(events, run_dir.name, resuming=ckpt is not None)
+        self.events = RunEvents(events, name, cfg.to_dict())
         self.engine: Engine | None = None
 
     @property
@@ -339,11 +342,6 @@ class Session(PriorSteps):
         self.ds.drop(feats.failures)
         dataset.check_usable(self.ds)
         warnings = [*self.ds.warnings, *self.base.warnings]
-        if self.views != c.views and c.views != TrainConfig().views:  # asked for, not default
-            warnings.append(
-                f"views {'+'.join(c.views)} need the whole base frozen, no --augment and no "
-                "fine-tuning: this run uses the image alone"
-            )
         if not self.has_val:
             self.early.patience = 0  # nothing to stop on
             if c.val_split > 0:
@@ -352,6 +350,22 @@ class Session(PriorSteps):
                 )
         return warnings
 
+    def ran_on(self) -> str:
+        """Where and in what the run computes, as it ran: the frozen base's engine and
+        precision (LiteRT int8 is not "float32 tensorflow") and the head's."""
+        assert self.engine is not None
+        base = self.base
+        if self.engine.name == "numpy":
+            where = f"CPU ({os.cpu_count()} cores)"
+            head = "the head in float32 on NumPy"
+        else:
+            where = self.devices.description  # backend, devices, strategy, precision
+            head = "the head on Keras"
+        if not base.extractors:  # nothing frozen ran apart: the base trains with the head
+            return f"{where}; {head}"
+        by = "LiteRT" if base.engine == "litert" else "Keras"
+        return f"{where}; the frozen base in {base.precision(self.cfg.freeze)} on {by}, {head}"
+
     def announce(self, cached: str, warnings: list[str]) -> None:
         if self.hooks.on_start is None:
             return
@@ -359,7 +373,7 @@ class Session(PriorSteps):
         self.hooks.on_start(
             TrainStart(
                 self.run_dir,
-                self.devices.description,
+                self.ran_on(),
                 ds.classes,
                 ds.counts("train"),
                 ds.counts("val"),
@@ -407,7 +421,7 @@ class Session(PriorSteps):
             warnings=warnings,
             cache=cache_stats,
             config=self.cfg,
-            device=self.devices.description,
+            device=self.ran_on(),
             prior=self.blend.to_json() if self.blend is not None else None,
             run_dir=self.run_dir,
             model_path=self.run_dir / rundir.MODEL_FILE,
