@@ -25,6 +25,8 @@ Arms:
   base it trained on; ``mtl_int8``) and ``model.keras`` on plain Keras, which carries
   the int8 network (``mtl_int8@keras``).
 - ``mtl_float32``: ``mtl`` with ``--base-precision float32`` (the default before).
+- ``mtl_best``: ``mtl`` with ``--patience 30``: the epoch of lowest validation loss is
+  kept instead of the last (30 epochs never stop early), and the refit trains as long.
 - ``mtl_mirrors``: ``mtl`` with ``--views image,flip,crop,crop_flip`` (both views and
   their mirrors: twice the base passes; on the int8 base, as auto picks for them).
 
@@ -342,10 +344,15 @@ def arm_function(name: str, alpha: float):
         return mtl_cli(alpha, "--views", "image,flip,crop,crop_flip")
     if name == "mtl_ft5":  # a second phase unfreezing the top base layers (--fine-tune-*)
         return mtl_cli(alpha, "--fine-tune-epochs", "5")
+    if name == "mtl_best":  # the best epoch by validation loss kept (never stops: 30 of 30)
+        return mtl_cli(alpha, "--patience", "30")
     return keras_arm(ARMS[name])
 
 
-CLI_ARMS = ("mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_float32", "mtl_mirrors", "mtl_ft5")
+CLI_ARMS = (
+    "mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_float32", "mtl_mirrors", "mtl_ft5",
+    "mtl_best",
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- running and reporting
