@@ -323,6 +323,12 @@ def check_model_file(path: Path) -> None:
         if isinstance(exc, ModelFileError):
             raise
         raise ModelFileError(f"cannot load {path}: damaged Keras model file") from None
+    for layer, side in _declared_sides(config):
+        if side > MAX_INPUT_PIXELS:
+            raise ModelFileError(
+                f"{path} is not a usable mtl model: its layer {layer} resizes to {side} pixels "
+                f"a side (the limit is {MAX_INPUT_PIXELS})"
+            )
     for dims in _input_shapes(config):
         big = [d for d in dims if isinstance(d, int) and d > MAX_INPUT_PIXELS]
         if big:
@@ -376,6 +382,26 @@ def _layer_sizes(node: Any) -> list[tuple[str, int, int]]:
     elif isinstance(node, list):
         for value in node:
             found += _layer_sizes(value)
+    return found
+
+
+def _declared_sides(node: Any) -> list[tuple[str, int]]:
+    """Every output side a layer's config declares (``height``/``width``/``size``: the
+    fit, resize and crop layers), so a file cannot make a photo decode to 50000x50000."""
+    found: list[tuple[str, int]] = []
+    if isinstance(node, dict):
+        config = node.get("config")
+        if isinstance(config, dict):
+            name = str(config.get("name", node.get("class_name", "?")))[:80]
+            for key in ("height", "width", "size"):
+                value = config.get(key)
+                values = value if isinstance(value, list) else [value]
+                found += [(name, v) for v in values if isinstance(v, int) and v > 0]
+        for value in node.values():
+            found += _declared_sides(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _declared_sides(value)
     return found
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from mtl import files
 from mtl.data.images import FITS
 from mtl.errors import UsageError
 from mtl.model import backbones
+from mtl.model.modelio import MAX_PARAMS, MAX_UNITS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -262,14 +264,57 @@ def _one_of(key: str, option: str, choices: Sequence[str]) -> Rule:
 
 # Checked in this order; the first that fails is the error. The model, alpha and size
 # are checked together first (backbones.check), as they are valid only in combination.
+# Upper bounds come from what later stages accept (mtl.model.modelio's loader) or from
+# what a machine can hold, so a run never trains for hours and then fails to save or load.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+# The refit's ensemble puts two heads side by side: every hidden width doubles in the
+# saved model, and the loader refuses a layer of more than modelio.MAX_UNITS units.
+MAX_HEAD_UNITS = MAX_UNITS // 2
+MAX_HEAD_LAYERS = 16
+# Pooled features are at most 1,792 wide (MobileNetV2 at alpha 1.4); the saved head,
+# doubled by the refit, must stay under the loader's parameter limit.
+MAX_FEATURES = 1792
+
+
+def head_params(units: Sequence[int], classes: int = 1000) -> int:
+    """An upper bound of the saved head's weights (refit doubled) for any base."""
+    widths = [MAX_FEATURES, *units, classes]
+    return 2 * sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
 RULES: tuple[Rule, ...] = (
-    Rule("epochs", lambda v: v >= 1, "--epochs must be at least 1"),
-    Rule("batch_size", lambda v: v >= 1, "--batch-size must be at least 1"),
+    Rule("epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"--epochs must be 1 to {MAX_EPOCHS}"),
+    Rule("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"--batch-size must be 1 to {MAX_BATCH}"),
+    Rule(
+        "head",
+        lambda v: len(v) <= MAX_HEAD_LAYERS,
+        f"--head takes at most {MAX_HEAD_LAYERS} layers",
+    ),
+    Rule(
+        "head",
+        lambda v: all(n <= MAX_HEAD_UNITS for n in v),
+        f"--head layer sizes must be at most {MAX_HEAD_UNITS} (the refit doubles each, and a "
+        f"saved layer of more than {MAX_UNITS} units cannot be opened)",
+    ),
+    Rule(
+        "head",
+        lambda v: head_params(v) <= MAX_PARAMS,
+        f"--head is too large: the saved model would exceed {MAX_PARAMS:,} parameters",
+    ),
     Rule("learning_rate", lambda v: v > 0, "--lr must be positive"),
     Rule("fine_tune_lr", lambda v: v > 0, "--fine-tune-lr must be positive"),
-    Rule("fine_tune_epochs", lambda v: v >= 0, "--fine-tune-epochs must be >= 0"),
-    Rule("fine_tune_layers", lambda v: v >= 1, "--fine-tune-layers must be >= 1"),
-    Rule("patience", lambda v: v >= 0, "--patience must be >= 0 (0 turns early stopping off)"),
+    Rule(
+        "fine_tune_epochs",
+        lambda v: 0 <= v <= MAX_EPOCHS,
+        f"--fine-tune-epochs must be 0 to {MAX_EPOCHS}",
+    ),
+    Rule("fine_tune_layers", lambda v: 1 <= v <= 10_000, "--fine-tune-layers must be 1 to 10000"),
+    Rule(
+        "patience",
+        lambda v: 0 <= v <= MAX_EPOCHS,
+        "--patience must be 0 to 100000 (0 turns early stopping off)",
+    ),
     Rule("seed", lambda v: 0 <= v < 2**32, "--seed must be between 0 and 2**32 - 1"),
     Rule("dropout", lambda v: 0.0 <= v < 1.0, "--dropout must be in [0, 1)"),
     Rule(
@@ -283,7 +328,7 @@ RULES: tuple[Rule, ...] = (
     _one_of("fit", "--fit", FITS),
     _one_of("base_engine", "--base-engine", BASE_ENGINES),
     _one_of("base_precision", "--base-precision", BASE_PRECISIONS),
-    Rule("cache_memory_mb", lambda v: v >= 0, "cache_memory_mb must be >= 0"),
+    Rule("cache_memory_mb", lambda v: 0 <= v <= 1 << 24, "cache_memory_mb must be 0 to 16777216"),
 )
 
 

@@ -65,3 +65,63 @@ def test_the_cli_refuses_a_conflict_in_one_line_before_any_work(tmp_path):
     assert "--views image,flip" in result.stderr and "--augment" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"head": "33000"}, "--head layer sizes must be at most 32768"),
+        ({"head": "100000000"}, "--head layer sizes must be at most"),
+        ({"head": "30000,30000"}, "--head is too large"),
+        ({"head": ",".join(["8"] * 17)}, "--head takes at most 16 layers"),
+        ({"epochs": 10**9}, "--epochs must be 1 to 100000"),
+        ({"batch_size": 10**9}, "--batch-size must be 1 to 65536"),
+        ({"fine_tune_layers": 10**9}, "--fine-tune-layers must be 1 to 10000"),
+    ],
+)
+def test_numeric_options_are_bounded_where_they_are_parsed(options, words):
+    """Bounds derived from what later stages accept: a head the loader could not open
+    after the refit doubles it is refused before any work (issue 34 E)."""
+    with pytest.raises(UsageError, match=words):
+        config.resolve(None, options)
+
+
+def test_the_largest_head_allowed_saves_a_model_the_loader_accepts():
+    from mtl.model.modelio import MAX_UNITS
+
+    assert 2 * config.MAX_HEAD_UNITS <= MAX_UNITS
+    assert config.resolve(None, {"head": "16384"}).head == [16384]  # under both limits
+    assert config.resolve(None, {"head": "4096,4096,4096"}).head == [4096] * 3
+
+
+def test_a_model_whose_fit_layer_would_decode_a_huge_square_is_refused(tmp_path):
+    import zipfile
+
+    from mtl.errors import ModelFileError
+    from mtl.model.modelio import check_model_file
+
+    layer = {"class_name": "CenterSquare", "config": {"name": "fit", "size": 50000}}
+    model = {"class_name": "Functional", "config": {"layers": [layer]}}
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(model))
+    with pytest.raises(ModelFileError, match="resizes to 50000 pixels a side"):
+        check_model_file(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--limit", "100000000000"], "--limit must be 1 to 100000"),
+        (["--max-mb", "1e12"], "--max-mb must be above 0 and at most 1024"),
+        (["--timeout", "1e9"], "--timeout must be at most 3600 s"),
+    ],
+)
+def test_fetch_bounds_its_numbers_before_any_request(tmp_path, args, words):
+    from typer.testing import CliRunner
+
+    from mtl.cli import app
+
+    result = CliRunner().invoke(app, ["fetch", "crow", "--out", str(tmp_path / "d"), *args])
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr and not (tmp_path / "d").exists()
