@@ -77,3 +77,18 @@ def test_errors_are_mtl_errors(tmp_path):
         mtl.train(tmp_path / "missing", alpha=ALPHA)
     with pytest.raises(UsageError, match="did you mean"):
         mtl.train(tmp_path, alpha=ALPHA, epoch=3)
+
+
+def test_review_takes_the_clis_keywords(data, tmp_path):
+    """mtl.review(data, **settings): the options of `mtl review` as keywords, the base's
+    checked as mtl train checks them, a typo refused with a suggestion (issue 33)."""
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    result = mtl.review(copy, alpha=ALPHA, folds=2, seed=3, label_threshold=0.5,
+                        write_report=False, progress=False)  # fmt: skip
+    assert result.total == 20 and result.thresholds.wrong_label == 0.5
+    assert result._repr_html_().startswith('<table class="mtl">')
+    with pytest.raises(UsageError, match="did you mean 'alpha'"):
+        mtl.review(copy, alfa=ALPHA)
+    with pytest.raises(UsageError, match="alpha in"):
+        mtl.review(copy, alpha=0.8)

@@ -22,6 +22,7 @@ from mtl.cli._common import (
     shown,
     warn,
 )
+from mtl.pipeline.config import SETTINGS, TrainConfig
 from mtl.review.flags import LIMITS, REASON_TABLE, Thresholds
 
 # One line: a docstring's line break would show in `mtl --help`'s list of commands.
@@ -69,6 +70,7 @@ def _reasons() -> str:
 
 EXAMPLES = EXAMPLES_FORMAT.format(reasons=_reasons())
 DEFAULT = Thresholds()
+TRAIN = TrainConfig()  # the base's defaults, as mtl train's
 
 
 def _threshold(name: str) -> Any:
@@ -109,16 +111,24 @@ OffTopicThreshold = Annotated[float, _threshold("off_topic")]
 DuplicateThreshold = Annotated[float, _threshold("duplicate")]
 RelabelConfidence = Annotated[float, _threshold("relabel")]
 Folds = Annotated[int, typer.Option("--folds", help="k of the k-fold.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the folds.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the folds and the heads.")]
 Report = Annotated[
     Path | None,
     typer.Option(
         "--report", help="Where to write the HTML page.", show_default="DATA/_review/report.html"
     ),
 ]
-Model = Annotated[str, typer.Option("--model", "-m", help="Base model (as mtl train).")]
-Alpha = Annotated[float, typer.Option("--alpha", "-a", help="Width multiplier (as mtl train).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Input size in pixels.")]
+
+
+def _as_train(key: str) -> Any:
+    """The base's options as mtl train has them (mtl.pipeline.config.SETTINGS)."""
+    row = SETTINGS[key]
+    return typer.Option(*row.flags, help=row.help)
+
+
+Model = Annotated[str, _as_train("model")]
+Alpha = Annotated[float, _as_train("alpha")]
+ImageSize = Annotated[int, _as_train("image_size")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing --report file.")]
 AsJson = Annotated[
     bool,
@@ -140,11 +150,11 @@ def register(app: typer.Typer) -> None:
         duplicate_threshold: DuplicateThreshold = DEFAULT.duplicate,
         relabel_confidence: RelabelConfidence = DEFAULT.relabel,
         folds: Folds = 5,
-        seed: Seed = 42,
+        seed: Seed = TRAIN.seed,
         report: Report = None,
-        model: Model = "mobilenet",
-        alpha: Alpha = 1.0,
-        image_size: ImageSize = 224,
+        model: Model = TRAIN.model,
+        alpha: Alpha = TRAIN.alpha,
+        image_size: ImageSize = TRAIN.image_size,
         weights_dir: WeightsDir = None,
         cache_dir: CacheDir = None,
         force: Force = False,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
 from mtl.cli._common import (
     Bars,
-    cache_dir_option,
+    CacheDir,
+    Quiet,
+    Verbose,
+    WeightsDir,
     call,
     detail,
     download_progress,
@@ -19,14 +23,10 @@ from mtl.cli._common import (
     out,
     print_json,
     progress,
-    quiet_option,
-    verbose_option,
     verbosity,
     warn,
-    weights_dir_option,
 )
-from mtl.model import backbones
-from mtl.pipeline.config import KEYS, TrainConfig
+from mtl.pipeline.config import CHOICES, SETTINGS, TrainConfig
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -52,16 +52,33 @@ PNG plots.
 _DEFAULTS = TrainConfig().to_dict()
 
 
-def _opt(key: str, *names: str, help: str) -> Any:
-    """An option for config key ``key``: None when not given (the config file or the
-    built-in default then decides), its help showing the built-in default."""
+def _setting_option(key: str) -> inspect.Parameter:
+    """The option of config key ``key``, made from :data:`mtl.pipeline.config.SETTINGS`:
+    None when not given (the config file or the built-in default then decides), its help
+    showing the built-in default. Values are checked by the core's rules (one style, with
+    "did you mean"), not by the parser."""
+    row = SETTINGS[key]
     default = _DEFAULTS[key]
-    if isinstance(default, list):
-        default = ",".join(map(str, default)) or "none"
-    return typer.Option(*names, help=help, show_default=str(default))
+    shown = ",".join(map(str, default)) or "none" if isinstance(default, list) else default
+    metavar = row.metavar or ("|".join(CHOICES[key]) if key in CHOICES else None)
+    if isinstance(default, bool):
+        flag = row.flags[0]
+        kind: Any = bool
+        option = typer.Option(
+            f"{flag}/--no-{flag[2:]}",
+            *row.flags[1:],
+            help=row.help,
+            show_default=str(default).lower(),
+        )
+    else:
+        kind = type(default) if isinstance(default, (int, float)) and key != "freeze" else str
+        option = typer.Option(*row.flags, help=row.help, show_default=str(shown), metavar=metavar)
+    return inspect.Parameter(
+        key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
 
 
-# One alias per option, so the command's signature reads as a list of its options.
+# One alias per option that is not a setting, so the command's signature reads as a list.
 Data = Annotated[
     Path | None, typer.Argument(help="Dataset folder: one sub-folder of images per class.")
 ]
@@ -88,196 +105,37 @@ ConfigFile = Annotated[
         help="A TOML file, or a preset's name (blog, default); options override it.",
     ),
 ]
-Epochs = Annotated[int | None, _opt("epochs", "--epochs", "-e", help="Epochs of the first phase.")]
-BatchSize = Annotated[int | None, _opt("batch_size", "--batch-size", "-b", help="Images per step.")]
-LearningRate = Annotated[
-    float | None, _opt("learning_rate", "--lr", "--learning-rate", help="Learning rate.")
-]
-Optimizer = Annotated[
-    Literal["adam", "adamw", "sgd", "rmsprop"] | None,
-    _opt("optimizer", "--optimizer", help="adam, adamw, sgd or rmsprop."),
-]
-Head = Annotated[
-    str | None,
-    _opt("head", "--head", help="Hidden dense layers, e.g. 1024,1024,512; 'none' for linear."),
-]
-Dropout = Annotated[float | None, _opt("dropout", "--dropout", help="Dropout before the softmax.")]
-Freeze = Annotated[
-    str | None,
-    _opt(
-        "freeze",
-        "--freeze",
-        help="'all' (whole base frozen) or N: freeze the first N base layers.",
-    ),
-]
-FineTuneEpochs = Annotated[
-    int | None,
-    _opt(
-        "fine_tune_epochs",
-        "--fine-tune-epochs",
-        help="Second phase: unfreeze the top of the base. Slow (Keras, the photo alone), "
-        "and on the benchmark it did not beat the frozen defaults (docs/train.md).",
-    ),
-]
-FineTuneLr = Annotated[
-    float | None, _opt("fine_tune_lr", "--fine-tune-lr", help="Its learning rate.")
-]
-FineTuneLayers = Annotated[
-    int | None,
-    _opt("fine_tune_layers", "--fine-tune-layers", help="How many top base layers it unfreezes."),
-]
-Augment = Annotated[
-    bool | None,
-    typer.Option(
-        "--augment/--no-augment",
-        help="Random flips, rotations, zoom (training only).",
-        show_default=False,
-    ),
-]
-Refit = Annotated[
-    bool | None,
-    typer.Option(
-        "--refit/--no-refit",
-        help="After the validated run, train a second head on every photo (validation "
-        "photos too) for the same epochs; the saved model averages the two heads.",
-        show_default=str(_DEFAULTS["refit"]).lower(),
-    ),
-]
-Prior = Annotated[
-    bool | None,
-    typer.Option(
-        "--prior/--no-prior",
-        help="Blend in the ImageNet prior: a linear classifier from MobileNet's own ImageNet "
-        "top, weighted by how well it explains the validation photos (0 when it does not "
-        "help; strong when the classes are ImageNet concepts).",
-        show_default=str(_DEFAULTS["prior"]).lower(),
-    ),
-]
-Views = Annotated[
-    str | None,
-    _opt(
-        "views",
-        "--views",
-        help="Fixed views of each photo, trained on and averaged at prediction: "
-        "image, flip, crop, crop_flip (comma-separated; default image,crop). Adding the "
-        "mirrors (flip, crop_flip) measured +1.1 points on clothing photos for 1.4x the "
-        "time, within noise elsewhere; never for text or digits, where a mirror changes "
-        "the class.",
-    ),
-]
-ValSplit = Annotated[
-    float | None, _opt("val_split", "--val-split", help="Fraction held out (stable).")
-]
-Seed = Annotated[int | None, _opt("seed", "--seed", help="Seed for the split and training.")]
-ClassWeight = Annotated[
-    Literal["none", "auto"] | None,
-    _opt("class_weight", "--class-weight", help="'auto': weight classes by inverse frequency."),
-]
-Patience = Annotated[
-    int | None,
-    _opt(
-        "patience",
-        "--patience",
-        help="Early stopping on val loss (keeps the best epoch); 0: off.",
-    ),
-]
-Model = Annotated[
-    backbones.ModelName | None,
-    _opt("model", "--model", "-m", help=f"The base: {', '.join(backbones.FAMILIES)}."),
-]
-Alpha = Annotated[
-    float | None,
-    _opt("alpha", "--alpha", "-a", help="Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."),
-]
-ImageSize = Annotated[int | None, _opt("image_size", "--image-size", help="Input size in pixels.")]
-Fit = Annotated[
-    Literal["center", "squash"] | None,
-    _opt(
-        "fit",
-        "--fit",
-        help="How a photo becomes the square input: center (short side resized, the "
-        "central square: the aspect kept) or squash (the whole photo resized). The model "
-        "keeps it: predict and evaluate do the same.",
-    ),
-]
-Precision = Annotated[
-    Literal["auto", "float32", "mixed"] | None,
-    _opt("precision", "--precision", help="auto (mixed on GPUs that benefit), float32 or mixed."),
-]
-BaseEngine = Annotated[
-    Literal["auto", "litert", "keras"] | None,
-    _opt(
-        "base_engine",
-        "--base-engine",
-        help="What runs the frozen base's one pass: auto (LiteRT on a CPU, "
-        "Keras on accelerators), litert or keras.",
-    ),
-]
-BasePrecision = Annotated[
-    Literal["auto", "float32", "int8"] | None,
-    _opt(
-        "base_precision",
-        "--base-precision",
-        help="The frozen base's numbers on LiteRT: int8 (2.7x float32's passes/s on CPUs "
-        "with int8 kernels, same accuracy: docs/benchmarks.md; model.keras then carries "
-        "the int8 network), float32, or auto (int8 where the base runs on LiteRT with "
-        "--model mobilenet and the default views, else float32).",
-    ),
-]
+AsJson = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", epilog=EXAMPLES)
     def train(
         data: Data = None,
         out_dir: OutDir = None,
         force: Force = False,
         resume: Resume = None,
         config_file: ConfigFile = None,
-        epochs: Epochs = None,
-        batch_size: BatchSize = None,
-        learning_rate: LearningRate = None,
-        optimizer: Optimizer = None,
-        head: Head = None,
-        dropout: Dropout = None,
-        freeze: Freeze = None,
-        fine_tune_epochs: FineTuneEpochs = None,
-        fine_tune_lr: FineTuneLr = None,
-        fine_tune_layers: FineTuneLayers = None,
-        augment: Augment = None,
-        refit: Refit = None,
-        prior: Prior = None,
-        views: Views = None,
-        val_split: ValSplit = None,
-        seed: Seed = None,
-        class_weight: ClassWeight = None,
-        patience: Patience = None,
-        model: Model = None,
-        alpha: Alpha = None,
-        image_size: ImageSize = None,
-        fit: Fit = None,
-        precision: Precision = None,
-        base_engine: BaseEngine = None,
-        base_precision: BasePrecision = None,
-        weights_dir: Path | None = weights_dir_option(),
-        cache_dir: Path | None = cache_dir_option(),
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-        quiet: bool = quiet_option(),
-        verbose: bool = verbose_option(),
+        weights_dir: WeightsDir = None,
+        cache_dir: CacheDir = None,
+        as_json: AsJson = False,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
+        **settings: Any,
     ) -> None:
         """Train a classifier on a folder of class folders (transfer learning from ImageNet)."""
-        params = dict(locals())
-        _train(
-            {k: v for k, v in params.items() if k in KEYS},
-            data,
-            out_dir,
-            force,
-            resume,
-            config_file,
-            weights_dir,
-            cache_dir,
-            as_json,
-        )
+        _train(settings, data, out_dir, force, resume, config_file, weights_dir, cache_dir, as_json)
+
+    # The settings' options come from the one table (mtl.pipeline.config.SETTINGS): adding
+    # a setting there adds its option here.
+    fixed = [
+        p.replace(kind=p.KEYWORD_ONLY)  # Typer passes every parameter by name
+        for p in inspect.signature(train, eval_str=True).parameters.values()
+        if p.kind != p.VAR_KEYWORD
+    ]
+    params = [*fixed[:5], *(_setting_option(key) for key in SETTINGS), *fixed[5:]]
+    train.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    train.__annotations__ = {p.name: p.annotation for p in params}
+    app.command("train", epilog=EXAMPLES)(train)
 
 
 def _train(

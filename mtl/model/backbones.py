@@ -59,8 +59,12 @@ def check(model: str, alpha: float, size: int = DEFAULT_SIZE) -> Family:
     """Validate a backbone choice up front, echoing the bad value."""
     family = FAMILIES.get(model)
     if family is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(model), list(FAMILIES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UsageError(
-            f"unknown model; choose one of {', '.join(FAMILIES)}. Received model={model!r}"
+            f"unknown model; choose one of {', '.join(FAMILIES)}. Received model={model!r}{hint}"
         )
     if float(alpha) not in family.alphas:
         choices = ", ".join(str(a) for a in family.alphas)

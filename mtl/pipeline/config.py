@@ -148,6 +148,101 @@ class TrainConfig:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+@dataclass(frozen=True)
+class Setting:
+    """How one :class:`TrainConfig` key is given on the command line (``mtl train``, and
+    ``mtl review`` for the base's keys): its flags and help. Names, types and defaults are
+    TrainConfig's fields; bounds are :data:`RULES`; choices are :data:`CHOICES`."""
+
+    flags: tuple[str, ...]
+    help: str
+    metavar: str | None = None
+
+
+# Every choice-valued key and its choices: the CLI shows them, RULES checks them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": tuple(backbones.FAMILIES),
+    "optimizer": OPTIMIZERS,
+    "class_weight": CLASS_WEIGHTS,
+    "fit": FITS,
+    "precision": PRECISIONS,
+    "base_engine": BASE_ENGINES,
+    "base_precision": BASE_PRECISIONS,
+}
+
+# The table the CLI options are made from, in the order --help lists them (keys that are
+# not options, like cache_memory_mb, are settable in --config files and the API only).
+SETTINGS: dict[str, Setting] = {
+    "epochs": Setting(("--epochs", "-e"), "Epochs of the first phase."),
+    "batch_size": Setting(("--batch-size", "-b"), "Images per step."),
+    "learning_rate": Setting(("--lr", "--learning-rate"), "Learning rate."),
+    "optimizer": Setting(("--optimizer",), "adam, adamw, sgd or rmsprop."),
+    "head": Setting(
+        ("--head",), "Hidden dense layers, e.g. 1024,1024,512; 'none' for linear.", "UNITS"
+    ),
+    "dropout": Setting(("--dropout",), "Dropout before the softmax."),
+    "freeze": Setting(
+        ("--freeze",), "'all' (whole base frozen) or N: freeze the first N base layers.", "all|N"
+    ),
+    "fine_tune_epochs": Setting(
+        ("--fine-tune-epochs",),
+        "Second phase: unfreeze the top of the base. Slow (Keras, the photo alone), "
+        "and on the benchmark it did not beat the frozen defaults (docs/train.md).",
+    ),
+    "fine_tune_lr": Setting(("--fine-tune-lr",), "Its learning rate."),
+    "fine_tune_layers": Setting(("--fine-tune-layers",), "How many top base layers it unfreezes."),
+    "augment": Setting(("--augment",), "Random flips, rotations, zoom (training only)."),
+    "refit": Setting(
+        ("--refit",),
+        "After the validated run, train a second head on every photo (validation "
+        "photos too) for the same epochs; the saved model averages the two heads.",
+    ),
+    "prior": Setting(
+        ("--prior",),
+        "Blend in the ImageNet prior: a linear classifier from MobileNet's own ImageNet "
+        "top, weighted by how well it explains the validation photos (0 when it does not "
+        "help; strong when the classes are ImageNet concepts).",
+    ),
+    "views": Setting(
+        ("--views",),
+        "Fixed views of each photo, trained on and averaged at prediction: "
+        "image, flip, crop, crop_flip (comma-separated). Adding the "
+        "mirrors (flip, crop_flip) measured +1.1 points on clothing photos for 1.4x the "
+        "time, within noise elsewhere; never for text or digits, where a mirror changes "
+        "the class.",
+        "VIEWS",
+    ),
+    "val_split": Setting(("--val-split",), "Fraction held out (stable)."),
+    "seed": Setting(("--seed",), "Seed for the split and training."),
+    "class_weight": Setting(("--class-weight",), "'auto': weight classes by inverse frequency."),
+    "patience": Setting(
+        ("--patience",), "Early stopping on val loss (keeps the best epoch); 0: off."
+    ),
+    "model": Setting(("--model", "-m"), f"The base: {', '.join(backbones.FAMILIES)}."),
+    "alpha": Setting(("--alpha", "-a"), "Width multiplier (MobileNet v1: 0.25, 0.5, 0.75, 1.0)."),
+    "image_size": Setting(("--image-size",), "Input size in pixels."),
+    "fit": Setting(
+        ("--fit",),
+        "How a photo becomes the square input: center (short side resized, the "
+        "central square: the aspect kept) or squash (the whole photo resized). The model "
+        "keeps it: predict and evaluate do the same.",
+    ),
+    "precision": Setting(("--precision",), "auto (mixed on GPUs that benefit), float32 or mixed."),
+    "base_engine": Setting(
+        ("--base-engine",),
+        "What runs the frozen base's one pass: auto (LiteRT on a CPU, "
+        "Keras on accelerators), litert or keras.",
+    ),
+    "base_precision": Setting(
+        ("--base-precision",),
+        "The frozen base's numbers on LiteRT: int8 (2.7x float32's passes/s on CPUs "
+        "with int8 kernels, same accuracy: docs/benchmarks.md; model.keras then carries "
+        "the int8 network), float32, or auto (int8 where the base runs on LiteRT with "
+        "--model mobilenet, else float32).",
+    ),
+}
+
+
 def _did_you_mean(key: str) -> str:
     close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
@@ -258,8 +353,18 @@ class Rule:
     message: str
 
 
-def _one_of(key: str, option: str, choices: Sequence[str]) -> Rule:
+def _one_of(key: str) -> Rule:
+    choices = CHOICES[key]
+    option = SETTINGS[key].flags[0] if key in SETTINGS else key
     return Rule(key, lambda v: v in choices, f"{option} must be one of {', '.join(choices)}")
+
+
+def _hint(key: str, value: Any) -> str:
+    """ "; did you mean 'adam'?" for a near miss of a choice-valued key."""
+    if key not in CHOICES or not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, CHOICES[key], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # Checked in this order; the first that fails is the error. The model, alpha and size
@@ -288,19 +393,14 @@ RULES: tuple[Rule, ...] = (
     Rule("batch_size", lambda v: 1 <= v <= MAX_BATCH, f"--batch-size must be 1 to {MAX_BATCH}"),
     Rule(
         "head",
-        lambda v: len(v) <= MAX_HEAD_LAYERS,
-        f"--head takes at most {MAX_HEAD_LAYERS} layers",
-    ),
-    Rule(
-        "head",
-        lambda v: all(n <= MAX_HEAD_UNITS for n in v),
-        f"--head layer sizes must be at most {MAX_HEAD_UNITS} (the refit doubles each, and a "
-        f"saved layer of more than {MAX_UNITS} units cannot be opened)",
-    ),
-    Rule(
-        "head",
-        lambda v: head_params(v) <= MAX_PARAMS,
-        f"--head is too large: the saved model would exceed {MAX_PARAMS:,} parameters",
+        lambda v: (
+            len(v) <= MAX_HEAD_LAYERS
+            and all(n <= MAX_HEAD_UNITS for n in v)
+            and head_params(v) <= MAX_PARAMS
+        ),
+        f"--head must be at most {MAX_HEAD_LAYERS} layers of at most {MAX_HEAD_UNITS} units, "
+        f"{MAX_PARAMS:,} parameters in all once the refit doubles it (the limits of a "
+        "model file mtl can open)",
     ),
     Rule("learning_rate", lambda v: v > 0, "--lr must be positive"),
     Rule("fine_tune_lr", lambda v: v > 0, "--fine-tune-lr must be positive"),
@@ -322,12 +422,7 @@ RULES: tuple[Rule, ...] = (
         lambda v: 0.0 <= v < 1.0,
         "--val-split must be in [0, 1) (0: train on every photo, no early stopping)",
     ),
-    _one_of("optimizer", "--optimizer", OPTIMIZERS),
-    _one_of("precision", "--precision", PRECISIONS),
-    Rule("class_weight", lambda v: v in CLASS_WEIGHTS, "--class-weight must be 'none' or 'auto'"),
-    _one_of("fit", "--fit", FITS),
-    _one_of("base_engine", "--base-engine", BASE_ENGINES),
-    _one_of("base_precision", "--base-precision", BASE_PRECISIONS),
+    *(_one_of(key) for key in CHOICES if key != "model"),  # the model: backbones.check
     Rule("cache_memory_mb", lambda v: 0 <= v <= 1 << 24, "cache_memory_mb must be 0 to 16777216"),
 )
 
@@ -338,7 +433,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for rule in RULES:
         value = getattr(cfg, rule.key)
         if not rule.ok(value):
-            raise UsageError(f"{rule.message}. Received {rule.key}={value!r}")
+            raise UsageError(
+                f"{rule.message}. Received {rule.key}={value!r}{_hint(rule.key, value)}"
+            )
     # Settings that only fail together (RULES checks one value each).
     if cfg.base_precision == "int8" and not cfg.int8_fits:
         raise UsageError(

@@ -84,6 +84,17 @@ class ReviewResult:
             f"{len(self.moves)} moved)"
         )
 
+    def _repr_html_(self) -> str:
+        """The findings as a table in a notebook, worst first (as the page lists them)."""
+        from mtl import reprs
+
+        columns = ["file", "given", "reason", "suggested", "score"]
+        rows = [[f.to_json(self.root).get(k) for k in columns] for f in self.findings]
+        caption = (
+            f"{self.root}: {self.flagged} of {self.total} photos flagged, {len(self.moves)} moved"
+        )
+        return reprs.html_table(caption, columns, rows)
+
 
 def review(
     data: str | os.PathLike[str],
@@ -311,7 +322,9 @@ class _CallableModule(types.ModuleType):
     """``mtl.review(...)`` works although ``mtl.review`` is also this package."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> ReviewResult:
-        return review(*args, **kwargs)
+        from mtl.review.api import review as with_keywords
+
+        return with_keywords(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

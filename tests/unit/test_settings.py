@@ -70,10 +70,10 @@ def test_the_cli_refuses_a_conflict_in_one_line_before_any_work(tmp_path):
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"head": "33000"}, "--head layer sizes must be at most 32768"),
-        ({"head": "100000000"}, "--head layer sizes must be at most"),
-        ({"head": "30000,30000"}, "--head is too large"),
-        ({"head": ",".join(["8"] * 17)}, "--head takes at most 16 layers"),
+        ({"head": "33000"}, "--head must be at most 16 layers of at most 32768 units"),
+        ({"head": "100000000"}, "Received head=.100000000"),
+        ({"head": "30000,30000"}, "100,000,000 parameters"),
+        ({"head": ",".join(["8"] * 17)}, "at most 16 layers"),
         ({"epochs": 10**9}, "--epochs must be 1 to 100000"),
         ({"batch_size": 10**9}, "--batch-size must be 1 to 65536"),
         ({"fine_tune_layers": 10**9}, "--fine-tune-layers must be 1 to 10000"),

@@ -39,6 +39,7 @@ BAD = {
     "base_precision": "int4",
     "base_engine": "onnx",
     "cache_memory_mb": -1,
+    "head": [33000],
 }
 
 
@@ -65,14 +66,28 @@ def test_every_rule_refuses_its_bad_value_with_its_message(rule):
     bad = dataclasses.replace(good, **{rule.key: BAD[rule.key]})
     with pytest.raises(UsageError) as caught:
         config.validate(bad)
-    assert str(caught.value) == f"{rule.message}. Received {rule.key}={BAD[rule.key]!r}"
+    said = f"{rule.message}. Received {rule.key}={BAD[rule.key]!r}"
+    assert str(caught.value) in (said, f"{said}{config._hint(rule.key, BAD[rule.key])}")
 
 
 def test_a_bad_setting_in_a_config_file_names_the_option(tmp_path):
     preset = tmp_path / "preset.toml"
     preset.write_text("epochs = 0\n")
-    with pytest.raises(UsageError, match=r"^--epochs must be at least 1\. Received epochs=0$"):
+    with pytest.raises(UsageError, match=r"^--epochs must be 1 to 100000\. Received epochs=0$"):
         config.resolve(preset)
+
+
+def test_every_setting_row_is_an_option_of_train_with_its_flags_and_help():
+    """mtl train's setting options are made from config.SETTINGS: one row, one option."""
+    group = typer.main.get_command(app)
+    params = {p.name: p for p in group.commands["train"].params}  # type: ignore[attr-defined]
+    assert set(config.SETTINGS) <= set(config.KEYS)
+    for key, row in config.SETTINGS.items():
+        opts = [*params[key].opts, *getattr(params[key], "secondary_opts", [])]
+        assert set(row.flags) <= set(opts), (key, opts)
+        assert params[key].help.startswith(row.help.split(" ")[0])
+        assert params[key].default is None  # not given: the config file or the default decides
+    assert set(config.CHOICES) <= set(config.SETTINGS)
 
 
 # Review reasons ---------------------------------------------------------------------------
