@@ -27,10 +27,29 @@ from rich.progress import (
 from mtl.errors import MtlError, TrainingInterrupted
 from mtl.progress import ProgressFn
 
+_KEEP = "\n\t"  # what a whole message may hold (help screens, multi-line notes); a name may not
+
+
+class SafeConsole(Console):
+    """A Rich console that shows every string it renders (a line, a table cell, a title)
+    as :func:`mtl.reprs.for_terminal` does: a file or class name holding ESC, CR or a bidi
+    override prints as its escapes instead of acting on the terminal. Emoji codes stay
+    text (a class folder named ``:fire:``). Every console of the CLI is one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("emoji", False)
+        super().__init__(**kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        from mtl.reprs import for_terminal
+
+        return super().render_str(for_terminal(text, keep=_KEEP), **kwargs)
+
+
 # Results go to stdout, everything else (progress, warnings, errors) to stderr,
 # so `mtl ... --json | jq` always sees clean JSON.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -183,14 +202,23 @@ def os_error_message(exc: OSError) -> str:
 
 
 def _escape(text: str) -> str:
+    """A message for Rich markup: its brackets literal, its hidden characters escaped
+    (:func:`mtl.reprs.for_terminal`; a progress bar's text is not rendered by the console)."""
     from rich.markup import escape
 
-    return escape(text)
+    from mtl.reprs import for_terminal
+
+    return escape(for_terminal(text, keep=_KEEP))
 
 
 def shown(value: object) -> str:
-    """A user-supplied string (a path, a class name) made safe for Rich markup."""
-    return _escape(str(value))
+    """A user-supplied string (a path, a class name) made safe to show: for Rich markup,
+    and with every hidden character escaped, line breaks and tabs too (one cell, one line)."""
+    from rich.markup import escape
+
+    from mtl.reprs import for_terminal
+
+    return escape(for_terminal(str(value)))
 
 
 def short_path(text: str, width: int) -> str:
@@ -217,8 +245,12 @@ def path_column_width(*others: int) -> int:
 def print_json(data: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (``jq`` rejects ``NaN``)."""
     from mtl.files import dumps_json
+    from mtl.reprs import HIDDEN
 
-    sys.stdout.write(dumps_json(data) + "\n")
+    # JSON escapes C0 controls itself; DEL, C1 and bidi controls would reach a terminal
+    # raw. Written as \\u escapes they read back the same (only indentation is a raw \\n).
+    text = HIDDEN.sub(lambda m: m[0] if m[0] == "\n" else f"\\u{ord(m[0]):04x}", dumps_json(data))
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
