@@ -155,8 +155,12 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     --csv``): every cell through :func:`csv_cell`."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([csv_cell(c) for c in header])
-    w.writerows([csv_cell(c) for c in row] for row in rows)
+    # csv quotes only a cell holding its own line terminator (\n), so a file name with a
+    # bare CR would end the row for every reader: such a row is written fully quoted.
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in [header, *rows]:
+        cells = [csv_cell(c) for c in row]
+        (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else w).writerow(cells)
     return buf.getvalue()
 
 
