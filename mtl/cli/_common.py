@@ -393,7 +393,7 @@ def _interrupted_code(code: int) -> int:
     if not _interrupt.reported:
         sig = signal.Signals(_interrupt.signum)
         name = "Ctrl-C" if sig == signal.SIGINT else sig.name
-        err.print(f"[red]interrupted ({name})[/red]", highlight=False)
+        err.print(f"[red]interrupted ({_escape(name)})[/red]", highlight=False)
         _interrupt.reported = True
     return 128 + _interrupt.signum
 
