@@ -60,14 +60,35 @@ class TrainingDiverged(MtlError):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal that stops a command: SIGTERM or SIGHUP (or SIGINT, Ctrl-C), raised by the
+    CLI's handler in the main thread (:func:`mtl.cli._common.run_app`) as a
+    KeyboardInterrupt, so every ``finally`` and every Ctrl-C handler runs for it too
+    (temporary files removed, a run's state written). Exit code 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """The exit code a KeyboardInterrupt ends the command with: 130 for Ctrl-C, 143 for
+    SIGTERM (:class:`Interrupted`)."""
+    code = getattr(exc, "exit_code", 130)
+    return code if isinstance(code, int) else 130
+
+
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``mtl train``: a KeyboardInterrupt still (callers that stop on one
-    still do), carrying the one line that says how to resume (exit code 130)."""
+    """Ctrl-C (or SIGTERM) during ``mtl train``: a KeyboardInterrupt still (callers that
+    stop on one still do), carrying the one line that says how to resume (exit code 130,
+    143 for SIGTERM: ``exit_code``)."""
 
     exit_code = 130
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, exit_code: int = 130) -> None:
         super().__init__(message)
+        self.exit_code = exit_code
 
     @property
     def message(self) -> str:

@@ -12,9 +12,10 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -126,6 +127,43 @@ def write_json(path: str | os.PathLike[str], data: Any, *, force: bool = False) 
     return write_text(path, dumps_json(data) + "\n", force=force)
 
 
+# A text cell a spreadsheet would run as a formula: one starting with = + - @, or with
+# a tab or CR (some spreadsheets skip those first). Written with a leading ' (OWASP's
+# advice: the cell shows as text); a cell already starting with ' gets one more, so
+# :func:`csv_value` reads every cell back exactly. Numbers (-0.5, +1e3) are left as
+# they are: a spreadsheet reads them as numbers, not formulas.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell mtl writes: safe to open in a spreadsheet."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    if _NUMBER.fullmatch(value):
+        return value
+    return "'" + value
+
+
+def csv_value(cell: str) -> str:
+    """A cell of a CSV file mtl wrote, as it was before :func:`csv_cell`."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """The one CSV writer (run folders' ``split.csv`` and ``history.csv``, ``predict
+    --csv``): every cell through :func:`csv_cell`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    # csv quotes only a cell holding its own line terminator (\n), so a file name with a
+    # bare CR would end the row for every reader: such a row is written fully quoted.
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in [header, *rows]:
+        cells = [csv_cell(c) for c in row]
+        (quoted if any(isinstance(c, str) and "\r" in c for c in cells) else w).writerow(cells)
+    return buf.getvalue()
+
+
 def write_csv(
     path: str | os.PathLike[str],
     header: Sequence[str],
@@ -133,11 +171,7 @@ def write_csv(
     *,
     force: bool = False,
 ) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return write_text(path, buf.getvalue(), force=force)
+    return write_text(path, csv_text(header, rows), force=force)
 
 
 def replace_dir(source: Path, target: Path, *, force: bool = False) -> Path:

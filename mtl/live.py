@@ -17,6 +17,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from mtl.reprs import for_terminal
+
 # Redraw a notebook's block at most this often (a feature pass reports every batch).
 REFRESH_SECONDS = 0.25
 MAX_LINES = 200  # epoch lines kept in a notebook's block
@@ -81,7 +83,9 @@ class Progress:
 
     def line(self, text: str) -> None:
         if self.mode == "terminal":
-            self._rich_progress().console.print(text, highlight=False, markup=False)
+            self._rich_progress().console.print(
+                for_terminal(text, keep="\n"), highlight=False, markup=False
+            )
         elif self.mode:
             self.lines = [*self.lines, text][-MAX_LINES:]
             self._draw(force=True)

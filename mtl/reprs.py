@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 MAX_ROWS = 20  # rows an HTML table shows; the rest is counted
+
+# Characters a terminal acts on instead of showing: C0 controls (ESC opens the sequences
+# that retitle, recolour or rewrite a terminal; CR and backspace overwrite what was
+# printed), DEL, C1 controls (U+009B is CSI by itself), the line and paragraph
+# separators, and the bidi controls that show a name reversed (U+202E in
+# "photo\u202egpj.exe"). A file or class name can hold any of them.
+HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def for_terminal(text: str, keep: str = "") -> str:
+    """``text`` as it may be shown: each :data:`HIDDEN` character written as its escape
+    (``\\x1b``, ``\\u202e``), so a name shows the characters it holds and cannot act on
+    the terminal. ``keep``: characters left as they are (a message's own line breaks).
+    The one place names are made safe for display (the CLI's consoles, progress bars,
+    notebook lines); idempotent."""
+
+    def escaped(m: re.Match[str]) -> str:
+        c = m.group()
+        if c in keep:
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) <= 0xFF else f"\\u{ord(c):04x}"
+
+    return HIDDEN.sub(escaped, text)
 
 
 def short_repr(name: str, fields: dict[str, Any]) -> str:

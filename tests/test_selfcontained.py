@@ -26,11 +26,13 @@ PLAIN_KERAS = """
 import json, sys
 import keras
 import numpy as np
+from PIL import ImageOps
 
 model = keras.saving.load_model(sys.argv[1])
 out = []
 for path in sys.argv[2:]:
     img = keras.utils.load_img(path)  # any size: the model crops and resizes itself
+    img = ImageOps.exif_transpose(img)  # upright, as mtl reads it: the model cannot see EXIF
     probs = model.predict(np.array(img)[None], verbose=0)[0]
     out.append(probs.tolist())
 assert not [m for m in sys.modules if m == "mtl" or m.startswith("mtl.")]
@@ -70,6 +72,7 @@ def test_doc_example_matches_mtl_predict_without_mtl(cli, trained_model):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
     for line in (
         "img = keras.utils.load_img(",
+        "img = ImageOps.exif_transpose(img)  # upright, as mtl reads it: the model cannot see EXIF",
         "probs = model.predict(np.array(img)[None], verbose=0)[0]",
     ):
         assert line in doc and line in PLAIN_KERAS  # the docs' example is this code

@@ -27,10 +27,29 @@ from rich.progress import (
 from mtl.errors import MtlError, TrainingInterrupted
 from mtl.progress import ProgressFn
 
+_KEEP = "\n\t"  # what a whole message may hold (help screens, multi-line notes); a name may not
+
+
+class SafeConsole(Console):
+    """A Rich console that shows every string it renders (a line, a table cell, a title)
+    as :func:`mtl.reprs.for_terminal` does: a file or class name holding ESC, CR or a bidi
+    override prints as its escapes instead of acting on the terminal. Emoji codes stay
+    text (a class folder named ``:fire:``). Every console of the CLI is one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("emoji", False)
+        super().__init__(**kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        from mtl.reprs import for_terminal
+
+        return super().render_str(for_terminal(text, keep=_KEEP), **kwargs)
+
+
 # Results go to stdout, everything else (progress, warnings, errors) to stderr,
 # so `mtl ... --json | jq` always sees clean JSON.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -165,7 +184,8 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise fail(_escape(os_error_message(exc)), 2) from None
     except TrainingInterrupted as exc:  # Ctrl-C that says what it left: how to resume
         err.print(f"[red]{_escape(exc.message)}[/red]", highlight=False)
-        raise typer.Exit(130) from None
+        _interrupt.reported = True
+        raise typer.Exit(exc.exit_code) from None
 
 
 def os_error_message(exc: OSError) -> str:
@@ -183,14 +203,23 @@ def os_error_message(exc: OSError) -> str:
 
 
 def _escape(text: str) -> str:
+    """A message for Rich markup: its brackets literal, its hidden characters escaped
+    (:func:`mtl.reprs.for_terminal`; a progress bar's text is not rendered by the console)."""
     from rich.markup import escape
 
-    return escape(text)
+    from mtl.reprs import for_terminal
+
+    return escape(for_terminal(text, keep=_KEEP))
 
 
 def shown(value: object) -> str:
-    """A user-supplied string (a path, a class name) made safe for Rich markup."""
-    return _escape(str(value))
+    """A user-supplied string (a path, a class name) made safe to show: for Rich markup,
+    and with every hidden character escaped, line breaks and tabs too (one cell, one line)."""
+    from rich.markup import escape
+
+    from mtl.reprs import for_terminal
+
+    return escape(for_terminal(str(value)))
 
 
 def short_path(text: str, width: int) -> str:
@@ -217,8 +246,12 @@ def path_column_width(*others: int) -> int:
 def print_json(data: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null (``jq`` rejects ``NaN``)."""
     from mtl.files import dumps_json
+    from mtl.reprs import HIDDEN
 
-    sys.stdout.write(dumps_json(data) + "\n")
+    # JSON escapes C0 controls itself; DEL, C1 and bidi controls would reach a terminal
+    # raw. Written as \\u escapes they read back the same (only indentation is a raw \\n).
+    text = HIDDEN.sub(lambda m: m[0] if m[0] == "\n" else f"\\u{ord(m[0]):04x}", dumps_json(data))
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -303,25 +336,95 @@ def progress_bar(description: str, *, quiet: bool = False) -> Iterator[ProgressF
         yield bars.task(description)
 
 
+@dataclass
+class _Interrupt:
+    """The signal that stopped this command, if one did, and whether its line is out."""
+
+    signum: int | None = None
+    reported: bool = False  # the core said what it left (TrainingInterrupted)
+
+
+_interrupt = _Interrupt()
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While a command runs, SIGINT (Ctrl-C), SIGTERM and SIGHUP raise
+    :class:`~mtl.errors.Interrupted`, a KeyboardInterrupt, in the main thread: every
+    ``finally`` (temporary folders) and every Ctrl-C handler (a run's state) runs for a
+    SIGTERM too, where its default would kill the process on the spot. The signal is
+    recorded here, because Typer turns a KeyboardInterrupt into a plain ``Exit(130)``
+    before :func:`run_app` sees it. A signal the parent set to be ignored stays ignored."""
+    import signal
+    import threading
+
+    from mtl.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        if _interrupt.signum is None:
+            _interrupt.signum = signum
+        raise Interrupted(signum)
+
+    saved: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            saved[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted_code(code: int) -> int:
+    """The exit code of a command a signal stopped (128 + the signal: 130 for Ctrl-C,
+    143 for SIGTERM), its line printed unless the core already said what it left;
+    ``code`` as it is for a command no signal stopped."""
+    if _interrupt.signum is None:
+        return code
+    import signal
+
+    if not _interrupt.reported:
+        sig = signal.Signals(_interrupt.signum)
+        name = "Ctrl-C" if sig == signal.SIGINT else sig.name
+        err.print(f"[red]interrupted ({_escape(name)})[/red]", highlight=False)
+        _interrupt.reported = True
+    return 128 + _interrupt.signum
+
+
 def run_app(app: typer.Typer, *, program: bool = False) -> None:
     """Run the app; no traceback reaches the user unless MTL_DEBUG is set. A bad option
     (an unknown one, a value outside its choices) is one line on stderr and exit 2,
-    like every other bad input, not Click's boxed usage screen. ``program``: this is the
-    process's own program (the ``mtl`` command), which may end without the interpreter's
-    teardown (:func:`_leave`); code that runs the app in its own process does not say so."""
+    like every other bad input, not Click's boxed usage screen. Ctrl-C, SIGTERM and
+    SIGHUP unwind the command (:func:`_signals_interrupt`) and exit 128 + the signal.
+    ``program``: this is the process's own program (the ``mtl`` command), which may end
+    without the interpreter's teardown (:func:`_leave`); code that runs the app in its
+    own process does not say so."""
+    _interrupt.signum, _interrupt.reported = None, False
     try:
         try:
-            code = app(standalone_mode=False)
+            with _signals_interrupt():
+                code = app(standalone_mode=False)
         except Exception as exc:
             _parser_error(exc)  # Typer's own (vendored Click) errors; anything else re-raised
-        _leave(code if isinstance(code, int) else 0, program)
+        code = code if isinstance(code, int) else 0
+        _leave(_interrupted_code(code), program)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
-            _leave(exc.code or 0, program)
+            _leave(_interrupted_code(exc.code or 0), program)
         raise
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # outside a command (Typer's parsing)
+        from mtl.errors import interrupt_exit_code
+
+        if _interrupt.signum is None:
+            _interrupt.signum = interrupt_exit_code(exc) - 128
+        _leave(_interrupted_code(130), program)
     except MtlError as exc:  # raised outside `call`, e.g. in a callback
         err.print(f"[bold red]error:[/bold red] {_escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)

@@ -11,6 +11,7 @@ import typer
 from mtl.cli._common import (
     CacheDir,
     Quiet,
+    SafeConsole,
     Verbose,
     WeightsDir,
     call,
@@ -264,9 +265,7 @@ def _table(result: Any) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        from rich.console import Console
-
-        Console(file=out.file, width=10_000, soft_wrap=True).print(table)
+        SafeConsole(file=out.file, width=10_000, soft_wrap=True).print(table)
     counts = ", ".join(f"{r} {n}" for r, n in result.counts().items()) or "nothing flagged"
     out.print(f"{counts}; {result.seconds.get('total', 0):.1f}s", highlight=False, markup=False)
     if result.report:

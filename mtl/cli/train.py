@@ -150,7 +150,7 @@ def _train(
     as_json: bool,
 ) -> None:
     """Parse what the options mean together, call the core, render."""
-    from mtl.inference.heldout import score_test
+    from mtl.inference.heldout import needs_test, score_test
     from mtl.pipeline.config import resolve
     from mtl.training.trainer import train as run
 
@@ -162,6 +162,9 @@ def _train(
         cfg = None
         from mtl.training.trainer import is_finished
 
+        if is_finished(resume) and needs_test(resume):  # stopped while scoring test/
+            _finish_test(resume, as_json)
+            raise typer.Exit(0)
         if is_finished(resume):  # idempotent for scripts: nothing left to do is success
             if as_json:
                 print_json({"run_dir": str(resume), "finished": True, "resumed": False})
@@ -196,6 +199,26 @@ def _train(
         print_json(result.to_json())
     else:
         _summary_table(result)
+
+
+def _finish_test(run: Path, as_json: bool) -> None:
+    """``--resume`` of a run whose model is written but whose test/ scoring was stopped."""
+    from mtl.inference.heldout import finish_test
+
+    info(f"{run} finished training; scoring its test/ photos")
+    with progress() as bars:
+        test, bad = call(finish_test, run, bars.task("scoring test/"))
+    if bad:
+        warn(f"{bad} test photo(s) could not be read and are not scored")
+    if as_json:
+        brief = {k: test[k] for k in ("accuracy", "loss", "count")}
+        print_json({"run_dir": str(run), "finished": True, "resumed": True, "test": brief})
+        return
+    out.print(
+        f"test (held out, never trained on): accuracy {_fmt(test['accuracy'])}, "
+        f"loss {_fmt(test['loss'])} on {test['count']} photos",
+        highlight=False,
+    )
 
 
 class _Display:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mtl.crawler.reasons import Rejected
-from mtl.data.images import MAX_PIXELS, NotRegularFile, open_regular, to_rgb
+from mtl.data.images import MAX_PIXELS, NotRegularFile, open_regular, to_rgb, upright
 
 # Pillow format name -> the extension a kept file gets, whatever the URL said.
 FORMAT_EXTENSIONS = {
@@ -65,8 +65,8 @@ def _check(img: Image.Image, min_size: tuple[int, int]) -> ImageInfo:
     img.load()
     # Judge and hash the picture as training will see it: upright (EXIF) and in
     # 8-bit RGB, so a rotated or 16-bit copy of a photo is still its duplicate.
-    upright = to_rgb(ImageOps.exif_transpose(img))
-    width, height = upright.size
+    turned = to_rgb(upright(img))
+    width, height = turned.size
     if width < min_size[0] or height < min_size[1]:
         raise Rejected("too_small", f"{width}x{height}")
     return ImageInfo(
@@ -74,5 +74,5 @@ def _check(img: Image.Image, min_size: tuple[int, int]) -> ImageInfo:
         extension=FORMAT_EXTENSIONS[fmt],
         width=width,
         height=height,
-        phash=str(imagehash.phash(upright)),
+        phash=str(imagehash.phash(turned)),
     )

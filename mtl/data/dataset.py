@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mtl.data.images import IMAGE_EXTENSIONS, REVIEW_FOLDER, is_image_name, list_images
 from mtl.errors import DataError
+from mtl.reprs import HIDDEN
 from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
@@ -160,7 +161,11 @@ def label_problem(name: str) -> str | None:
     """Why ``name`` cannot be a class name in a one-per-line labels file, or None.
 
     Any character ``str.splitlines`` breaks on (``\\n``, ``\\r``, U+2028, U+0085,
-    ``\\x0b``, ...) would make the exported labels file disagree with the model.
+    ``\\x0b``, ...) would make the exported labels file disagree with the model. Any
+    other control character (ESC, DEL, C1) or bidi control (U+202E) would travel into
+    every export's metadata and act on the terminal or page that shows the name
+    (:data:`mtl.reprs.HIDDEN`): checked where a class name enters mtl (``train``'s
+    class folders) and where it leaves (every export).
     """
     if not name.strip():
         return "it is blank"
@@ -168,6 +173,9 @@ def label_problem(name: str) -> str | None:
         return "it contains a line break"
     if name != name.strip():
         return "it starts or ends with white space"
+    hidden = HIDDEN.search(name)
+    if hidden:
+        return f"it contains the control character U+{ord(hidden[0]):04X}"
     return None
 
 

@@ -281,9 +281,19 @@ def load_image(
         raise ImageError(f"cannot decode image: {reason}") from None
 
 
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says (a phone stores a portrait photo
+    sideways and tags it): the one place mtl applies orientation, for every command
+    (train, predict, evaluate, review, classify, fetch, the server) and a PIL image given
+    to the API. A model cannot do it: it receives decoded pixels, which carry no EXIF.
+    So the input contract of ``model.keras`` and every export is the photo upright, and
+    code outside mtl writes this same line (docs/images.md)."""
+    return ImageOps.exif_transpose(img)
+
+
 def _pixels(img: Image.Image, width: int, height: int, fit: str) -> np.ndarray:
     """A decoded image as the model sees it: upright (EXIF), RGB, fitted to width x height."""
-    img = ImageOps.exif_transpose(img)
+    img = upright(img)
     img = to_rgb(img)
     if fit == "center":
         img = _cover(img, width, height)

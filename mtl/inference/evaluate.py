@@ -199,7 +199,7 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
                 where = f"{table} line {reader.line_num}"
                 if len(row) != 3:
                     raise DataError(f"{where}: expected 3 columns (file,class,subset)")
-                name, label, side = row
+                name, label, side = map(files.csv_value, row)  # as mtl train wrote them
                 if side not in SUBSETS:
                     raise DataError(
                         f"{where}: unknown subset {side!r} (expected {', '.join(SUBSETS)})"

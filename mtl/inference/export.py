@@ -89,6 +89,9 @@ def input_contract(loaded: Any) -> dict[str, Any]:
         "layout": "NHWC",
         "dtype": "float32",
         "pixels": "RGB, 0-255 (not scaled: the model normalises inside)",
+        # Decoded pixels carry no EXIF: the model cannot turn a photo a phone stored sideways.
+        "orientation": "upright: apply the photo's EXIF orientation before anything else "
+        "(Python: img = PIL.ImageOps.exif_transpose(img))",
         "fit": loaded.fit,
         "resize": f"bilinear, antialiased: {how[loaded.fit]}",
         "output": "class probabilities, in class_names order",

@@ -9,8 +9,6 @@ disagree with training about pixel scaling, image size or label order.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from mtl import files
 from mtl.data.images import InMemory, Source, expand_inputs, iter_batches
 from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.inference.results import ImageResult, results_html, summary, top_k
@@ -256,15 +255,12 @@ def unusable_inputs(results: Sequence[ImageResult]) -> str:
 
 def results_csv(results: Sequence[ImageResult]) -> str:
     """One row per (image, rank); a failed image is one row with its error."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "rank", "label", "probability", "error"])
+    rows: list[list[Any]] = []
     for r in results:
         if not r.ok:
-            writer.writerow([r.file, "", "", "", r.error])
-        for p in r.predictions:
-            writer.writerow([r.file, p.rank, p.label, f"{p.probability:.6f}", ""])
-    return buf.getvalue()
+            rows.append([r.file, "", "", "", r.error])
+        rows += [[r.file, p.rank, p.label, f"{p.probability:.6f}", ""] for p in r.predictions]
+    return files.csv_text(["file", "rank", "label", "probability", "error"], rows)
 
 
 def predict(
@@ -280,7 +276,6 @@ def predict(
 ) -> PredictReport:
     """Predict every image in ``inputs`` (files, folders, globs, or PIL images and uint8
     arrays in memory); unreadable files become error results."""
-    from mtl import files
 
     if top_k_count < 1:
         raise UsageError(f"--top-k must be at least 1. Received top_k={top_k_count}")

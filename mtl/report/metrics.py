@@ -16,6 +16,15 @@ import numpy as np
 # (1000 classes would be 10^6 cells: 22 MB of JSON and a plot that does not finish).
 MAX_MATRIX_CLASSES = 100
 
+# metrics.json's "state": whether the run's numbers are all there. A run with DATA/test/
+# writes SCORING_TEST with its model (test: null), then COMPLETE once test/ is scored, or
+# INTERRUPTED when Ctrl-C or SIGTERM stops the scoring; ``mtl train --resume RUN``
+# finishes it. A run without test/ is COMPLETE when its model is written.
+STATE = "state"
+COMPLETE = "complete"
+SCORING_TEST = "scoring test/"
+INTERRUPTED = "interrupted while scoring test/"
+
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)

@@ -38,13 +38,15 @@ class Stats:
 
 
 def image_stats(path: Path) -> Stats | None:
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from mtl.data.images import upright
 
     try:
         with Image.open(path) as img:
             width, height = img.size
             img.draft("L", (SIDE, SIDE))
-            gray = ImageOps.exif_transpose(img).convert("L")
+            gray = upright(img).convert("L")
             gray.thumbnail((SIDE, SIDE))
             a = np.asarray(gray, dtype=np.float32) / 255.0
     except Exception:  # noqa: BLE001 - the base pass already reported unreadable files

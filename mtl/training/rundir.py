@@ -19,7 +19,7 @@ from mtl._version import __version__
 from mtl.data.dataset import Dataset
 from mtl.errors import UsageError
 from mtl.pipeline.config import TrainConfig
-from mtl.report import events
+from mtl.report import events, metrics
 from mtl.report.metrics import MAX_MATRIX_CLASSES
 from mtl.training.tracking import EpochLog
 
@@ -189,7 +189,11 @@ def write_run(
         force=True,
     )
     files.write_csv(run_dir / "history.csv", HISTORY_COLUMNS, _history_rows(run), force=True)
-    files.write_json(run_dir / "metrics.json", _metrics_json(run), force=True)
+    # With DATA/test/ the run's numbers are complete only once the model is scored on it.
+    state = metrics.SCORING_TEST if ds.test else metrics.COMPLETE
+    files.write_json(
+        run_dir / "metrics.json", {**_metrics_json(run), metrics.STATE: state}, force=True
+    )
     warnings = []
     try:
         written += _write_plots(run_dir, run)

@@ -131,11 +131,11 @@ class Session(PriorSteps):
         self.history: list[EpochLog] = []
         self.early = EarlyStopping(cfg.patience)
         self.best_weights: list[np.ndarray] | None = None
-        # Epochs of the validated fit a resume need not redo (checkpointed; an engine
-        # that does not checkpoint retrains them in seconds).
-        self.epochs_kept = 0
+        # Epochs of the validated fit a resume need not redo: those checkpointed (an
+        # engine that keeps no checkpoint, the NumPy head, retrains them in seconds).
+        self.epochs_checkpointed = 0
         if ckpt is not None:
-            self.epochs_kept = ckpt.epochs_done
+            self.epochs_checkpointed = ckpt.epochs_done
             self.history = [EpochLog(**h) for h in ckpt.history]
             self.early = EarlyStopping.from_json(ckpt.early, cfg.patience)
             self.best_weights = ckpt.best_weights
@@ -228,9 +228,9 @@ class Session(PriorSteps):
         stop = early.should_stop(epoch, last)
         if live:
             self.history.append(log)
-            if validated:  # before the report: an epoch the user saw is one a resume keeps
-                self.save_checkpoint()
-                self.epochs_kept = len(self.history)
+            if validated and self.save_checkpoint():
+                # Before the report: an epoch the user saw is one a resume keeps.
+                self.epochs_checkpointed = len(self.history)
             self.report_epoch(log)
         return log, stop
 
@@ -239,12 +239,13 @@ class Session(PriorSteps):
             self.hooks.on_epoch(log)
         self.events.epoch(log.to_json())
 
-    def save_checkpoint(self) -> None:
-        """Before the report: a kill after this loses nothing."""
+    def save_checkpoint(self) -> bool:
+        """Before the report: a kill after this loses nothing. False: the engine keeps no
+        checkpoint (the NumPy head)."""
         assert self.engine is not None
         state = self.engine.state()
         if state is None:
-            return
+            return False
         variables, optimizer = state
         checkpoint.save(
             self.run_dir,
@@ -258,6 +259,7 @@ class Session(PriorSteps):
                 best_weights=self.best_weights,
             ),
         )
+        return True
 
     def post_fit(self) -> tuple[int, list[str], dict[str, Any], dict[str, Any] | None]:
         """After the validated fit: the kept epoch, the ImageNet prior, the refit and the

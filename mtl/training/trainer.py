@@ -22,6 +22,7 @@ Module map of training, top down:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 from mtl import runtime
 from mtl.assets import weights
 from mtl.data import dataset, features
-from mtl.errors import MtlError, TrainingInterrupted, UsageError
+from mtl.errors import MtlError, TrainingInterrupted, UsageError, interrupt_exit_code
 from mtl.locks import folder_lock
 from mtl.model import backbones
 from mtl.pipeline.basepass import BasePass, head_engine
@@ -182,8 +183,10 @@ def _run(
         engine: Engine = NumpyEngine(session) if engine_name == "numpy" else KerasEngine(session)
         try:
             result = session.run(engine, seconds, t_start)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(_interrupted(session, run_dir)) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM in the CLI (errors.Interrupted)
+            raise TrainingInterrupted(
+                _interrupted(session, run_dir), exit_code=interrupt_exit_code(exc)
+            ) from None
         # The run is complete (model.keras written): its checkpoint is no longer needed.
         shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
         return result
@@ -194,11 +197,25 @@ def _run(
 
 
 def _interrupted(session: Session, run_dir: Path) -> str:
-    """What Ctrl-C leaves: the epochs of the validated fit a resume keeps, and the
-    command that continues."""
-    done = session.epochs_kept
-    when = f"after epoch {done}" if done else "before the first epoch ended"
-    return f"interrupted {when}: resume with mtl train --resume {run_dir}"
+    """What Ctrl-C leaves, in words, and the command that continues: the epochs of the
+    validated fit a resume keeps (a Keras head's checkpoint), or that it starts again (a
+    NumPy head keeps none: it trains again in seconds); once model.keras is written, the
+    run is complete but for its test/ scores (``--resume`` adds them)."""
+    resume = f"mtl train --resume {shlex.quote(str(run_dir))}"
+    model = run_dir / rundir.MODEL_FILE
+    if model.is_file():
+        if session.ds.test:
+            return f"interrupted after {model} was written: score its test/ photos with {resume}"
+        return f"interrupted after {model} was written: the run is complete"
+    done = session.epochs_checkpointed
+    if done:
+        return f"interrupted after epoch {done}: resume with {resume}"
+    if session.history:
+        return (
+            f"interrupted at epoch {len(session.history)}; this run's head trains in NumPy "
+            f"and keeps no checkpoint: {resume} trains it again from epoch 1 (seconds)"
+        )
+    return f"interrupted before the first epoch ended: resume with {resume}"
 
 
 def _resume(
