@@ -217,6 +217,20 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None  # gone meanwhile: "unrecognised" is what was seen
+
+
+def _sniff_or_none(path: Path) -> str | None:
+    try:
+        return _sniff(path)
+    except OSError:
+        return None
+
+
 def check_fit(fit: str) -> str:
     if fit not in FITS:
         raise UsageError(f"fit must be one of {', '.join(FITS)}. Received fit={fit!r}")
@@ -266,19 +280,30 @@ def load_image(
     except NotRegularFile as exc:
         raise ImageError(str(exc.strerror)) from None
     except UnidentifiedImageError:
-        if path.stat().st_size == 0:
+        if _size(path) == 0:
             raise ImageError("empty file (0 bytes)") from None
-        claimed = _sniff(path)
+        claimed = _sniff_or_none(path)
         if claimed:
             raise ImageError(f"cannot decode image: corrupt {claimed} header") from None
         raise ImageError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason.lower():
-            raise ImageError("truncated or incomplete image data") from None
-        raise ImageError(f"cannot decode image: {reason}") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this one file's
+        raise decode_error(exc) from None
+
+
+def decode_error(exc: Exception) -> ImageError:
+    """The one-line reason a decoder's exception gives, as the :class:`ImageError` of that
+    one file. Pillow's plugins raise more than ``OSError`` (a DDS file with an unusual
+    pixel format named ``.jpg`` raises ``NotImplementedError``; others ``struct.error``,
+    ``IndexError``, ``ZeroDivisionError``, ``MemoryError``): whatever the type, it is one
+    file's problem, skipped with its name, never the end of a whole command."""
+    reason = str(exc) or type(exc).__name__
+    if "truncated" in reason.lower():
+        return ImageError("truncated or incomplete image data")
+    if not isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        reason = f"{type(exc).__name__}: {reason}" if str(exc) else reason
+    return ImageError(f"cannot decode image: {' '.join(reason.split())}")
 
 
 def _pixels(img: Image.Image, width: int, height: int, fit: str) -> np.ndarray:
@@ -317,8 +342,9 @@ def load_in_memory(
         raise ImageError(f"image too large ({image.width}x{image.height} pixels)")
     try:
         return _pixels(image, width, height, fit)
-    except (OSError, ValueError) as exc:  # a closed image, a mode Pillow cannot convert
-        raise ImageError(f"cannot use image: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a closed image, a mode Pillow cannot convert
+        reason = decode_error(exc).message.removeprefix("cannot decode image: ")
+        raise ImageError(f"cannot use image: {reason}") from None
 
 
 def _cover(img: Image.Image, width: int, height: int) -> Image.Image:
