@@ -7,12 +7,14 @@ whether an existing file may be replaced; it defaults to False everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,9 +23,83 @@ from typing import Any, BinaryIO
 from mtl.errors import DataError, UsageError
 
 
-def check_new(path: str | os.PathLike[str], *, force: bool, what: str = "file") -> Path:
-    """Refuse an existing ``path`` unless ``force``; call before any slow work."""
+class LinkRefused(UsageError):
+    """A path mtl would create, replace or delete is a symbolic link (exit code 2)."""
+
+
+def refuse_link(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`LinkRefused` if ``path`` itself is a symbolic link (never followed).
+
+    The one rule for every file or folder mtl itself creates, replaces or deletes
+    (outputs, locks, checkpoints, run records, journals, caches): a link at that name,
+    planted or left by an archive, would make mtl write or delete at its target. A
+    user's own linked data or output folder is above such names, never checked here.
+    """
+    if os.path.islink(path):
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:
+            target = ""
+        raise LinkRefused(
+            f"{path} is a symbolic link{target}; mtl never writes or deletes through a link "
+            "it did not make: remove the link, or use another folder"
+        )
+
+
+def owned_dir(path: str | os.PathLike[str], *, under: str | os.PathLike[str] | None = None) -> Path:
+    """The folder ``path`` that mtl makes inside a folder the user gave (a run's
+    ``checkpoint/``, ``cache/``, ``tensorboard/``; review's ``_review/``): created if
+    missing, refused (:class:`LinkRefused`, exit 2) if it, or any folder between
+    ``under`` (the user's folder, which may be a link) and it, is a link."""
     path = Path(path)
+    chain = [path]
+    if under is not None:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(under))
+        chain = [Path(under).joinpath(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+    for folder in chain:
+        refuse_link(folder)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder; move it away")
+    path.mkdir(parents=True, exist_ok=True)
+    refuse_link(path)  # made a link meanwhile
+    return path
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """Delete a file or folder mtl made (``lstat`` first: a link there is refused, never
+    followed nor silently skipped); a folder's contents go with it, links inside it are
+    removed as links. A missing path is fine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        refuse_link(path)
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def append_text(path: str | os.PathLike[str], text: str) -> None:
+    """Append ``text`` to a journal mtl keeps (created if missing), never through a link."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        refuse_link(path)
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+
+
+def check_new(path: str | os.PathLike[str], *, force: bool, what: str = "file") -> Path:
+    """Refuse an existing ``path`` unless ``force``, and a link there always; call before
+    any slow work."""
+    path = Path(path)
+    refuse_link(path)
     if path.exists() and not force:
         raise UsageError(f"{what} {path} already exists (use --force to overwrite it)")
     if path.is_dir() and what == "file":

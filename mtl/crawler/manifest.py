@@ -152,9 +152,7 @@ def load_manifest(out: Path) -> list[ManifestEntry]:
 def append_pending(out: Path, entry: ManifestEntry) -> None:
     """Journal ``entry`` before its file is placed; the line is in the kernel's hands on return."""
     line = json.dumps(entry.to_json(), ensure_ascii=False) + "\n"
-    with open(out / PENDING, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
+    files.append_text(out / PENDING, line)
 
 
 def load_pending(out: Path) -> list[ManifestEntry]:
@@ -163,7 +161,7 @@ def load_pending(out: Path) -> list[ManifestEntry]:
 
 
 def clear_pending(out: Path) -> None:
-    (out / PENDING).unlink(missing_ok=True)
+    files.remove(out / PENDING)
 
 
 def save_manifest(out: Path, entries: list[ManifestEntry]) -> None:

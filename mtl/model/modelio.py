@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtl import files
 from mtl.errors import ModelFileError
 
 FIT_LAYER = "fit"  # the saved model's first layer: any photo to the square (classifier)
@@ -177,6 +178,7 @@ def save_model(
     without mtl, and the class names still travel inside the one file.
     """
     path = Path(path)
+    files.refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)

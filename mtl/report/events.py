@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mtl import files
+from mtl.errors import MtlError
+
 
 class EventLog:
     """Per-epoch scalars and images in ``folder``; opened by the first write, so nothing
@@ -45,7 +48,7 @@ class EventLog:
                 from tensorboard.compat.proto import event_pb2
                 from tensorboard.summary.writer.record_writer import RecordWriter
 
-                self.folder.mkdir(parents=True, exist_ok=True)
+                files.owned_dir(self.folder)  # a link there turns logging off
                 name = (
                     f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}."
                     f"{os.getpid()}.0.v2"
@@ -53,7 +56,7 @@ class EventLog:
                 self._writer = RecordWriter(open(self.folder / name, "wb"))  # noqa: SIM115
                 first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
                 self._writer.write(first.SerializeToString())
-            except (ImportError, OSError, ValueError):
+            except (ImportError, OSError, ValueError, MtlError):
                 self.failed = True
         return self._writer is not None and not self.failed
 

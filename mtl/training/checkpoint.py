@@ -50,7 +50,7 @@ def write_run(run_dir: Path, config: dict[str, Any], data: Path, split: list[lis
     """The run's settings, data folder and split (``[file, class, subset]`` rows, files
     relative to ``data``), so a resumed run can check that its data did not change."""
     record = {"config": config, "data": str(data.resolve()), "split": split}
-    files.write_json(folder(run_dir) / RUN_FILE, record, force=True)
+    files.write_json(files.owned_dir(folder(run_dir)) / RUN_FILE, record, force=True)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | None]:
@@ -72,8 +72,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | Non
 
 def save(run_dir: Path, ckpt: Checkpoint) -> None:
     """Write the epoch's arrays, then commit them by replacing state.json."""
-    where = folder(run_dir)
-    where.mkdir(parents=True, exist_ok=True)
+    where = files.owned_dir(folder(run_dir))
     name = f"epoch-{ckpt.epochs_done:04d}.npz"
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"var/{i}": v for i, v in enumerate(ckpt.variables)})
@@ -98,7 +97,7 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
     files.write_json(where / STATE_FILE, state, force=True)
     for old in where.glob("*.npz"):
         if old.name not in (name, best):
-            old.unlink(missing_ok=True)
+            files.remove(old)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

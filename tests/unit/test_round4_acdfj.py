@@ -75,3 +75,123 @@ def test_fetch_rejects_an_odd_dds_as_not_an_image(tmp_path):
     with pytest.raises(Rejected) as info:
         inspect_image(odd, (10, 10))
     assert info.value.reason == "not_image"
+
+
+# --- A: never write or delete through a link mtl did not make -------------------------
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    from mtl.files import LinkRefused
+    from mtl.locks import LOCK_NAME, folder_lock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (data / LOCK_NAME).symlink_to(victim)
+    for shared in (False, True):
+        with pytest.raises(LinkRefused, match=r"\.mtl\.lock is a symbolic link"):
+            with folder_lock(data, "mtl review", shared=shared):
+                pass
+    assert victim.read_text() == "precious"
+
+
+def test_a_linked_checkpoint_folder_takes_nothing_written_nor_deleted(tmp_path):
+    from mtl.files import LinkRefused
+    from mtl.training import checkpoint, rundir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "epoch-0001.npz").write_bytes(b"someone's")
+    (run / "checkpoint").symlink_to(elsewhere)
+    with pytest.raises(LinkRefused, match="checkpoint is a symbolic link"):
+        rundir.refuse_links(run)
+    with pytest.raises(LinkRefused):
+        checkpoint.write_run(run, {}, tmp_path, [])
+    ckpt = checkpoint.Checkpoint(1, "head", [{}], {}, [np.zeros(2)], {}, None)
+    with pytest.raises(LinkRefused):
+        checkpoint.save(run, ckpt)
+    with pytest.raises(LinkRefused):
+        rundir.clear_run(run)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["epoch-0001.npz"]
+    assert (run / "checkpoint").is_symlink()
+
+
+def test_a_linked_output_file_is_refused_but_a_linked_output_folder_works(tmp_path):
+    from mtl import files
+
+    target = tmp_path / "target.json"
+    target.write_text("keep")
+    (tmp_path / "out.json").symlink_to(target)
+    with pytest.raises(files.LinkRefused, match="out.json is a symbolic link"):
+        files.write_json(tmp_path / "out.json", {"a": 1}, force=True)
+    assert target.read_text() == "keep"
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "mine").symlink_to(real)  # the user's own linked folder
+    files.write_json(tmp_path / "mine" / "x.json", {"a": 1})
+    assert (real / "x.json").is_file()
+    folder = files.owned_dir(tmp_path / "mine" / "made" / "deeper", under=tmp_path / "mine")
+    assert folder.is_dir() and (real / "made" / "deeper").is_dir()
+    (real / "made" / "link").symlink_to(tmp_path)
+    with pytest.raises(files.LinkRefused, match="link is a symbolic link"):
+        files.owned_dir(tmp_path / "mine" / "made" / "link" / "x", under=tmp_path / "mine")
+
+
+def test_a_journal_append_never_follows_a_link(tmp_path):
+    from mtl import files
+
+    target = tmp_path / "t"
+    target.write_text("keep")
+    (tmp_path / "journal").symlink_to(target)
+    with pytest.raises(files.LinkRefused):
+        files.append_text(tmp_path / "journal", "line\n")
+    with pytest.raises(files.LinkRefused):
+        files.remove(tmp_path / "journal")
+    assert target.read_text() == "keep"
+
+
+# --- J: DATA's lock, shared by readers, exclusive against writers ---------------------
+
+
+def test_readers_share_a_folder_and_writers_are_refused_while_they_read(tmp_path):
+    from mtl.locks import LOCK_NAME, FolderBusy, folder_lock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # flock is per open file: two locks in one process behave as two processes' would.
+    with folder_lock(data, "mtl train (reading)", shared=True):
+        with folder_lock(data, "mtl train (reading)", shared=True):
+            with pytest.raises(FolderBusy, match=r"mtl train \(reading\)"):
+                with folder_lock(data, "mtl review"):
+                    pass
+        with pytest.raises(FolderBusy):
+            with folder_lock(data, "mtl fetch"):
+                pass
+        assert (data / LOCK_NAME).exists()  # the other reader's, still held
+    assert not (data / LOCK_NAME).exists()  # the last one out removed it
+    with folder_lock(data, "mtl review"):
+        with pytest.raises(FolderBusy, match="mtl review"):
+            with folder_lock(data, "mtl train (reading)", shared=True):
+                pass
+    with folder_lock(data, "mtl review"):
+        pass
+
+
+def test_a_reader_of_a_read_only_folder_reads_without_a_lock(tmp_path):
+    import os
+
+    from mtl.locks import LOCK_NAME, folder_lock
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o555)
+    try:
+        with folder_lock(data, "mtl train (reading)", shared=True):
+            assert not (data / LOCK_NAME).exists()
+    finally:
+        data.chmod(0o755)
