@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -235,13 +237,106 @@ def replace_dir(source: Path, target: Path, *, force: bool = False) -> Path:
 # mtl's own small records read back (settings, a checkpoint's state, metrics, labels):
 # far above any real one (a 1,000-class metrics.json is under 1 MiB).
 RECORD_LIMIT = 16 << 20
+# How deep JSON or TOML that mtl reads may nest: its own records nest 4 levels or so; a
+# planted "[[[[..." would otherwise end in RecursionError (in the parser, or in any code
+# that walks the result).
+MAX_DEPTH = 64
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode``."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, socket, device or folder where a file was expected."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file; never block on a FIFO.
+
+    The file is opened non-blocking (a FIFO opens at once that way) and checked
+    with ``fstat`` on the open descriptor, so a file swapped after a check is
+    still refused. Raises :class:`NotRegularFile` (an ``OSError``) otherwise:
+    every file a user hands mtl (images, settings, decisions, labels, manifests,
+    records, caches) is opened here, so a FIFO or ``/dev/zero`` never hangs or fills
+    memory.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            why = f"is {file_kind(mode)}, not a regular file"
+            raise NotRegularFile(errno.EINVAL, why, os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_text_limited(path: str | os.PathLike[str], limit: int, what: str) -> str:
-    """The UTF-8 text of a file mtl reads back (a record, a decisions file), refused past
-    ``limit`` bytes before it is read whole: an edited or planted file can be any size."""
-    with open(path, "rb") as fh:
+    """The UTF-8 text of a file mtl reads back (a record, a decisions file, settings, a
+    manifest): a regular file only (:func:`open_regular`), refused past ``limit`` bytes
+    before it is read whole: an edited or planted file can be any size."""
+    with open_regular(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise DataError(f"{path} is too large for {what} (at most {limit >> 20} MiB)")
+        raise DataError(f"{path} is too large for {what} (at most {max(1, limit >> 20)} MiB)")
     return data.decode("utf-8")
+
+
+class TooDeep(ValueError):
+    """JSON or TOML nested deeper than :data:`MAX_DEPTH` (a ValueError, as a parse error is)."""
+
+
+def check_depth(data: Any, limit: int = MAX_DEPTH) -> Any:
+    """``data`` if its lists and dicts nest at most ``limit`` deep, else :class:`TooDeep`.
+    Walked with a stack, not recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth > limit:
+                raise TooDeep(f"nested deeper than {limit} levels")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items if isinstance(v, (dict, list, tuple)))
+    return data
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` for anything mtl reads (a file, a line of one, a zip entry): deep
+    nesting is a :class:`TooDeep` (a ValueError, as bad JSON is), never RecursionError."""
+    try:
+        return check_depth(json.loads(text))
+    except RecursionError:
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads`` with the same depth rule as :func:`loads_json`."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return check_depth(tomllib.loads(text))
+    except RecursionError:
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str, limit: int = RECORD_LIMIT) -> Any:
+    """A JSON file a user or an earlier run left: regular, at most ``limit`` bytes, UTF-8,
+    at most :data:`MAX_DEPTH` deep. Raises OSError / ValueError (bad JSON, too deep, not
+    UTF-8) / :class:`~mtl.errors.DataError` (too large) for the caller to name the file."""
+    return loads_json(read_text_limited(path, limit, what))

@@ -110,7 +110,7 @@ def _read_lines(path: Path, *, torn_tail: bool = False) -> list[tuple[int, dict[
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = files.loads_json(line)
         except json.JSONDecodeError:
             if torn_tail and not any(rest.strip() for rest in lines[number:]):
                 break

@@ -7,17 +7,18 @@ Nothing here imports Keras. Decoding (the per-file check) happens once, in
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl import files
 from mtl.data.images import IMAGE_EXTENSIONS, REVIEW_FOLDER, is_image_name, list_images
 from mtl.errors import DataError
 from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
+MANIFEST_LIMIT = 256 << 20  # about a million photos' lines
 # Split folders as Ultralytics, fastai and Hugging Face's imagefolder name them: DATA/train/
 # with one of VAL_FOLDERS (validation, used as given) and TEST_FOLDER (held out: scored once
 # after training, never trained or validated on). Never class names.
@@ -116,12 +117,17 @@ def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
     if not path.is_file():
         return None
     listed: dict[str, set[Path]] = {}
+    try:
+        text = files.read_text_limited(path, MANIFEST_LIMIT, "a manifest")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise DataError(f"cannot read {path}: {why}; fix or delete the file") from None
     # split("\n"), not splitlines(): U+2028 inside a JSON string is not a line break.
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = files.loads_json(line)
             rel = entry.get("path") or entry.get("file")
             if not isinstance(rel, str):
                 raise ValueError("no path")

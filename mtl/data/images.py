@@ -6,7 +6,6 @@ see exactly the same pixels for the same file.
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import stat
@@ -14,12 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mtl.errors import ImageError, UsageError
+from mtl.files import NotRegularFile, file_kind, open_regular  # the one way to open a file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Photos `mtl review --apply` set aside (and its record): inside a data folder, never a
@@ -45,18 +45,6 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    return "not a regular file"
-
-
 def not_regular(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` (links followed) is not a regular file, or None if it is one (or is gone).
 
@@ -66,33 +54,7 @@ def not_regular(path: str | os.PathLike[str]) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None  # reported by whoever opens it (no such file, permission denied, ...)
-    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}, not an image file"
-
-
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open ``path`` for reading only if it is a regular file; never block on a FIFO.
-
-    The file is opened non-blocking (a FIFO opens at once that way) and checked
-    with ``fstat`` on the open descriptor, so a file swapped after a check is
-    still refused. Raises :class:`NotRegularFile` (an ``OSError``) otherwise.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            why = f"is {_kind(mode)}, not a regular file"
-            raise NotRegularFile(errno.EINVAL, why, os.fspath(path))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-class NotRegularFile(OSError):
-    """A path that names a FIFO, socket, device or folder where a file was expected."""
+    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not an image file"
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -144,7 +144,6 @@ def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
 def was_refit(run_dir: Path) -> bool:
     """Whether the run's saved model was refit on every photo: its ``mtl.json`` record
     says so; a model from before that record, its ``metrics.json`` notes."""
-    import json
 
     from mtl.inference.predict import MODEL_FILE
     from mtl.model.modelio import read_info
@@ -157,7 +156,7 @@ def was_refit(run_dir: Path) -> bool:
         return info.refit
     try:
         text = files.read_text_limited(run_dir / "metrics.json", files.RECORD_LIMIT, "metrics")
-        notes = json.loads(text).get("notes")
+        notes = files.loads_json(text).get("notes")
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(notes, list) and any("refit on all" in str(n) for n in notes)
@@ -232,10 +231,8 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
 def _recorded_data(run: Path) -> Path | None:
     """The run's data folder from its ``config.json``: relative to the run folder (or
     absolute); None when unreadable."""
-    import json
-
     try:
-        recorded = json.loads(
+        recorded = files.loads_json(
             files.read_text_limited(run / "config.json", files.RECORD_LIMIT, "settings")
         )
     except (OSError, ValueError):

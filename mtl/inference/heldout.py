@@ -10,7 +10,6 @@ scores join ``metrics.json`` and the result.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -68,7 +67,9 @@ def score_test(result: Result, on_progress: ProgressFn | None = None) -> Result:
         )
     metrics_file = run_dir / "metrics.json"
     try:
-        saved = json.loads(files.read_text_limited(metrics_file, files.RECORD_LIMIT, "metrics"))
+        saved = files.loads_json(
+            files.read_text_limited(metrics_file, files.RECORD_LIMIT, "metrics")
+        )
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {metrics_file}: {exc}") from None
     from mtl.report.metrics import MAX_MATRIX_CLASSES

@@ -304,7 +304,7 @@ def _manifest_lines(root: Path) -> list[tuple[str | None, str]]:
     out: list[tuple[str | None, str]] = []
     for line in split_lines(path.read_text(encoding="utf-8")):
         try:
-            entry = json.loads(line)
+            entry = files.loads_json(line)
         except ValueError:
             entry = None
         rel = _entry_path(entry) if isinstance(entry, dict) else None
@@ -313,7 +313,7 @@ def _manifest_lines(root: Path) -> list[tuple[str | None, str]]:
 
 
 def _marked(line: str, move: Move) -> str:
-    entry = json.loads(line)
+    entry = files.loads_json(line)
     if move.action == "relabel":
         key = "file" if "file" in entry else "path"
         entry[key] = move.file
@@ -441,7 +441,9 @@ def _record(root: Path, row: dict[str, object], where: str) -> Move:
         raise DataError(f"{where}: no valid sha256 of the photo")
     line = row.get("manifest_line")
     if line is not None:
-        entry = json.loads(line) if isinstance(line, str) and "\n" not in line.rstrip("\n") else 0
+        entry = (
+            files.loads_json(line) if isinstance(line, str) and "\n" not in line.rstrip("\n") else 0
+        )
         if not isinstance(entry, dict) or _entry_path(entry) != original:
             raise DataError(f"{where}: manifest_line is not the manifest line of {original!r}")
     score = row.get("score")
@@ -474,7 +476,7 @@ def read_records(root: Path) -> list[Move]:
             continue
         where = f"{path} line {n}"
         try:
-            row = json.loads(line)
+            row = files.loads_json(line)
         except ValueError:
             raise DataError(f"{where}: not a JSON line; nothing was moved") from None
         if not isinstance(row, dict):
@@ -646,7 +648,7 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
     """The moves a decisions file (saved from the review page) asks for, every line checked
     before any is used: a photo inside DATA, a known action, an existing class."""
     try:
-        data = json.loads(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
+        data = files.loads_json(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
     except FileNotFoundError:
         raise UsageError(f"no such decisions file: {path}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -14,7 +14,6 @@ Layout, under ``RUN/checkpoint/``:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | Non
     if not path.is_file():
         raise UsageError(f"{run_dir} has no checkpoint to resume from (no {path.name})")
     try:
-        raw = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
+        raw = files.loads_json(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
         split = raw.get("split")
         if split is not None and not all(
             isinstance(row, list) and len(row) == 3 and all(isinstance(s, str) for s in row)
@@ -117,7 +116,7 @@ def load(run_dir: Path) -> Checkpoint | None:
     if not path.is_file():
         return None
     try:
-        state = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
+        state = files.loads_json(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
         if not isinstance(state, dict):
             raise ValueError("not a JSON object")
         arrays: dict[str, np.ndarray] = {}

@@ -90,9 +90,9 @@ def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path):
     victim.write_text("precious")
     (data / LOCK_NAME).symlink_to(victim)
     for shared in (False, True):
-        with pytest.raises(LinkRefused, match=r"\.mtl\.lock is a symbolic link"):
-            with folder_lock(data, "mtl review", shared=shared):
-                pass
+        lock = folder_lock(data, "mtl review", shared=shared)
+        with pytest.raises(LinkRefused, match=r"\.mtl\.lock is a symbolic link"), lock:
+            pass
     assert victim.read_text() == "precious"
 
 
@@ -162,21 +162,20 @@ def test_readers_share_a_folder_and_writers_are_refused_while_they_read(tmp_path
     data = tmp_path / "data"
     data.mkdir()
     # flock is per open file: two locks in one process behave as two processes' would.
-    with folder_lock(data, "mtl train (reading)", shared=True):
-        with folder_lock(data, "mtl train (reading)", shared=True):
-            with pytest.raises(FolderBusy, match=r"mtl train \(reading\)"):
-                with folder_lock(data, "mtl review"):
-                    pass
-        with pytest.raises(FolderBusy):
-            with folder_lock(data, "mtl fetch"):
+    reader, writer = "mtl train (reading)", "mtl review"
+    with folder_lock(data, reader, shared=True):
+        with folder_lock(data, reader, shared=True):
+            busy = pytest.raises(FolderBusy, match=r"mtl train \(reading\)")
+            with busy, folder_lock(data, writer):
                 pass
+        with pytest.raises(FolderBusy), folder_lock(data, "mtl fetch"):
+            pass
         assert (data / LOCK_NAME).exists()  # the other reader's, still held
     assert not (data / LOCK_NAME).exists()  # the last one out removed it
-    with folder_lock(data, "mtl review"):
-        with pytest.raises(FolderBusy, match="mtl review"):
-            with folder_lock(data, "mtl train (reading)", shared=True):
-                pass
-    with folder_lock(data, "mtl review"):
+    busy = pytest.raises(FolderBusy, match="mtl review")
+    with folder_lock(data, writer), busy, folder_lock(data, reader, shared=True):
+        pass
+    with folder_lock(data, writer):
         pass
 
 
@@ -195,3 +194,116 @@ def test_a_reader_of_a_read_only_folder_reads_without_a_lock(tmp_path):
             assert not (data / LOCK_NAME).exists()
     finally:
         data.chmod(0o755)
+
+
+# --- D: one reader for user-supplied files --------------------------------------------
+
+
+def small_data(root: Path, classes: tuple[str, ...] = ("ants", "bees"), n: int = 3) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(n):
+            photo(root / name / f"{i:03d}.jpg", value=10 * c + i)
+    return root
+
+
+def cli_run(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from mtl.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), repr(result.exception)
+    return result.exit_code, result.stderr
+
+
+def deep_json(levels: int = 100_000) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "deep", "deep_toml", "huge"])
+def test_settings_and_decisions_files_that_hang_or_recurse_are_exit_2(tmp_path, kind):
+    import os
+
+    data = small_data(tmp_path / "data")
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "given.toml")  # opening it for reading would wait for a writer
+        given, why = tmp_path / "given.toml", "FIFO"
+    elif kind == "device":
+        given, why = Path("/dev/zero"), "device"
+    elif kind == "huge":
+        given, why = tmp_path / "given.toml", "too large"
+        given.write_text("# " + "x" * (17 << 20))
+    else:
+        given = tmp_path / ("given.toml" if kind == "deep_toml" else "given.json")
+        given.write_text(("x = " + deep_json(5000)) if kind == "deep_toml" else deep_json())
+        why = "nested deeper than 64 levels"
+    code, err = cli_run("train", str(data), "--config", str(given))
+    assert code == 2 and why in err and "Traceback" not in err, err
+    if kind in ("deep_toml", "huge"):
+        return  # a decisions file is JSON, and may be larger (64 MiB)
+    code, err = cli_run("review", str(data), "--apply", str(given))
+    assert code == 2 and why in err and "Traceback" not in err, err
+
+
+def test_a_deep_manifest_line_is_exit_2_naming_the_file(tmp_path):
+    from mtl.data import dataset
+    from mtl.errors import DataError
+
+    data = small_data(tmp_path / "data")
+    (data / "manifest.jsonl").write_text('{"path": "ants/000.jpg"}\n' + deep_json() + "\n")
+    with pytest.raises(DataError, match=r"manifest.jsonl line 2"):
+        dataset.scan(data)
+
+
+def test_json_and_toml_readers_bound_depth_without_recursion():
+    from mtl import files
+
+    assert files.loads_json("[[1]]") == [[1]]
+    with pytest.raises(files.TooDeep):
+        files.loads_json("[" * 65 + "]" * 65)  # parses, but deeper than any record of mtl's
+    with pytest.raises(files.TooDeep):
+        files.loads_json(deep_json())  # the parser itself would recurse too deep
+    with pytest.raises(files.TooDeep):
+        files.loads_toml("x = " + deep_json(5000))
+
+
+class Doubler:
+    """A feature extractor in NumPy: features are the pixels' mean per channel, doubled."""
+
+    spec = "doubler"
+    batch = 0
+    calls = 0
+    images = 0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.images += len(pixels)
+        return pixels.reshape(len(pixels), -1, 3).mean(axis=1).astype(np.float32) * 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full(3, np.nan, np.float32),  # a NaN entry (served, the run "diverged")
+        np.ones(5, np.float32),  # another shape
+        np.ones(3, np.int64),  # not features
+    ],
+    ids=["nan", "shape", "dtype"],
+)
+def test_a_bad_shared_cache_entry_is_computed_again(tmp_path, bad):
+    from mtl.data import features
+
+    paths = [photo(tmp_path / f"{i}.jpg", value=40 * i) for i in range(3)]
+    shared = tmp_path / "cache"
+    first = features.compute(paths, Doubler(), features.FeatureCache(shared, persistent=True), 16)
+    expected = features.stack(features.FeatureCache(shared), first.keys)
+    key = first.keys[1]
+    (entry,) = shared.rglob(f"{key}.npy")
+    entry.unlink()
+    np.save(entry, bad)
+    cache = features.FeatureCache(shared, persistent=True)
+    again = features.compute(paths, Doubler(), cache, 16)
+    assert cache.stats.bad == 1 and cache.stats.computed == 1 and cache.stats.hits == 2
+    np.testing.assert_array_equal(features.stack(cache, again.keys), expected)
