@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl import files, reprs
-from mtl.data.dataset import class_folders
+from mtl.data.dataset import class_folders, split_layout
 from mtl.data.images import list_images
 from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.progress import ProgressFn
@@ -114,10 +114,23 @@ class EvaluationReport:
 
 
 def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """Class folder name -> its image files (recursively), for non-empty class folders."""
+    """Class folder name -> its image files (recursively), for non-empty class folders.
+
+    A dataset of split folders (:data:`mtl.data.dataset.SPLIT_NAMES`: ``train/``, ``test/``,
+    any case) is read as train reads it: its ``test/`` is the test set; split folders are
+    never classes."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"no test set folder at {root}")
+    splits = split_layout(root)
+    if splits is not None:
+        if "test" not in splits:
+            raise DataError(
+                f"{root} holds split folders ({', '.join(p.name + '/' for p in splits.values())}) "
+                "and no test folder: give a folder of class folders, or the run folder with "
+                "--split val"
+            )
+        root = splits["test"]
     classes: dict[str, list[Path]] = {}
     for sub in class_folders(root):
         images = list_images(sub)

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from mtl import files
-from mtl.data.dataset import MANIFEST, REVIEW_FOLDER
+from mtl.data.dataset import MANIFEST, REVIEW_FOLDER, split_role
 from mtl.data.images import is_image_name
 from mtl.errors import DataError, UsageError
 from mtl.review.flags import REASONS, Finding
@@ -52,7 +52,12 @@ REMOVED = "removed"  # the reason of a photo a decisions file says to remove
 # and a planted file past it is refused before it fills memory.
 RECORDS_LIMIT = 64 << 20
 MOVE_REASONS = (*REASONS, REMOVED)
-SPLITS = ("train", "val")  # a class folder may sit under DATA/train or DATA/val
+
+
+def _in_split(folder: str) -> bool:
+    """Whether a class folder under ``folder`` is one review reads: DATA/train or its
+    validation folder, by train's one table of split names (any case, any alias)."""
+    return split_role(folder) in ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def _free(root: Path, rel: PurePosixPath, taken: set[str]) -> str:
 def _class_prefix(original: PurePosixPath, given: str) -> tuple[str, ...]:
     """The folders above the photo's class folder: () or ("train",) / ("val",)."""
     parts = original.parts
-    if len(parts) > 2 and parts[0] in SPLITS and parts[1] == given:
+    if len(parts) > 2 and _in_split(parts[0]) and parts[1] == given:
         return parts[:1]
     return ()
 
@@ -677,7 +682,7 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
         if action == "keep":
             continue
         src = PurePosixPath(file)
-        prefix = 1 if src.parts[0] in SPLITS and len(src.parts) > 2 else 0
+        prefix = 1 if _in_split(src.parts[0]) and len(src.parts) > 2 else 0
         given = src.parts[prefix]
         if src.parts[0] == REVIEW_FOLDER or given not in classes or len(src.parts) < 2:
             raise DataError(f"{where}: {file} is not a photo in a class folder of {root}")

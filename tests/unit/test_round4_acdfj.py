@@ -199,10 +199,13 @@ def test_a_reader_of_a_read_only_folder_reads_without_a_lock(tmp_path):
 # --- D: one reader for user-supplied files --------------------------------------------
 
 
-def small_data(root: Path, classes: tuple[str, ...] = ("ants", "bees"), n: int = 3) -> Path:
+def small_data(
+    root: Path, classes: tuple[str, ...] = ("ants", "bees"), n: int = 3, first: int = 0
+) -> Path:
+    """``n`` photos per class; ``first`` offsets their content (another split's photos)."""
     for c, name in enumerate(classes):
         for i in range(n):
-            photo(root / name / f"{i:03d}.jpg", value=10 * c + i)
+            photo(root / name / f"{i:03d}.jpg", value=first + 10 * c + i)
     return root
 
 
@@ -307,3 +310,122 @@ def test_a_bad_shared_cache_entry_is_computed_again(tmp_path, bad):
     again = features.compute(paths, Doubler(), cache, 16)
     assert cache.stats.bad == 1 and cache.stats.computed == 1 and cache.stats.hits == 2
     np.testing.assert_array_equal(features.stack(cache, again.keys), expected)
+
+
+# --- C: one table of split folder names, read by every command ------------------------
+
+
+def test_split_folders_are_found_in_any_case_and_alias(tmp_path):
+    from mtl.data import dataset
+
+    data = small_data(tmp_path / "d" / "Train")
+    small_data(tmp_path / "d" / "VALID", n=2, first=100)
+    small_data(tmp_path / "d" / "Test", n=1, first=200)
+    ds = dataset.scan(tmp_path / "d")
+    assert ds.classes == ["ants", "bees"] and ds.layout == "train/val"
+    assert ds.val_dir == tmp_path / "d" / "VALID"
+    assert ds.counts("train") == [3, 3] and ds.counts("val") == [2, 2] and len(ds.test) == 2
+    assert data.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (("ants", "bees", "Test", "VAL"), r"mixes split folders \(Test/, VAL/\) with class "),
+        (("train", "ants"), r"has train/ and also class folders beside them \(ants/\)"),
+        (("train", "Train"), r"has Train/ and train/: keep one train folder"),
+        (("train", "val", "validation"), r"keep one validation folder"),
+    ],
+)
+def test_an_ambiguous_layout_is_exit_2_saying_what_was_found(tmp_path, folders, message):
+    from mtl.data import dataset
+    from mtl.errors import DataError
+
+    data = tmp_path / "d"
+    for name in folders:
+        if dataset.split_role(name):
+            small_data(data / name)
+        else:
+            photo(data / name / "x.jpg")
+    with pytest.raises(DataError, match=message):
+        dataset.scan(data)
+    code, err = cli_run("train", str(data), "--out", str(tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_class_folder_named_like_a_split_is_refused(tmp_path):
+    from mtl.data import dataset
+    from mtl.errors import DataError
+
+    data = small_data(tmp_path / "d" / "train", classes=("ants", "Val"))
+    with pytest.raises(DataError, match="named like a split folder"):
+        dataset.scan(data.parent)
+
+
+def test_a_run_folder_inside_data_is_not_a_class(tmp_path):
+    from mtl.data import dataset
+
+    data = small_data(tmp_path / "d")
+    run = data / "run"
+    photo(run / "learning_curves.png")  # a run's plots are images too
+    (run / "model.keras").write_bytes(b"PK")
+    numbered = data / "runs" / "train"
+    (numbered / "checkpoint").mkdir(parents=True)
+    (numbered / "checkpoint" / "run.json").write_text("{}")
+    photo(numbered / "confusion_matrix.png")
+    ds = dataset.scan(data)
+    assert ds.classes == ["ants", "bees"]
+    assert any("left out run/, runs/" in w for w in ds.warnings), ds.warnings
+
+
+def test_photos_in_two_splits_are_reported(tmp_path):
+    import os
+    import shutil
+
+    from mtl.data import dataset
+
+    data = tmp_path / "d"
+    small_data(data / "train", n=4)
+    small_data(data / "test", n=1, first=100)
+    shutil.copy(data / "train" / "ants" / "001.jpg", data / "test" / "ants" / "copy.jpg")
+    os.link(data / "train" / "bees" / "002.jpg", data / "test" / "bees" / "linked.jpg")
+    ds = dataset.scan(data)
+    (warning,) = [w for w in ds.warnings if "also training photos" in w]
+    assert warning.startswith("2 test photo(s)")
+    assert "test/ants/copy.jpg = train/ants/001.jpg" in warning
+    assert "test/bees/linked.jpg = train/bees/002.jpg" in warning
+
+
+def test_a_symlinked_test_folder_is_read_as_the_test_split(tmp_path):
+    from mtl.data import dataset
+
+    data = small_data(tmp_path / "d" / "train").parent
+    elsewhere = small_data(tmp_path / "held", n=2, first=100)
+    (data / "test").symlink_to(elsewhere)
+    ds = dataset.scan(data)
+    assert len(ds.test) == 4 and {it.subset for it in ds.test} == {"test"}
+    assert not [w for w in ds.warnings if "also training" in w]
+
+
+def test_review_decisions_and_undo_work_under_a_valid_folder(tmp_path):
+    """review knew only train/ and val/: a move under valid/ left the dataset."""
+    import json
+
+    data = tmp_path / "d"
+    small_data(data / "train", n=4)
+    small_data(data / "valid", n=2, first=100)
+    decisions = tmp_path / "decisions.json"
+    rows = [{"file": "valid/ants/001.jpg", "action": "move", "class": "bees"}]
+    decisions.write_text(json.dumps({"format": "mtl-review-decisions", "decisions": rows}))
+    code, err = cli_run("review", str(data), "--apply", str(decisions))
+    assert code == 0, err
+
+    def names(folder: str) -> list[str]:
+        return sorted(p.name for p in (data / "valid" / folder).iterdir())
+
+    assert names("bees") == ["000.jpg", "001-1.jpg", "001.jpg"] and names("ants") == ["000.jpg"]
+    assert not (data / "bees").exists()  # it stays in the validation folder
+    code, err = cli_run("review", str(data), "--undo")
+    assert code == 0, err
+    assert names("bees") == ["000.jpg", "001.jpg"] and names("ants") == ["000.jpg", "001.jpg"]
