@@ -337,6 +337,7 @@ def loads_toml(text: str) -> dict[str, Any]:
 
 def read_json(path: str | os.PathLike[str], what: str, limit: int | None = None) -> Any:
     """A JSON file a user or an earlier run left: regular, at most ``limit`` bytes (default
-    :data:`RECORD_LIMIT`), UTF-8, at most :data:`MAX_DEPTH` deep. Raises OSError / ValueError (bad JSON, too deep, not
-    UTF-8) / :class:`~mtl.errors.DataError` (too large) for the caller to name the file."""
+    :data:`RECORD_LIMIT`), UTF-8, at most :data:`MAX_DEPTH` deep. Raises OSError,
+    ValueError (bad JSON, too deep, not UTF-8) or :class:`~mtl.errors.DataError` (too
+    large) for the caller to name the file."""
     return loads_json(read_text_limited(path, RECORD_LIMIT if limit is None else limit, what))

@@ -131,6 +131,8 @@ class FeatureCache:
         path = self._file(key)
         fits = self._used + value.nbytes <= self.memory_bytes
         if path is not None and (self.persistent or not fits):
+            assert self.folder is not None
+            files.owned_dir(path.parent, under=self.folder)  # never into a planted link
             files.write_stream(path, lambda fh: np.save(fh, value), force=True)
             if not fits:
                 self.stats.spilled += 1

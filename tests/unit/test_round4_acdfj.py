@@ -250,6 +250,32 @@ def test_settings_and_decisions_files_that_hang_or_recurse_are_exit_2(tmp_path, 
     assert code == 2 and why in err and "Traceback" not in err, err
 
 
+def test_a_fifo_labels_file_is_refused_at_once(tmp_path):
+    import os
+
+    from mtl.errors import ModelFileError
+    from mtl.inference.tflite import read_labels
+
+    os.mkfifo(tmp_path / "model.labels.txt")
+    with pytest.raises(ModelFileError, match="FIFO"):
+        read_labels(tmp_path / "model.labels.txt")
+
+
+def test_a_linked_folder_inside_a_shared_cache_takes_no_entry(tmp_path):
+    from mtl import files
+    from mtl.data import features
+
+    shared, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shared.mkdir()
+    key = "ab" + "0" * 38
+    (shared / "ab").symlink_to(elsewhere)
+    cache = features.FeatureCache(shared, persistent=True)
+    with pytest.raises(files.LinkRefused, match="ab is a symbolic link"):
+        cache.put(key, np.ones(3, np.float32))
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_deep_manifest_line_is_exit_2_naming_the_file(tmp_path):
     from mtl.data import dataset
     from mtl.errors import DataError
