@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,17 @@ def is_run_folder(folder: Path) -> bool:
 
     if marked(folder):
         return True
+    subs = 0
     try:
-        subs = [d for d in folder.iterdir() if d.is_dir()]
+        with os.scandir(folder) as found:  # a class folder of many photos: no stat each
+            for entry in found:
+                if entry.is_dir():
+                    if not marked(Path(entry.path)):
+                        return False
+                    subs += 1
     except OSError:
         return False
-    return bool(subs) and all(marked(d) for d in subs)
+    return subs > 0
 
 
 def _sub_folders(folder: Path) -> list[Path]:
@@ -304,7 +311,8 @@ def split_layout(root: Path) -> dict[str, Path] | None:
     splits = [d for d in folders if split_role(d.name)]
     if not splits:
         return None
-    classes = [d for d in folders if not split_role(d.name)]
+    # Folders beside split folders count when they hold images (notes, scripts: ignored).
+    classes = [d for d in folders if not split_role(d.name) and list_images(d)]
     where = (
         f"put the training photos in {root / TRAIN_FOLDER}/<class>/ (validation in "
         f"{'/, '.join(VAL_FOLDERS)}/, held-out photos in {TEST_FOLDER}/)"

@@ -455,3 +455,12 @@ def test_review_decisions_and_undo_work_under_a_valid_folder(tmp_path):
     code, err = cli_run("review", str(data), "--undo")
     assert code == 0, err
     assert names("bees") == ["000.jpg", "001.jpg"] and names("ants") == ["000.jpg", "001.jpg"]
+
+
+def test_a_folder_without_images_beside_train_is_no_class_and_no_ambiguity(tmp_path):
+    from mtl.data import dataset
+
+    data = small_data(tmp_path / "d" / "train").parent
+    (data / "notes").mkdir()
+    (data / "notes" / "README.txt").write_text("how the photos were taken")
+    assert dataset.scan(data).classes == ["ants", "bees"]
