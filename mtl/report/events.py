@@ -31,10 +31,12 @@ from mtl.errors import MtlError
 class EventLog:
     """Per-epoch scalars and images in ``folder``; opened by the first write, so nothing
     is created unasked. Logging never fails a run: an unwritable folder or a missing
-    ``tensorboard`` package turns it off."""
+    ``tensorboard`` package turns it off, and so does a link on the way from ``under``
+    (never written through)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, under: Path | None = None) -> None:
         self.folder = folder
+        self.under = under
         self._writer: Any = None
         self.failed = False
 
@@ -48,7 +50,7 @@ class EventLog:
                 from tensorboard.compat.proto import event_pb2
                 from tensorboard.summary.writer.record_writer import RecordWriter
 
-                files.owned_dir(self.folder)  # a link there turns logging off
+                files.owned_dir(self.folder, under=self.under)
                 name = (
                     f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}."
                     f"{os.getpid()}.0.v2"
@@ -126,6 +128,7 @@ class RunEvents:
 
     def __init__(self, folder: Path, name: str, hparams: Mapping[str, Any]) -> None:
         name = name or folder.resolve().parent.name or "run"  # a run folder given as "."
+        self.root = folder
         self.folder = folder / name
         self.name = name
         self.hparams = dict(hparams)
@@ -134,7 +137,8 @@ class RunEvents:
     def log(self, run: str = "") -> EventLog:
         """The event file of ``run`` ("" for the session folder itself)."""
         if run not in self._logs:
-            self._logs[run] = EventLog(self.folder / run if run else self.folder)
+            path = self.folder / run if run else self.folder
+            self._logs[run] = EventLog(path, under=self.root)
         return self._logs[run]
 
     @property

@@ -464,3 +464,33 @@ def test_a_folder_without_images_beside_train_is_no_class_and_no_ambiguity(tmp_p
     (data / "notes").mkdir()
     (data / "notes" / "README.txt").write_text("how the photos were taken")
     assert dataset.scan(data).classes == ["ants", "bees"]
+
+
+EPOCH = {
+    "epoch": 1,
+    "phase": "train",
+    "loss": 1.0,
+    "accuracy": 0.5,
+    "val_loss": 1.1,
+    "val_accuracy": 0.5,
+    "learning_rate": 0.001,
+}
+
+
+def test_tensorboard_logging_never_writes_through_a_link(tmp_path):
+    pytest.importorskip("tensorboard")
+    from mtl.report.events import RunEvents
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    board = tmp_path / "run" / "tensorboard"
+    board.mkdir(parents=True)
+    (board / "run").symlink_to(elsewhere)
+    events = RunEvents(board, "run", {"epochs": 1})
+    events.epoch(EPOCH)
+    events.close()
+    assert list(elsewhere.iterdir()) == [] and not events.active
+    real = RunEvents(tmp_path / "other" / "tensorboard", "r", {"epochs": 1})
+    real.epoch(EPOCH)
+    real.close()
+    assert list((tmp_path / "other" / "tensorboard" / "r").rglob("events.out.tfevents.*"))
