@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtl import files
-from mtl.data.images import open_regular
+from mtl.data.dataset import MANIFEST_LIMIT
 from mtl.errors import DataError
 from mtl.safepaths import inside, relative_problem
 
@@ -97,8 +97,7 @@ def _read_lines(path: Path, *, torn_tail: bool = False) -> list[tuple[int, dict[
     if not path.exists():
         return []
     try:
-        with open_regular(path) as fh:
-            text = fh.read().decode("utf-8")
+        text = files.read_text_limited(path, MANIFEST_LIMIT, "a manifest")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise DataError(f"cannot read {path}: {why}; fix or delete the file") from None
