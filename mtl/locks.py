@@ -12,12 +12,20 @@ done; the kernel releases the lock when the process ends however it ends
 Taking the lock checks that the locked file is still the one under that name
 (a waiter may have locked a file its holder just removed) and retries if not.
 ``wait=True`` blocks until the other process is done instead of refusing.
+``shared=True`` is a reader's lock (``mtl train`` on DATA): readers run side by side,
+a writer (``review --apply``/``--undo``, ``fetch``) waits for or is refused by them all,
+and they by it. The last holder out removes the file (it tries an exclusive lock
+first, so it never removes a file another reader still holds). A reader that cannot
+create the lock file (a read-only DATA) reads without one: nobody can write there.
+The lock file is opened with ``O_NOFOLLOW``: a link planted at ``.mtl.lock`` is
+refused naming it, never opened and truncated at its target.
 Where ``fcntl`` does not exist (Windows) the lock is a no-op.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,14 +42,15 @@ class FolderBusy(UsageError):
 
 @contextlib.contextmanager
 def folder_lock(
-    folder: str | os.PathLike[str], what: str = "mtl", *, wait: bool = False
+    folder: str | os.PathLike[str], what: str = "mtl", *, wait: bool = False, shared: bool = False
 ) -> Iterator[Path]:
-    """Hold the exclusive lock of ``folder`` (created if missing) for the ``with`` block.
+    """Hold the lock of ``folder`` (created if missing) for the ``with`` block: exclusive,
+    or with ``shared`` a reader's lock other readers may hold too.
 
     ``what`` names this use in the lock file and the refusal ("another mtl fetch is
     writing into data/ ..."). Yields the lock file's path. Raises :class:`FolderBusy`
     when another process holds it and ``wait`` is False, and :class:`UsageError` when
-    the folder cannot be created or the lock file cannot be opened.
+    the folder cannot be created or the lock file cannot be opened (or is a link).
     """
     folder = Path(folder)
     path = folder / LOCK_NAME
@@ -50,27 +59,51 @@ def folder_lock(
     except ImportError:  # pragma: no cover - not POSIX
         yield path
         return
-    fd = _acquire(fcntl, folder, path, wait)
+    fd = _acquire(fcntl, folder, path, wait, shared)
+    if fd is None:  # a reader of a folder it cannot write: no writer can change it either
+        yield path
+        return
     try:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what} pid {os.getpid()}\n".encode(), 0)
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # still locked: nobody can be holding this file now
+        try:
+            # Still ours alone (a shared holder checks that no other reader holds it):
+            # nobody can be holding this file now, so it can go.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                    path.unlink()
+        except OSError:
+            pass  # another reader holds it: the last one out removes it
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _acquire(fcntl: Any, folder: Path, path: Path, wait: bool) -> int:
+def _open(folder: Path, path: Path, shared: bool) -> int | None:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            from mtl.files import refuse_link
+
+            refuse_link(path)
+        if shared and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and folder.is_dir():
+            return None
+        raise UsageError(f"cannot lock {folder}: {exc.strerror or exc}") from None
+
+
+def _acquire(fcntl: Any, folder: Path, path: Path, wait: bool, shared: bool) -> int | None:
     while True:
+        fd = _open(folder, path, shared)
+        if fd is None:
+            return None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as exc:
-            raise UsageError(f"cannot lock {folder}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)

@@ -101,15 +101,14 @@ def cpu_devices() -> int:
 def tf_config() -> dict[str, Any] | None:
     """``TF_CONFIG`` (multi-worker training), checked: a JSON object whose ``cluster``
     lists its ``worker`` addresses and whose ``task`` is one of them."""
-    import json
-
+    from mtl import files
     from mtl.errors import UsageError
 
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
     try:
-        config = json.loads(raw)
+        config = files.loads_json(raw)
     except ValueError as exc:
         raise UsageError(f"TF_CONFIG is not valid JSON ({exc})") from None
     cluster = config.get("cluster") if isinstance(config, dict) else None

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl import reprs
+from mtl import files, reprs
 from mtl.crawler.download import download, new_session
 from mtl.crawler.engines import EngineSession, EngineSource, ListSource
 from mtl.crawler.keywords import Keyword
@@ -143,8 +143,7 @@ class _Run:
         self.classes = [self._open(kw) for kw in plan.keywords]
 
     def _open(self, kw: Keyword) -> _Class:
-        folder = self.plan.out / kw.slug
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = files.owned_dir(self.plan.out / kw.slug, under=self.plan.out)
         remove_temp_files(folder)
         self.state.adopt_folder(kw.slug, self.plan.min_size)
         have = self.state.count(kw.slug)

@@ -11,7 +11,6 @@ the page lists (the download check decides what is an image).
 from __future__ import annotations
 
 import html
-import json
 import os
 import queue
 import re
@@ -24,6 +23,7 @@ from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import requests
 
+from mtl import files
 from mtl.crawler.download import USER_AGENT, fetch_bytes
 from mtl.crawler.reasons import Rejected
 from mtl.errors import UsageError
@@ -108,12 +108,12 @@ def bing_urls(page: bytes) -> tuple[list[str], int]:
 def _murl(raw: str) -> str | None:
     """The ``murl`` of a Bing result's ``m`` attribute (JSON; a regex if it is not quite)."""
     try:
-        meta = json.loads(raw)
+        meta = files.loads_json(raw)
         url = meta.get("murl") if isinstance(meta, dict) else None
     except ValueError:
         found = re.search(r'"murl"\s*:\s*"((?:[^"\\]|\\.)*)"', raw)
         try:
-            url = json.loads(f'"{found.group(1)}"') if found else None
+            url = files.loads_json(f'"{found.group(1)}"') if found else None
         except ValueError:
             url = None
     return url if isinstance(url, str) and url else None
@@ -126,7 +126,7 @@ def google_urls(page: bytes) -> tuple[list[str], int]:
     urls = []
     for match in _GOOGLE_ITEM.finditer(text):
         try:
-            url = json.loads(f'"{match.group(1)}"')  # \u003d and friends
+            url = files.loads_json(f'"{match.group(1)}"')  # \u003d and friends
         except ValueError:
             continue
         host = urlsplit(url).hostname or ""

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtl import files
-from mtl.data.images import open_regular
+from mtl.data.dataset import MANIFEST_LIMIT
 from mtl.errors import DataError
 from mtl.safepaths import inside, relative_problem
 
@@ -97,8 +97,7 @@ def _read_lines(path: Path, *, torn_tail: bool = False) -> list[tuple[int, dict[
     if not path.exists():
         return []
     try:
-        with open_regular(path) as fh:
-            text = fh.read().decode("utf-8")
+        text = files.read_text_limited(path, MANIFEST_LIMIT, "a manifest")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
         raise DataError(f"cannot read {path}: {why}; fix or delete the file") from None
@@ -110,7 +109,7 @@ def _read_lines(path: Path, *, torn_tail: bool = False) -> list[tuple[int, dict[
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = files.loads_json(line)
         except json.JSONDecodeError:
             if torn_tail and not any(rest.strip() for rest in lines[number:]):
                 break
@@ -152,9 +151,7 @@ def load_manifest(out: Path) -> list[ManifestEntry]:
 def append_pending(out: Path, entry: ManifestEntry) -> None:
     """Journal ``entry`` before its file is placed; the line is in the kernel's hands on return."""
     line = json.dumps(entry.to_json(), ensure_ascii=False) + "\n"
-    with open(out / PENDING, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
+    files.append_text(out / PENDING, line)
 
 
 def load_pending(out: Path) -> list[ManifestEntry]:
@@ -163,7 +160,7 @@ def load_pending(out: Path) -> list[ManifestEntry]:
 
 
 def clear_pending(out: Path) -> None:
-    (out / PENDING).unlink(missing_ok=True)
+    files.remove(out / PENDING)
 
 
 def save_manifest(out: Path, entries: list[ManifestEntry]) -> None:

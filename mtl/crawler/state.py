@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mtl import files
 from mtl.crawler.dedupe import Entry, HashIndex
 from mtl.crawler.download import TEMP_PREFIX, TEMP_SUFFIX
 from mtl.crawler.manifest import (
@@ -196,6 +197,7 @@ def first_free_index(folder: Path) -> int:
 
 def place(tmp: Path, final: Path) -> None:
     """Move a checked temp file into place; refuse to replace anything."""
+    files.refuse_link(final)
     if final.exists():
         raise FileExistsError(final)
     os.chmod(tmp, 0o644)  # mkstemp made it 0600; kept images are ordinary files

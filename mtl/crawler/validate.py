@@ -14,7 +14,14 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from mtl.crawler.reasons import Rejected
-from mtl.data.images import MAX_PIXELS, NotRegularFile, open_regular, to_rgb, upright
+from mtl.data.images import (
+    MAX_PIXELS,
+    NotRegularFile,
+    decode_error,
+    open_regular,
+    to_rgb,
+    upright,
+)
 
 # Pillow format name -> the extension a kept file gets, whatever the URL said.
 FORMAT_EXTENSIONS = {
@@ -54,6 +61,8 @@ def inspect_image(path: Path, min_size: tuple[int, int]) -> ImageInfo:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # The header parsed but the pixel data did not: cut off or corrupt.
         raise Rejected("truncated", str(exc) or type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001 - any other decoder failure: this file only
+        raise Rejected("not_image", decode_error(exc).message) from None
 
 
 def _check(img: Image.Image, min_size: tuple[int, int]) -> ImageInfo:

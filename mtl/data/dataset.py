@@ -7,25 +7,46 @@ Nothing here imports Keras. Decoding (the per-file check) happens once, in
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl import files
 from mtl.data.images import IMAGE_EXTENSIONS, REVIEW_FOLDER, is_image_name, list_images
 from mtl.errors import DataError
 from mtl.reprs import HIDDEN
 from mtl.safepaths import relative_problem
 
 MANIFEST = "manifest.jsonl"
-# Split folders as Ultralytics, fastai and Hugging Face's imagefolder name them: DATA/train/
-# with one of VAL_FOLDERS (validation, used as given) and TEST_FOLDER (held out: scored once
-# after training, never trained or validated on). Never class names.
+MANIFEST_LIMIT = 256 << 20  # about a million photos' lines
+# The one table of split folders, read by every command (train's scan, evaluate, review's
+# moves, undo and page decisions): a folder's name, in any case, to its role. The names
+# Ultralytics, fastai, Roboflow and Hugging Face's imagefolder write: DATA/train/ with a
+# validation folder (used as given) and test/ (held out: scored once after training,
+# never trained or validated on). Never class names.
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 TRAIN_FOLDER = "train"
-VAL_FOLDERS = ("val", "valid", "validation")
+VAL_FOLDERS = tuple(name for name, role in SPLIT_NAMES.items() if role == "val")
 TEST_FOLDER = "test"
-SPLIT_FOLDERS = (TRAIN_FOLDER, *VAL_FOLDERS, TEST_FOLDER)
+SPLIT_FOLDERS = tuple(SPLIT_NAMES)
+# What marks a folder as a run folder of `mtl train` (its model, or its checkpoint record):
+# inside DATA (`--out data/run`) it is never a class, its plots never training photos.
+RUN_MARKERS = ("model.keras", "checkpoint/run.json", "split.csv")
+
+
+def split_role(name: str) -> str | None:
+    """ "train", "val" or "test" for a split folder's name (any case, any alias), else None."""
+    return SPLIT_NAMES.get(name.lower())
+
+
 MIN_PER_CLASS = 10
 MAX_IMBALANCE = 5.0
 
@@ -96,13 +117,44 @@ def stable_split(
     return sorted((p, "val" if i < k else "train") for i, (_, p) in enumerate(keyed))
 
 
-def class_folders(folder: Path) -> list[Path]:
-    """The sub-folders that are classes: not hidden, not review's ``_review/``."""
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder of ``mtl train`` (or a folder of them, ``runs/``)."""
+
+    def marked(d: Path) -> bool:
+        return any((d / m).exists() for m in RUN_MARKERS)
+
+    if marked(folder):
+        return True
+    subs = 0
+    try:
+        with os.scandir(folder) as found:  # a class folder of many photos: no stat each
+            for entry in found:
+                if entry.is_dir():
+                    if not marked(Path(entry.path)):
+                        return False
+                    subs += 1
+    except OSError:
+        return False
+    return subs > 0
+
+
+def _sub_folders(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
         if p.is_dir() and not p.name.startswith(".") and p.name != REVIEW_FOLDER
     )
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """The sub-folders that are classes: not hidden, not review's ``_review/``, not a run
+    folder of ``mtl train`` (``--out DATA/run``)."""
+    return [p for p in _sub_folders(folder) if not is_run_folder(p)]
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run folders of ``mtl train`` among ``folder``'s sub-folders (left out of scans)."""
+    return [p for p in _sub_folders(folder) if is_run_folder(p)]
 
 
 def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
@@ -117,12 +169,17 @@ def _read_manifest(root: Path) -> dict[str, set[Path]] | None:
     if not path.is_file():
         return None
     listed: dict[str, set[Path]] = {}
+    try:
+        text = files.read_text_limited(path, MANIFEST_LIMIT, "a manifest")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise DataError(f"cannot read {path}: {why}; fix or delete the file") from None
     # split("\n"), not splitlines(): U+2028 inside a JSON string is not a line break.
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = files.loads_json(line)
             rel = entry.get("path") or entry.get("file")
             if not isinstance(rel, str):
                 raise ValueError("no path")
@@ -184,6 +241,11 @@ def _check_classes(found: dict[str, list[Path]], where: Path) -> None:
         why = label_problem(c)
         if why:
             raise DataError(f"class folder {str(where / c)!r} cannot be a class name: {why}")
+        if split_role(c):
+            raise DataError(
+                f"class folder {where / c} is named like a split folder "
+                f"({', '.join(SPLIT_FOLDERS)}, in any case), never a class: rename it"
+            )
     total = sum(len(v) for v in found.values())
     if total == 0:
         raise DataError(
@@ -208,9 +270,22 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
-    if (root / TRAIN_FOLDER).is_dir():
-        return _scan_split_folders(root, val_split, seed)
-    _refuse_split_names(root)
+    splits = split_layout(root)
+    if splits is not None:
+        ds = _scan_split_folders(root, splits, val_split, seed)
+    else:
+        ds = _scan_class_folders(root, val_split, seed)
+    runs = run_folders(root)
+    if runs:
+        ds.warnings.append(
+            f"left out {', '.join(p.name + '/' for p in runs)}: run folder(s) of mtl train, "
+            "not classes"
+        )
+    ds.warnings.extend(overlap_warnings(ds))
+    return ds
+
+
+def _scan_class_folders(root: Path, val_split: float, seed: int) -> Dataset:
     manifest = _read_manifest(root)
     found = _scan_classes(root, manifest)
     _check_classes(found, root)
@@ -231,25 +306,52 @@ def scan(root: str | Path, *, val_split: float = 0.2, seed: int = 42) -> Dataset
     return ds
 
 
-def _refuse_split_names(root: Path) -> None:
-    """Split folders without ``train/`` would train a "test vs val" model: refuse."""
-    names = [d.name for d in class_folders(root)]
-    if names and all(n.lower() in SPLIT_FOLDERS for n in names):
-        raise DataError(
-            f"{root} holds split folders ({', '.join(names)}), not class folders, and no "
-            f"{TRAIN_FOLDER}/: put the training photos in {root / TRAIN_FOLDER}/<class>/ "
-            f"(validation in {VAL_FOLDERS[0]}/, {VAL_FOLDERS[1]}/ or {VAL_FOLDERS[2]}/, "
-            f"held-out photos in {TEST_FOLDER}/), or give the folder of class folders itself"
-        )
+def _slashed(folders: Sequence[Path]) -> str:
+    return ", ".join(p.name + "/" for p in folders)
 
 
-def _split_folder(root: Path, names: Sequence[str]) -> Path | None:
-    found = [root / n for n in names if (root / n).is_dir()]
-    if len(found) > 1:
+def split_layout(root: Path) -> dict[str, Path] | None:
+    """``root``'s split folders by role (``{"train": root/Train, "val": root/valid}``), or
+    None for a folder of class folders. Read from :data:`SPLIT_NAMES` (any case); a layout
+    that could be read two ways is refused (exit 2) saying what was found: split folders
+    without ``train/``, split folders beside class folders, two folders of one role."""
+    folders = class_folders(root)
+    splits = [d for d in folders if split_role(d.name)]
+    if not splits:
+        return None
+    # Folders beside split folders count when they hold images (notes, scripts: ignored).
+    classes = [d for d in folders if not split_role(d.name) and list_images(d)]
+    where = (
+        f"put the training photos in {root / TRAIN_FOLDER}/<class>/ (validation in "
+        f"{'/, '.join(VAL_FOLDERS)}/, held-out photos in {TEST_FOLDER}/)"
+    )
+    has_train = any(split_role(d.name) == "train" for d in splits)
+    if not classes and not has_train:
+        # Split folders without train/ would train a "test vs val" model.
         raise DataError(
-            f"{root} has {' and '.join(p.name + '/' for p in found)}: keep one validation folder"
+            f"{root} holds split folders ({_slashed(splits)}), not class folders, and no "
+            f"{TRAIN_FOLDER}/: {where}, or give the folder of class folders itself"
         )
-    return found[0] if found else None
+    if classes and not has_train:
+        raise DataError(
+            f"{root} mixes split folders ({_slashed(splits)}) with class folders "
+            f"({_slashed(classes)}): a split folder is never a class; {where}, or rename them"
+        )
+    if classes:
+        raise DataError(
+            f"{root} has {_slashed(splits)} and also class folders beside them "
+            f"({_slashed(classes)}), which would be left out: move them into "
+            f"{TRAIN_FOLDER}/ (or a validation or {TEST_FOLDER}/ folder), or out of {root}"
+        )
+    by_role: dict[str, Path] = {}
+    for d in splits:
+        role = split_role(d.name) or ""
+        if role in by_role:
+            what = "validation" if role == "val" else role
+            first = by_role[role].name
+            raise DataError(f"{root} has {first}/ and {d.name}/: keep one {what} folder")
+        by_role[role] = d
+    return by_role
 
 
 def _given(folder: Path, classes: list[str], train_dir: Path) -> dict[str, list[Path]]:
@@ -263,14 +365,16 @@ def _given(folder: Path, classes: list[str], train_dir: Path) -> dict[str, list[
     return found
 
 
-def _scan_split_folders(root: Path, val_split: float, seed: int) -> Dataset:
+def _scan_split_folders(
+    root: Path, splits: dict[str, Path], val_split: float, seed: int
+) -> Dataset:
     """``root/train`` with a validation folder (used as given) or without (split), and
-    ``root/test`` held out."""
-    train_dir = root / TRAIN_FOLDER
+    ``root/test`` held out (``splits``: :func:`split_layout`)."""
+    train_dir = splits["train"]
     train = _scan_classes(train_dir, None)
     _check_classes(train, train_dir)
     classes = sorted(train)
-    val_dir = _split_folder(root, VAL_FOLDERS)
+    val_dir = splits.get("val")
     items: list[Item] = []
     if val_dir is not None:
         val = _given(val_dir, classes, train_dir)
@@ -282,12 +386,79 @@ def _scan_split_folders(root: Path, val_split: float, seed: int) -> Dataset:
             for p, side in stable_split(train[c], train_dir / c, val_split, seed):
                 items.append(Item(p, label, side))
     test: list[Item] = []
-    test_dir = root / TEST_FOLDER
-    if test_dir.is_dir():
+    test_dir = splits.get("test")
+    if test_dir is not None:
         held = _given(test_dir, classes, train_dir)
         test = [Item(p, classes.index(c), "test") for c in classes for p in held.get(c, [])]
     layout = "train/val" if val_dir is not None else "split"
     return Dataset(root, classes, items, layout, test=test, val_dir=val_dir)
+
+
+def overlap_warnings(ds: Dataset) -> list[str]:
+    """Held-out photos that are also training photos (the same file, a link to it, or the
+    same bytes): test/ against train and validation, a given validation folder against
+    train. Their scores would flatter the model."""
+    pairs = []
+    if ds.test:
+        pairs.append(("test", ds.test, ds.items))
+    if ds.layout == "train/val":
+        pairs.append(("validation", ds.subset("val"), ds.subset("train")))
+    out = []
+    for name, held, trained in pairs:
+        same = same_photos([it.path for it in held], [it.path for it in trained])
+        if same:
+
+            def rel(p: Path) -> str:
+                return p.relative_to(ds.root).as_posix() if p.is_relative_to(ds.root) else str(p)
+
+            shown = "; ".join(f"{rel(a)} = {rel(b)}" for a, b in same[:3])
+            more = " ..." if len(same) > 3 else ""
+            out.append(
+                f"{len(same)} {name} photo(s) are also training photos (the same file or the "
+                f"same bytes): {shown}{more}; the {name} scores flatter the model: remove "
+                "them from one side"
+            )
+    return out
+
+
+def same_photos(held: Sequence[Path], trained: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(held, trained) pairs that are one file (links included) or hold the same bytes.
+    Files are compared by size first: only photos of one size are read and hashed."""
+    ids: dict[tuple[int, int], Path] = {}
+    by_size: dict[int, list[Path]] = {}
+    for p in trained:
+        try:
+            st = p.stat()
+        except OSError:
+            continue  # reported by the decode check
+        ids.setdefault((st.st_dev, st.st_ino), p)
+        by_size.setdefault(st.st_size, []).append(p)
+    digests: dict[Path, str | None] = {}
+
+    def digest(p: Path) -> str | None:
+        if p not in digests:
+            h = hashlib.sha256()
+            try:
+                with files.open_regular(p) as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+                digests[p] = h.hexdigest()
+            except OSError:
+                digests[p] = None
+        return digests[p]
+
+    found = []
+    for p in held:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        twin = ids.get((st.st_dev, st.st_ino))
+        if twin is None and st.st_size in by_size and digest(p) is not None:
+            twin = next((t for t in by_size[st.st_size] if digest(t) == digest(p)), None)
+        if twin is not None:
+            found.append((p, twin))
+    return found
 
 
 def check_usable(ds: Dataset) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field
@@ -44,9 +45,29 @@ class CacheStats:
     hits: int = 0
     computed: int = 0
     spilled: int = 0
+    bad: int = 0  # entries found unusable (NaN, wrong shape or type) and computed again
 
     def to_json(self) -> dict[str, int]:
-        return {"hits": self.hits, "computed": self.computed, "spilled": self.spilled}
+        return {
+            "hits": self.hits,
+            "computed": self.computed,
+            "spilled": self.spilled,
+            "bad": self.bad,
+        }
+
+
+def entry_problem(value: np.ndarray, pixels: bool) -> str | None:
+    """Why a cache entry cannot be used, or None: decoded pixels must be uint8, features
+    finite floats; neither may be empty."""
+    if not isinstance(value, np.ndarray) or value.ndim == 0 or value.size == 0:
+        return "not an array of values"
+    if pixels:
+        return None if value.dtype == np.uint8 else f"pixels of type {value.dtype}"
+    if value.dtype.kind != "f":
+        return f"features of type {value.dtype}"
+    if not np.isfinite(value).all():
+        return "NaN or infinite features"
+    return None
 
 
 @dataclass
@@ -78,6 +99,29 @@ class FeatureCache:
                 path.unlink(missing_ok=True)  # a broken entry is just a miss
         return None
 
+    def checked(self, key: str, pixels: bool) -> np.ndarray | None:
+        """The entry of ``key`` if it is usable, else None (a bad one is discarded, to be
+        computed again): a shared cache folder is data like any other, and a NaN or
+        truncated entry served as features would make a run "diverge" for no reason of
+        its own. Features are finite floats; decoded pixels are uint8."""
+        value = self.get(key)
+        if value is None:
+            return None
+        why = entry_problem(value, pixels)
+        if why is None:
+            return value
+        self.discard(key)
+        self.stats.bad += 1
+        return None
+
+    def discard(self, key: str) -> None:
+        if self._memory.pop(key, None) is not None:
+            self._used = sum(v.nbytes for v in self._memory.values())
+        path = self._file(key)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                files.remove(path)
+
     def __contains__(self, key: str) -> bool:
         path = self._file(key)
         return key in self._memory or (path is not None and path.is_file())
@@ -87,6 +131,8 @@ class FeatureCache:
         path = self._file(key)
         fits = self._used + value.nbytes <= self.memory_bytes
         if path is not None and (self.persistent or not fits):
+            assert self.folder is not None
+            files.owned_dir(path.parent, under=self.folder)  # never into a planted link
             files.write_stream(path, lambda fh: np.save(fh, value), force=True)
             if not fits:
                 self.stats.spilled += 1
@@ -169,6 +215,8 @@ def compute(
     keys: dict[Path, str] = {}
     failures: dict[Path, str] = {}
     todo: list[Path] = []
+    hit_shapes: dict[Path, tuple[int, ...]] = {}
+    pixels = extractor is None
     for p in paths:
         try:
             key = cache.key(file_digest(p), spec)
@@ -182,8 +230,10 @@ def compute(
             failures[p] = f"cannot read: {exc.strerror or exc}"
             continue
         keys[p] = key
-        if key in cache:
+        value = cache.checked(key, pixels)
+        if value is not None:
             cache.stats.hits += 1
+            hit_shapes[p] = value.shape
         else:
             todo.append(p)
     done = len(paths) - len(todo)
@@ -191,20 +241,36 @@ def compute(
         on_progress(done, len(paths))
     if extractor is not None and not extractor.batch:
         extractor.batch = batch_size
-    for batch in iter_batches(todo, size, batch_size, fit=fit):
-        if stop is not None and stop.is_set():
-            raise Cancelled
-        for p, reason in batch.failures:
-            failures[p] = reason
-            keys.pop(p, None)
-        if len(batch.paths):
-            values = extractor(batch.pixels) if extractor is not None else batch.pixels
-            for p, v in zip(batch.paths, values, strict=True):
-                cache.put(keys[p], v)
-                cache.stats.computed += 1
-        done += len(batch.paths) + len(batch.failures)
-        if on_progress:
-            on_progress(done, len(paths))
+    shapes: list[tuple[int, ...]] = []
+
+    def fill(todo: list[Path], done: int) -> None:
+        for batch in iter_batches(todo, size, batch_size, fit=fit):
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            for p, reason in batch.failures:
+                failures[p] = reason
+                keys.pop(p, None)
+            if len(batch.paths):
+                values = extractor(batch.pixels) if extractor is not None else batch.pixels
+                for p, v in zip(batch.paths, values, strict=True):
+                    cache.put(keys[p], v)
+                    cache.stats.computed += 1
+                    shapes.append(v.shape)
+            done += len(batch.paths) + len(batch.failures)
+            if on_progress:
+                on_progress(min(done, len(paths)), len(paths))
+
+    fill(todo, done)
+    # Every entry of one spec has one shape: the one just computed (else the most common
+    # among the hits). An entry of another shape is someone else's: computed again.
+    common = Counter(shapes or list(hit_shapes.values())).most_common(1)
+    if common:
+        odd = [p for p, shape in hit_shapes.items() if shape != common[0][0]]
+        for p in odd:
+            cache.discard(keys[p])
+            cache.stats.hits -= 1
+            cache.stats.bad += 1
+        fill(odd, len(paths))
     ok = [p for p in paths if p in keys]
     return Features(ok, [keys[p] for p in ok], sorted(failures.items()))
 

@@ -6,7 +6,6 @@ see exactly the same pixels for the same file.
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import stat
@@ -14,12 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mtl.errors import ImageError, UsageError
+from mtl.files import NotRegularFile, file_kind, open_regular  # the one way to open a file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 # Photos `mtl review --apply` set aside (and its record): inside a data folder, never a
@@ -45,18 +45,6 @@ def is_image_name(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    return "not a regular file"
-
-
 def not_regular(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` (links followed) is not a regular file, or None if it is one (or is gone).
 
@@ -66,33 +54,7 @@ def not_regular(path: str | os.PathLike[str]) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None  # reported by whoever opens it (no such file, permission denied, ...)
-    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}, not an image file"
-
-
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open ``path`` for reading only if it is a regular file; never block on a FIFO.
-
-    The file is opened non-blocking (a FIFO opens at once that way) and checked
-    with ``fstat`` on the open descriptor, so a file swapped after a check is
-    still refused. Raises :class:`NotRegularFile` (an ``OSError``) otherwise.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            why = f"is {_kind(mode)}, not a regular file"
-            raise NotRegularFile(errno.EINVAL, why, os.fspath(path))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-class NotRegularFile(OSError):
-    """A path that names a FIFO, socket, device or folder where a file was expected."""
+    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not an image file"
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -217,6 +179,20 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None  # gone meanwhile: "unrecognised" is what was seen
+
+
+def _sniff_or_none(path: Path) -> str | None:
+    try:
+        return _sniff(path)
+    except OSError:
+        return None
+
+
 def check_fit(fit: str) -> str:
     if fit not in FITS:
         raise UsageError(f"fit must be one of {', '.join(FITS)}. Received fit={fit!r}")
@@ -266,19 +242,30 @@ def load_image(
     except NotRegularFile as exc:
         raise ImageError(str(exc.strerror)) from None
     except UnidentifiedImageError:
-        if path.stat().st_size == 0:
+        if _size(path) == 0:
             raise ImageError("empty file (0 bytes)") from None
-        claimed = _sniff(path)
+        claimed = _sniff_or_none(path)
         if claimed:
             raise ImageError(f"cannot decode image: corrupt {claimed} header") from None
         raise ImageError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason.lower():
-            raise ImageError("truncated or incomplete image data") from None
-        raise ImageError(f"cannot decode image: {reason}") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this one file's
+        raise decode_error(exc) from None
+
+
+def decode_error(exc: Exception) -> ImageError:
+    """The one-line reason a decoder's exception gives, as the :class:`ImageError` of that
+    one file. Pillow's plugins raise more than ``OSError`` (a DDS file with an unusual
+    pixel format named ``.jpg`` raises ``NotImplementedError``; others ``struct.error``,
+    ``IndexError``, ``ZeroDivisionError``, ``MemoryError``): whatever the type, it is one
+    file's problem, skipped with its name, never the end of a whole command."""
+    reason = str(exc) or type(exc).__name__
+    if "truncated" in reason.lower():
+        return ImageError("truncated or incomplete image data")
+    if not isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        reason = f"{type(exc).__name__}: {reason}" if str(exc) else reason
+    return ImageError(f"cannot decode image: {' '.join(reason.split())}")
 
 
 def upright(img: Image.Image) -> Image.Image:
@@ -327,8 +314,9 @@ def load_in_memory(
         raise ImageError(f"image too large ({image.width}x{image.height} pixels)")
     try:
         return _pixels(image, width, height, fit)
-    except (OSError, ValueError) as exc:  # a closed image, a mode Pillow cannot convert
-        raise ImageError(f"cannot use image: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a closed image, a mode Pillow cannot convert
+        reason = decode_error(exc).message.removeprefix("cannot decode image: ")
+        raise ImageError(f"cannot use image: {reason}") from None
 
 
 def _cover(img: Image.Image, width: int, height: int) -> Image.Image:

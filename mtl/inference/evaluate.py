@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtl import files, reprs
-from mtl.data.dataset import class_folders
+from mtl.data.dataset import class_folders, split_layout
 from mtl.data.images import list_images
 from mtl.errors import DataError, ModelFileError, UsageError
 from mtl.progress import ProgressFn
@@ -114,10 +114,23 @@ class EvaluationReport:
 
 
 def scan_test_set(data_dir: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """Class folder name -> its image files (recursively), for non-empty class folders."""
+    """Class folder name -> its image files (recursively), for non-empty class folders.
+
+    A dataset of split folders (:data:`mtl.data.dataset.SPLIT_NAMES`: ``train/``, ``test/``,
+    any case) is read as train reads it: its ``test/`` is the test set; split folders are
+    never classes."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"no test set folder at {root}")
+    splits = split_layout(root)
+    if splits is not None:
+        if "test" not in splits:
+            raise DataError(
+                f"{root} holds split folders ({', '.join(p.name + '/' for p in splits.values())}) "
+                "and no test folder: give a folder of class folders, or the run folder with "
+                "--split val"
+            )
+        root = splits["test"]
     classes: dict[str, list[Path]] = {}
     for sub in class_folders(root):
         images = list_images(sub)
@@ -144,7 +157,6 @@ def run_folder_of(model_path: str | os.PathLike[str]) -> Path:
 def was_refit(run_dir: Path) -> bool:
     """Whether the run's saved model was refit on every photo: its ``mtl.json`` record
     says so; a model from before that record, its ``metrics.json`` notes."""
-    import json
 
     from mtl.inference.predict import MODEL_FILE
     from mtl.model.modelio import read_info
@@ -157,7 +169,7 @@ def was_refit(run_dir: Path) -> bool:
         return info.refit
     try:
         text = files.read_text_limited(run_dir / "metrics.json", files.RECORD_LIMIT, "metrics")
-        notes = json.loads(text).get("notes")
+        notes = files.loads_json(text).get("notes")
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(notes, list) and any("refit on all" in str(n) for n in notes)
@@ -232,10 +244,8 @@ def read_split(run_dir: str | os.PathLike[str], subset: str) -> dict[str, list[P
 def _recorded_data(run: Path) -> Path | None:
     """The run's data folder from its ``config.json``: relative to the run folder (or
     absolute); None when unreadable."""
-    import json
-
     try:
-        recorded = json.loads(
+        recorded = files.loads_json(
             files.read_text_limited(run / "config.json", files.RECORD_LIMIT, "settings")
         )
     except (OSError, ValueError):

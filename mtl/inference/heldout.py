@@ -10,7 +10,6 @@ scores join ``metrics.json`` and the result.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -117,7 +116,9 @@ def finish_test(run_dir: Path, on_progress: ProgressFn | None = None) -> tuple[d
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
     metrics_file = run_dir / "metrics.json"
     try:
-        saved = json.loads(files.read_text_limited(metrics_file, files.RECORD_LIMIT, "metrics"))
+        saved = files.loads_json(
+            files.read_text_limited(metrics_file, files.RECORD_LIMIT, "metrics")
+        )
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {metrics_file}: {exc}") from None
     if not isinstance(saved, dict):

@@ -9,13 +9,13 @@ import TensorFlow or Keras.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mtl import files
 from mtl.errors import ModelFileError
 
 CLASS_NAMES_KEY = "mtl.class_names"
@@ -31,7 +31,7 @@ def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str]
     if raw is None:
         return None
     try:
-        names = json.loads(raw)
+        names = files.loads_json(raw)
     except ValueError:
         names = None
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):

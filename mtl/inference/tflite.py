@@ -123,7 +123,6 @@ class TFLiteModel:
     def _read_info(self) -> tuple[str, list[str] | None]:
         """The fit ``mtl export`` recorded ("squash" for a file without one) and the class
         names (None for a file without them)."""
-        import json
         import mmap
 
         from mtl.litert import read_metadata
@@ -135,7 +134,7 @@ class TFLiteModel:
                 mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m,
             ):
                 raw = read_metadata(m, INFO_METADATA)  # type: ignore[arg-type]
-            info = json.loads(raw) if raw is not None else {}
+            info = files.loads_json(raw) if raw is not None else {}
         except (OSError, ValueError) as exc:
             raise ModelFileError(f"{self.path} has damaged mtl metadata: {exc}") from None
         if not isinstance(info, dict):

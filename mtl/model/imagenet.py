@@ -4,12 +4,12 @@ file (review's off-topic and wrong-label scores, train's ImageNet prior)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mtl import files
 from mtl.errors import WeightsUnavailable
 from mtl.model import backbones
 
@@ -22,7 +22,7 @@ class ClassIndex:
 
 def load_class_index(path: Path) -> ClassIndex:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = files.read_json(path, "the ImageNet class index")
         items = sorted(((int(k), v) for k, v in raw.items()), key=lambda kv: kv[0])
         wnids = [str(v[0]) for _, v in items]
         labels = [str(v[1]) for _, v in items]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtl import files
 from mtl.errors import ModelFileError
 
 FIT_LAYER = "fit"  # the saved model's first layer: any photo to the square (classifier)
@@ -177,6 +178,7 @@ def save_model(
     without mtl, and the class names still travel inside the one file.
     """
     path = Path(path)
+    files.refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
@@ -280,7 +282,7 @@ def read_meta(path: Path) -> dict[str, Any] | None:
                 return None
             if z.getinfo(META_ENTRY).file_size > MAX_META_BYTES:
                 raise ModelFileError(f"{path} is damaged: its {META_ENTRY} is too large")
-            meta = json.loads(z.read(META_ENTRY).decode("utf-8"))
+            meta = files.loads_json(z.read(META_ENTRY).decode("utf-8"))
     except (OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is damaged: cannot read its {META_ENTRY} ({exc})") from None
     names = meta.get("class_names") if isinstance(meta, dict) else None
@@ -301,7 +303,6 @@ def check_model_file(path: Path) -> None:
     """Refuse a hostile ``.keras`` before Keras reads it: a ``config.json`` that would
     inflate past :data:`MAX_CONFIG_BYTES`, or an input larger than :data:`MAX_INPUT_PIXELS`
     a side (building such a model takes more memory than any machine has)."""
-    import json
 
     try:
         with zipfile.ZipFile(path) as z:
@@ -318,7 +319,7 @@ def check_model_file(path: Path) -> None:
                     f"{path} is not an mtl model: its config.json inflates to "
                     f"{info.file_size} bytes (the limit is {MAX_CONFIG_BYTES // 2**20} MiB)"
                 )
-            config = json.loads(z.read(info))
+            config = files.loads_json(z.read(info))
     except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         if isinstance(exc, ModelFileError):
             raise
@@ -427,13 +428,12 @@ def _input_shapes(node: Any) -> list[list[Any]]:
 
 def _why_unloadable(path: Path, exc: Exception) -> str:
     """A one-line reason a .keras file did not load, naming what a user can act on."""
-    import json
 
     try:
         with zipfile.ZipFile(path) as z:
             if "config.json" not in z.namelist():
                 return "not a Keras model file (a zip archive without config.json)"
-            config = json.loads(z.read("config.json"))
+            config = files.loads_json(z.read("config.json"))
     except (OSError, zipfile.BadZipFile, ValueError):
         return "damaged Keras model file"
     import mtl.model.layers

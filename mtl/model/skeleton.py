@@ -195,7 +195,7 @@ def write(
     source = path(architecture)
     try:
         with zipfile.ZipFile(source) as z:
-            sidecar = json.loads(z.read(ENTRY))
+            sidecar = files.loads_json(z.read(ENTRY))
             entries = {name: z.read(name) for name in KERAS_ENTRIES}
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return False
@@ -203,7 +203,7 @@ def write(
     if sidecar.get("architecture") != architecture or len(places or []) != len(head_weights):
         return False
     classes = int(head_weights[-1].shape[0])
-    config = json.loads(entries["config.json"])
+    config = files.loads_json(entries["config.json"])
     if classes != sidecar.get("classes"):
         config = with_classes(config, classes, views)
         if config is None:
@@ -226,7 +226,7 @@ def write(
                 del h5[place]
                 h5.create_dataset(place, data=value.astype(dtype))
     entries[WEIGHTS] = buffer.getvalue()
-    metadata = json.loads(entries["metadata.json"])
+    metadata = files.loads_json(entries["metadata.json"])
     metadata["date_saved"] = time.strftime("%Y-%m-%d@%H:%M:%S")
     entries["metadata.json"] = json.dumps(metadata).encode()
     from mtl.model.modelio import META_ENTRY, with_info

@@ -14,7 +14,6 @@ import dataclasses
 import difflib
 import itertools
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +24,6 @@ from mtl.data.images import FITS
 from mtl.errors import UsageError
 from mtl.model import backbones
 from mtl.model.modelio import MAX_PARAMS, MAX_UNITS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed")
@@ -455,14 +449,13 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.suffix == ".json":
         return _load_run_json(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        data = files.loads_toml(files.read_text_limited(path, files.RECORD_LIMIT, "settings"))
     except FileNotFoundError:
         raise UsageError(f"no config file at {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:  # tomllib decodes UTF-8 itself
+    except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError, files.TooDeep
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     # A [train] table is accepted as well as top-level keys.
@@ -472,10 +465,8 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _load_run_json(path: Path) -> dict[str, Any]:
-    import json
-
     try:
-        data = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "settings"))
+        data = files.read_json(path, "settings")
     except FileNotFoundError:
         raise UsageError(f"no config file at {path}") from None
     except (ValueError, UnicodeDecodeError) as exc:

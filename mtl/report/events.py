@@ -24,14 +24,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mtl import files
+from mtl.errors import MtlError
+
 
 class EventLog:
     """Per-epoch scalars and images in ``folder``; opened by the first write, so nothing
     is created unasked. Logging never fails a run: an unwritable folder or a missing
-    ``tensorboard`` package turns it off."""
+    ``tensorboard`` package turns it off, and so does a link on the way from ``under``
+    (never written through)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, under: Path | None = None) -> None:
         self.folder = folder
+        self.under = under
         self._writer: Any = None
         self.failed = False
 
@@ -45,7 +50,7 @@ class EventLog:
                 from tensorboard.compat.proto import event_pb2
                 from tensorboard.summary.writer.record_writer import RecordWriter
 
-                self.folder.mkdir(parents=True, exist_ok=True)
+                files.owned_dir(self.folder, under=self.under)
                 name = (
                     f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}."
                     f"{os.getpid()}.0.v2"
@@ -53,7 +58,7 @@ class EventLog:
                 self._writer = RecordWriter(open(self.folder / name, "wb"))  # noqa: SIM115
                 first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
                 self._writer.write(first.SerializeToString())
-            except (ImportError, OSError, ValueError):
+            except (ImportError, OSError, ValueError, MtlError):
                 self.failed = True
         return self._writer is not None and not self.failed
 
@@ -150,7 +155,7 @@ def log_test_scores(folder: Path, step: int, scores: Mapping[str, float]) -> boo
     session = find_session(folder)
     if session is None:
         return False
-    log = EventLog(session / TEST)
+    log = EventLog(session / TEST, under=folder)
     log.scalars(step, {f"epoch_{k}": float(v) for k, v in scores.items()})
     log.close()
     return not log.failed
@@ -162,6 +167,7 @@ class RunEvents:
     ``folder/name``. Each file is created by its first write."""
 
     def __init__(self, folder: Path, name: str, hparams: Mapping[str, Any]) -> None:
+        self.root = folder
         self.folder = folder / name
         self.name = name
         self.hparams = dict(hparams)
@@ -170,7 +176,8 @@ class RunEvents:
     def log(self, run: str = "") -> EventLog:
         """The event file of ``run`` ("" for the session folder itself)."""
         if run not in self._logs:
-            self._logs[run] = EventLog(self.folder / run if run else self.folder)
+            path = self.folder / run if run else self.folder
+            self._logs[run] = EventLog(path, under=self.root)
         return self._logs[run]
 
     @property

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from mtl import files
-from mtl.data.dataset import MANIFEST, REVIEW_FOLDER
+from mtl.data.dataset import MANIFEST, REVIEW_FOLDER, split_role
 from mtl.data.images import is_image_name
 from mtl.errors import DataError, UsageError
 from mtl.review.flags import REASONS, Finding
@@ -52,7 +52,12 @@ REMOVED = "removed"  # the reason of a photo a decisions file says to remove
 # and a planted file past it is refused before it fills memory.
 RECORDS_LIMIT = 64 << 20
 MOVE_REASONS = (*REASONS, REMOVED)
-SPLITS = ("train", "val")  # a class folder may sit under DATA/train or DATA/val
+
+
+def _in_split(folder: str) -> bool:
+    """Whether a class folder under ``folder`` is one review reads: DATA/train or its
+    validation folder, by train's one table of split names (any case, any alias)."""
+    return split_role(folder) in ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def _free(root: Path, rel: PurePosixPath, taken: set[str]) -> str:
 def _class_prefix(original: PurePosixPath, given: str) -> tuple[str, ...]:
     """The folders above the photo's class folder: () or ("train",) / ("val",)."""
     parts = original.parts
-    if len(parts) > 2 and parts[0] in SPLITS and parts[1] == given:
+    if len(parts) > 2 and _in_split(parts[0]) and parts[1] == given:
         return parts[:1]
     return ()
 
@@ -304,7 +309,7 @@ def _manifest_lines(root: Path) -> list[tuple[str | None, str]]:
     out: list[tuple[str | None, str]] = []
     for line in split_lines(path.read_text(encoding="utf-8")):
         try:
-            entry = json.loads(line)
+            entry = files.loads_json(line)
         except ValueError:
             entry = None
         rel = _entry_path(entry) if isinstance(entry, dict) else None
@@ -313,7 +318,7 @@ def _manifest_lines(root: Path) -> list[tuple[str | None, str]]:
 
 
 def _marked(line: str, move: Move) -> str:
-    entry = json.loads(line)
+    entry = files.loads_json(line)
     if move.action == "relabel":
         key = "file" if "file" in entry else "path"
         entry[key] = move.file
@@ -441,7 +446,9 @@ def _record(root: Path, row: dict[str, object], where: str) -> Move:
         raise DataError(f"{where}: no valid sha256 of the photo")
     line = row.get("manifest_line")
     if line is not None:
-        entry = json.loads(line) if isinstance(line, str) and "\n" not in line.rstrip("\n") else 0
+        entry = (
+            files.loads_json(line) if isinstance(line, str) and "\n" not in line.rstrip("\n") else 0
+        )
         if not isinstance(entry, dict) or _entry_path(entry) != original:
             raise DataError(f"{where}: manifest_line is not the manifest line of {original!r}")
     score = row.get("score")
@@ -474,7 +481,7 @@ def read_records(root: Path) -> list[Move]:
             continue
         where = f"{path} line {n}"
         try:
-            row = json.loads(line)
+            row = files.loads_json(line)
         except ValueError:
             raise DataError(f"{where}: not a JSON line; nothing was moved") from None
         if not isinstance(row, dict):
@@ -646,7 +653,7 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
     """The moves a decisions file (saved from the review page) asks for, every line checked
     before any is used: a photo inside DATA, a known action, an existing class."""
     try:
-        data = json.loads(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
+        data = files.loads_json(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
     except FileNotFoundError:
         raise UsageError(f"no such decisions file: {path}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -675,7 +682,7 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
         if action == "keep":
             continue
         src = PurePosixPath(file)
-        prefix = 1 if src.parts[0] in SPLITS and len(src.parts) > 2 else 0
+        prefix = 1 if _in_split(src.parts[0]) and len(src.parts) > 2 else 0
         given = src.parts[prefix]
         if src.parts[0] == REVIEW_FOLDER or given not in classes or len(src.parts) < 2:
             raise DataError(f"{where}: {file} is not a photo in a class folder of {root}")

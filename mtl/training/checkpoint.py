@@ -14,7 +14,6 @@ Layout, under ``RUN/checkpoint/``:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,7 @@ def write_run(run_dir: Path, config: dict[str, Any], data: Path, split: list[lis
     """The run's settings, data folder and split (``[file, class, subset]`` rows, files
     relative to ``data``), so a resumed run can check that its data did not change."""
     record = {"config": config, "data": str(data.resolve()), "split": split}
-    files.write_json(folder(run_dir) / RUN_FILE, record, force=True)
+    files.write_json(files.owned_dir(folder(run_dir)) / RUN_FILE, record, force=True)
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | None]:
@@ -58,7 +57,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | Non
     if not path.is_file():
         raise UsageError(f"{run_dir} has no checkpoint to resume from (no {path.name})")
     try:
-        raw = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
+        raw = files.loads_json(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
         split = raw.get("split")
         if split is not None and not all(
             isinstance(row, list) and len(row) == 3 and all(isinstance(s, str) for s in row)
@@ -72,8 +71,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Path, list[list[str]] | Non
 
 def save(run_dir: Path, ckpt: Checkpoint) -> None:
     """Write the epoch's arrays, then commit them by replacing state.json."""
-    where = folder(run_dir)
-    where.mkdir(parents=True, exist_ok=True)
+    where = files.owned_dir(folder(run_dir))
     name = f"epoch-{ckpt.epochs_done:04d}.npz"
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"var/{i}": v for i, v in enumerate(ckpt.variables)})
@@ -98,7 +96,7 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
     files.write_json(where / STATE_FILE, state, force=True)
     for old in where.glob("*.npz"):
         if old.name not in (name, best):
-            old.unlink(missing_ok=True)
+            files.remove(old)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -118,7 +116,7 @@ def load(run_dir: Path) -> Checkpoint | None:
     if not path.is_file():
         return None
     try:
-        state = json.loads(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
+        state = files.loads_json(files.read_text_limited(path, files.RECORD_LIMIT, "a checkpoint"))
         if not isinstance(state, dict):
             raise ValueError("not a JSON object")
         arrays: dict[str, np.ndarray] = {}

@@ -21,6 +21,7 @@ from mtl.errors import UsageError
 from mtl.pipeline.config import TrainConfig
 from mtl.report import events, metrics
 from mtl.report.metrics import MAX_MATRIX_CLASSES
+from mtl.training import checkpoint
 from mtl.training.tracking import EpochLog
 
 MODEL_FILE = "model.keras"
@@ -91,12 +92,22 @@ def _claim_numbered(base: Path = Path("runs"), name: str = "train") -> Path:
 def clear_run(path: Path) -> None:
     """Remove a previous run's files, the model first, so that an interrupted rerun can
     never look finished with the old model."""
-    import shutil
-
+    refuse_links(path)
     for name in RUN_FILES[::-1]:
-        (path / name).unlink(missing_ok=True)
+        files.remove(path / name)
     for name in RUN_FOLDERS:
-        shutil.rmtree(path / name, ignore_errors=True)
+        files.remove(path / name)
+
+
+def refuse_links(path: Path) -> None:
+    """Every file and folder a run writes or deletes in ``path`` must not be a link (exit
+    2 naming it), checked under the run's lock before anything is written: a linked
+    ``checkpoint/`` would take ``run.json`` and the epochs' ``*.npz`` (and their deletion)
+    to its target. ``path`` itself may be the user's link."""
+    for name in (*RUN_FILES, *RUN_FOLDERS):
+        files.refuse_link(path / name)
+    for name in (checkpoint.RUN_FILE, checkpoint.STATE_FILE):
+        files.refuse_link(path / checkpoint.FOLDER / name)
 
 
 def refuse_existing(path: Path, force: bool) -> None:

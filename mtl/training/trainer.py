@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mtl import runtime
+from mtl import files, runtime
 from mtl.assets import weights
 from mtl.data import dataset, features
-from mtl.errors import MtlError, TrainingInterrupted, UsageError, interrupt_exit_code
+from mtl.errors import DataError, MtlError, TrainingInterrupted, UsageError, interrupt_exit_code
 from mtl.locks import folder_lock
 from mtl.model import backbones
 from mtl.pipeline.basepass import BasePass, head_engine
@@ -99,23 +98,30 @@ def train(
     runtime.check_environment()  # before a run folder exists, whichever engine runs
     if resume is None and out is not None:
         rundir.refuse_existing(Path(out), force)
-    ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
-    if saved_split is not None:
-        _check_same_split(saved_split, _split_rows(ds), Path(data))
-    wfile = weights.resolve(
-        backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
-        weights_dir,
-        progress=on_download,
-    )
-    top_file = _prior_weights(cfg, weights_dir, on_download)
-    run_dir = Path(resume) if resume is not None else rundir.prepare(out, force=force)
-    hooks = Hooks(on_progress, on_start, on_epoch, callbacks)
-    # Two runs never share a folder: the second is refused (exit 2) while the first holds it.
-    with folder_lock(run_dir, "mtl train"):
-        if resume is None:
-            rundir.clear_run(run_dir)  # a forced rerun: the old model goes first
-            checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
-        return _run(cfg, ds, wfile, run_dir, cache_dir, hooks, ckpt, t_start, top_file)
+    if not Path(data).is_dir():
+        raise DataError(f"no such folder: {data}")
+    # DATA is read until the model is saved: a reader's lock, shared with other trains
+    # and reviews, so `review --apply`/`--undo` and `fetch` cannot move photos under it.
+    with folder_lock(Path(data), "mtl train (reading)", shared=True):
+        ds = dataset.scan(Path(data), val_split=cfg.val_split, seed=cfg.seed)
+        if saved_split is not None:
+            _check_same_split(saved_split, _split_rows(ds), Path(data))
+        wfile = weights.resolve(
+            backbones.weights_file(cfg.model, cfg.alpha, include_top=False, size=cfg.image_size),
+            weights_dir,
+            progress=on_download,
+        )
+        top_file = _prior_weights(cfg, weights_dir, on_download)
+        run_dir = Path(resume) if resume is not None else rundir.prepare(out, force=force)
+        hooks = Hooks(on_progress, on_start, on_epoch, callbacks)
+        # Two runs never share a folder: the second is refused (exit 2) while the first
+        # holds it.
+        with folder_lock(run_dir, "mtl train"):
+            rundir.refuse_links(run_dir)
+            if resume is None:
+                rundir.clear_run(run_dir)  # a forced rerun: the old model goes first
+                checkpoint.write_run(run_dir, cfg.to_dict(), Path(data), _split_rows(ds))
+            return _run(cfg, ds, wfile, run_dir, cache_dir, hooks, ckpt, t_start, top_file)
 
 
 def _prior_weights(
@@ -188,12 +194,12 @@ def _run(
                 _interrupted(session, run_dir), exit_code=interrupt_exit_code(exc)
             ) from None
         # The run is complete (model.keras written): its checkpoint is no longer needed.
-        shutil.rmtree(checkpoint.folder(run_dir), ignore_errors=True)
+        files.remove(checkpoint.folder(run_dir))
         return result
     finally:
         base.stop_early()
         if own_cache:
-            shutil.rmtree(run_dir / "cache", ignore_errors=True)
+            files.remove(run_dir / "cache")
 
 
 def _interrupted(session: Session, run_dir: Path) -> str:
