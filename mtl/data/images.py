@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,7 +211,10 @@ _MAGIC = {
 def _sniff(path: Path) -> str | None:
     """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
     with open_regular(path) as fh:
-        head = fh.read(16)
+        return _claimed(fh.read(16))
+
+
+def _claimed(head: bytes) -> str | None:
     for magic, name in _MAGIC.items():
         if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
             return name
@@ -235,7 +239,6 @@ def load_image(
     :class:`ImageError` with a one-line reason for anything unusable.
     """
     check_fit(fit)
-    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
     path = Path(path)
     try:
         if path.is_dir():
@@ -243,18 +246,8 @@ def load_image(
         why = not_regular(path)
         if why:
             raise ImageError(why)
-        with open_regular(path) as fh, Image.open(fh) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(
-                    f"image too large ({img.width}x{img.height} pixels; the limit is "
-                    f"{MAX_PIXELS // 1_000_000} megapixels)"
-                )
-            if img.format == "JPEG":
-                # Decode at the smallest DCT scale still >= the target: much faster on photos.
-                img.draft("RGB", (width, height))
-            img.seek(0)  # first frame of an animation
-            img.load()
-            return _pixels(img, width, height, fit)
+        with open_regular(path) as fh:
+            return _decode(fh, size, fit)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -266,19 +259,61 @@ def load_image(
     except NotRegularFile as exc:
         raise ImageError(str(exc.strerror)) from None
     except UnidentifiedImageError:
-        if path.stat().st_size == 0:
-            raise ImageError("empty file (0 bytes)") from None
-        claimed = _sniff(path)
-        if claimed:
-            raise ImageError(f"cannot decode image: corrupt {claimed} header") from None
-        raise ImageError("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason.lower():
-            raise ImageError("truncated or incomplete image data") from None
-        raise ImageError(f"cannot decode image: {reason}") from None
+        raise _unidentified(path.stat().st_size == 0, lambda: _sniff(path)) from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _undecodable(exc) from None
+
+
+def load_bytes(data: bytes, size: int | tuple[int, int], fit: str = "squash") -> np.ndarray:
+    """:func:`load_image` for an encoded file held in memory (an HTTP upload: ``mtl serve``):
+    the same decoder, limits, orientation, colour conversion, fit and error messages, and
+    nothing written to disk."""
+    check_fit(fit)
+    try:
+        with io.BytesIO(data) as fh:
+            return _decode(fh, size, fit)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise _unidentified(len(data) == 0, lambda: _claimed(bytes(data[:16]))) from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _undecodable(exc) from None
+
+
+def _decode(fh: BinaryIO, size: int | tuple[int, int], fit: str) -> np.ndarray:
+    """The one decoder behind :func:`load_image` and :func:`load_bytes`."""
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    with Image.open(fh) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(
+                f"image too large ({img.width}x{img.height} pixels; the limit is "
+                f"{MAX_PIXELS // 1_000_000} megapixels)"
+            )
+        if img.format == "JPEG":
+            # Decode at the smallest DCT scale still >= the target: much faster on photos.
+            img.draft("RGB", (width, height))
+        img.seek(0)  # first frame of an animation
+        img.load()
+        return _pixels(img, width, height, fit)
+
+
+def _unidentified(empty: bool, claimed: Callable[[], str | None]) -> ImageError:
+    """Why Pillow recognised no format: empty, a known format's damaged header, or not an image."""
+    if empty:
+        return ImageError("empty file (0 bytes)")
+    name = claimed()
+    if name:
+        return ImageError(f"cannot decode image: corrupt {name} header")
+    return ImageError("not an image (unrecognised format)")
+
+
+def _undecodable(exc: BaseException) -> ImageError:
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageError(f"image too large ({exc})")
+    reason = str(exc) or type(exc).__name__
+    if "truncated" in reason.lower():
+        return ImageError("truncated or incomplete image data")
+    return ImageError(f"cannot decode image: {reason}")
 
 
 def _pixels(img: Image.Image, width: int, height: int, fit: str) -> np.ndarray:
