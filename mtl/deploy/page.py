@@ -19,8 +19,8 @@ PAGE = """<!doctype html>
          padding: 1.5rem; color: #1d1d1f; background: #fafafa; }
   h1 { font-size: 1.3rem; margin: 0 0 .2rem; }
   .sub { color: #666; margin: 0 0 1rem; }
-  #drop { border: 2px dashed #999; border-radius: 10px; padding: 2rem; text-align: center;
-          background: #fff; cursor: pointer; }
+  #drop { display: block; border: 2px dashed #999; border-radius: 10px; padding: 2rem;
+          text-align: center; background: #fff; cursor: pointer; }
   #drop.over { border-color: #2563eb; background: #eef4ff; }
   #status { min-height: 1.4rem; margin: .6rem 0; color: #555; }
   #status.error { color: #b91c1c; }
