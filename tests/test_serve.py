@@ -314,6 +314,33 @@ def test_sigint_stops_it_cleanly_and_a_port_in_use_is_one_line(tflite_model, tmp
     assert code == 0 and "stopped (SIGINT)" in log and "Traceback" not in log, log
 
 
+def test_mtl_serve_in_a_thread_is_stopped_from_code(tflite_model, trained_model):
+    """The Python API: mtl.serve in a thread (no signal handlers there), stopped by the
+    service's shutdown; it returns what it served."""
+    ready: dict[str, Any] = {}
+    started = threading.Event()
+
+    def on_ready(url: str, service: Any) -> None:
+        ready.update(url=url, service=service)
+        started.set()
+
+    reports: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: reports.append(mtl.serve(tflite_model, port=0, on_ready=on_ready))
+    )
+    thread.start()
+    assert started.wait(HANG_GUARD_S)
+    status, answer = post_files(ready["url"], trained_model.val_files[:2])
+    assert status == 200 and len(answer) == 2
+    ready["service"].shutdown()
+    thread.join(HANG_GUARD_S)
+    assert not thread.is_alive()
+    report = reports[0].to_json()
+    assert report["passes"] in (1, 2)  # both photos are queued at once: one pass, unless
+    del report["passes"]  # the machine pauses the server between them past the window
+    assert report == {"url": ready["url"], "requests": 1, "images": 2, "stopped_by": None}
+
+
 def test_a_missing_model_is_one_line_before_anything_listens(tmp_path, cli):
     result = cli.invoke(app, ["serve", str(tmp_path / "nope.keras"), "--port", "0"])
     assert result.exit_code == 2

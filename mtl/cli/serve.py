@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
             # Always shown (even with -q): it is the one line that says where to go.
             err.print(
                 f"serving {shown(core.model_label(service))} at [bold]{url}[/bold] "
-                f"(page {url}/, API POST {url}/predict, docs {url}/docs); Ctrl-C stops",
+                "(the page: /, the API: POST /predict, its docs: /docs); Ctrl-C stops",
                 highlight=False,
             )
             if host not in ("127.0.0.1", "localhost", "::1"):

@@ -6,6 +6,7 @@ handlers' annotations are read by FastAPI at run time, so ``Request`` is a real 
 (no ``from __future__ import annotations``).
 """
 
+import asyncio
 import html
 from contextlib import asynccontextmanager
 from typing import Any
@@ -201,7 +202,7 @@ def create_app(service: Service) -> FastAPI:
         try:
             yield
         finally:
-            service.stop()
+            await asyncio.to_thread(service.stop)  # waits for the model's current pass
 
     p = service.predictor
     app = FastAPI(
@@ -231,6 +232,12 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
         return as_json({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception) -> Response:
+        # The model or the server broke, not the request: a 500 that says so (and uvicorn
+        # logs the traceback); the next request is served.
+        return as_json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
     @app.get("/", response_class=HTMLResponse, summary="A page to drop photos on")
     async def page() -> HTMLResponse:

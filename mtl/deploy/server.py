@@ -153,6 +153,13 @@ def serve(
             if self.started and on_ready is not None:
                 on_ready(url, service)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if self.force_exit:
+                # A second Ctrl-C: uvicorn skips the app's shutdown and cancels it, which it
+                # logs as a traceback. Run it still: it only ends the model's worker.
+                await self.lifespan.shutdown()
+
     config = uvicorn.Config(
         app,
         log_level="info" if access_log else "warning",
@@ -162,6 +169,11 @@ def serve(
         server_header=False,
     )
     server = Server(config)
+
+    def shutdown() -> None:
+        server.should_exit = True  # uvicorn's own flag, read by its main loop
+
+    service.shutdown = shutdown
     stopped: list[str] = []
 
     def record(signum: int, _: Any) -> None:

@@ -174,6 +174,9 @@ class Service:
     batch_wait: float = BATCH_WAIT_S
     requests: int = 0
     batcher: Batcher = field(init=False)
+    # Set by mtl.deploy.server.serve while it runs: ends it as SIGTERM would (from code,
+    # e.g. a notebook that runs mtl.serve in a thread).
+    shutdown: Callable[[], None] | None = field(default=None, init=False)
     _decoders: concurrent.futures.ThreadPoolExecutor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
