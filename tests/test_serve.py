@@ -497,3 +497,31 @@ def test_the_page_shows_the_top_classes_as_bars_in_a_headless_browser(
             for shown in (row["width"], row["shown"]):  # "98.2%" (a width of 100.0% is "100%")
                 assert abs(float(shown.rstrip("%")) - 100 * p["probability"]) <= 0.05 + 1e-9
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_an_upload_decodes_as_the_same_file_does_across_the_bad_input_corpus(tmp_path):
+    """load_bytes (the server's) and load_image (every command's): the same pixels for every
+    usable file of the corpus, the same one-line reason for every broken one."""
+    from mtl.data.images import load_bytes, load_image
+    from mtl.errors import ImageError
+    from tests.corpus import make_corpus
+
+    def decoded(load: Any, source: Any) -> np.ndarray | str:
+        try:
+            return load(source, 224, "center")
+        except ImageError as exc:
+            return exc.message
+
+    entries = make_corpus(tmp_path)
+    assert len(entries) > 12
+    for name, entry in entries.items():
+        if not os.access(entry.path, os.R_OK):
+            continue  # unreadable (not as root): no bytes to upload
+        from_file = decoded(load_image, entry.path)
+        from_bytes = decoded(load_bytes, entry.path.read_bytes())
+        if entry.good:
+            assert isinstance(from_bytes, np.ndarray), (name, from_bytes)
+            assert np.array_equal(from_bytes, from_file), name
+        else:
+            assert from_bytes == from_file, name
+            assert entry.reason in from_bytes, (name, from_bytes)
