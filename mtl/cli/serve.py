@@ -12,19 +12,19 @@ from mtl.cli._common import Labels, ModelPath, Quiet, Verbose, call, err, info, 
 EXAMPLES = """
 [bold]Examples[/bold]
 
-  mtl serve runs/train   [dim](http://127.0.0.1:8000: the page, POST /predict, /docs)[/dim]
+  mtl serve runs/train   [dim](http://127.0.0.1:8000/: the page)[/dim]
 
-  mtl serve model.tflite --port 9000   [dim](no TensorFlow needed: .tflite and .onnx)[/dim]
+  mtl serve model.tflite --port 9000   [dim](no TensorFlow needed)[/dim]
 
   mtl serve model.onnx --host 0.0.0.0 --max-body 8MB
 
-  curl -F file=@crow.jpg -F file=@tit.jpg 'http://127.0.0.1:8000/predict?k=3'
+  curl -F file=@crow.jpg -F file=@tit.jpg 'localhost:8000/predict?k=3'
 
-  curl --data-binary @crow.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/predict
+  curl --data-binary @crow.jpg -H 'Content-Type: image/jpeg' localhost:8000/predict
 
-The answer is what [bold]mtl predict --json[/bold] prints for the same photos. Ctrl-C or
-SIGTERM stops it (exit 0) once the requests in flight are answered. Needs the serve
-extra: pip install 'mtl\\[serve]'.
+The answer is what mtl predict --json prints for the same photos.
+Ctrl-C or SIGTERM stops it (exit 0) once the requests in flight are answered.
+Needs the serve extra: pip install 'mtl\\[serve]'.
 """
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20}
