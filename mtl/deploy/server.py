@@ -105,7 +105,6 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         why = exc.strerror or str(exc)
         raise UsageError(f"cannot listen on {host}:{port}: {why} (choose another --port)") from None
-    sock.set_inheritable(True)
     return sock
 
 
