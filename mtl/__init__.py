@@ -14,6 +14,7 @@ the same defaults, and returns a result object (``.to_json()`` gives what
     mtl.classify(["photo.jpg"], top_k=3)
     mtl.fetch(["blue tit", "crow"], out="data/", limit=50)
     mtl.review("data/").to_json()["scores"]     # every photo's scores; mtl.review.undo("data/")
+    mtl.serve(run.run_dir, port=8000)            # HTTP until Ctrl-C (the serve extra)
 
 Importing this package is cheap: TensorFlow/Keras load only when a function
 needs a model (see :mod:`mtl.runtime`), quietly (no start-up lines on stderr).
@@ -35,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from mtl._version import __version__ as __version__
 
-__all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "train"]
+__all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "serve", "train"]
 
 if TYPE_CHECKING:
     from mtl.crawler.crawl import FetchResult
+    from mtl.deploy.server import ServeReport
     from mtl.inference.evaluate import EvaluationReport
     from mtl.inference.export import ExportReport
     from mtl.inference.predict import PredictReport
@@ -219,6 +221,18 @@ def fetch(keywords: Sequence[str] | str, *, out: PathLike = "data", **options: A
     if isinstance(keywords, str):
         keywords = [keywords]
     return run(FetchRequest(keywords=list(keywords), out=Path(out), **options))
+
+
+def serve(
+    model: PathLike, *, host: str = "127.0.0.1", port: int = 8000, **options: Any
+) -> ServeReport:
+    """``mtl serve``: answer HTTP requests with ``model`` (``model.keras``, its run folder, a
+    ``.tflite`` or an ``.onnx``) until Ctrl-C or SIGTERM; returns what it served. Options:
+    ``max_body``, ``max_files``, ``max_batch``, ``batch_wait`` (seconds), ``labels``,
+    ``on_ready(url, service)``. Needs ``pip install 'mtl[serve]'``."""
+    from mtl.deploy.server import serve as run
+
+    return run(model, host=host, port=port, **options)
 
 
 def __getattr__(name: str) -> Any:

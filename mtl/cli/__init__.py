@@ -11,7 +11,17 @@ import typer
 from mtl._version import __version__
 
 # _helpfix: flags shown without a "<bool>" type in every help screen (imported for its effect).
-from mtl.cli import _helpfix, classify, evaluate, export, fetch, predict, review, train  # noqa: F401
+from mtl.cli import (  # noqa: F401
+    _helpfix,
+    classify,
+    evaluate,
+    export,
+    fetch,
+    predict,
+    review,
+    serve,
+    train,
+)
 
 app = typer.Typer(
     name="mtl",
@@ -56,6 +66,8 @@ def _root(
 
       mtl -q export runs/train --format onnx
 
+      mtl serve runs/train --port 8000
+
     Shell completion: mtl --install-completion (bash, zsh, fish, PowerShell).
     """
     from mtl.cli._common import verbosity
@@ -65,7 +77,7 @@ def _root(
     verbosity.quiet, verbosity.verbose = quiet, verbose and not quiet
 
 
-for module in (classify, fetch, review, train, predict, evaluate, export):
+for module in (classify, fetch, review, train, predict, evaluate, export, serve):
     module.register(app)
 
 

@@ -7,13 +7,14 @@ see exactly the same pixels for the same file.
 from __future__ import annotations
 
 import glob
+import io
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -172,7 +173,10 @@ _MAGIC = {
 def _sniff(path: Path) -> str | None:
     """The format a file's first bytes claim, to tell "corrupt PNG" from "not an image"."""
     with open_regular(path) as fh:
-        head = fh.read(16)
+        return _claimed(fh.read(16))
+
+
+def _claimed(head: bytes) -> str | None:
     for magic, name in _MAGIC.items():
         if head.startswith(magic) and (name != "WebP" or head[8:12] == b"WEBP"):
             return name
@@ -211,7 +215,6 @@ def load_image(
     :class:`ImageError` with a one-line reason for anything unusable.
     """
     check_fit(fit)
-    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
     path = Path(path)
     try:
         if path.is_dir():
@@ -219,18 +222,8 @@ def load_image(
         why = not_regular(path)
         if why:
             raise ImageError(why)
-        with open_regular(path) as fh, Image.open(fh) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(
-                    f"image too large ({img.width}x{img.height} pixels; the limit is "
-                    f"{MAX_PIXELS // 1_000_000} megapixels)"
-                )
-            if img.format == "JPEG":
-                # Decode at the smallest DCT scale still >= the target: much faster on photos.
-                img.draft("RGB", (width, height))
-            img.seek(0)  # first frame of an animation
-            img.load()
-            return _pixels(img, width, height, fit)
+        with open_regular(path) as fh:
+            return _decode(fh, size, fit)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -242,24 +235,62 @@ def load_image(
     except NotRegularFile as exc:
         raise ImageError(str(exc.strerror)) from None
     except UnidentifiedImageError:
-        if _size(path) == 0:
-            raise ImageError("empty file (0 bytes)") from None
-        claimed = _sniff_or_none(path)
-        if claimed:
-            raise ImageError(f"cannot decode image: corrupt {claimed} header") from None
-        raise ImageError("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large ({exc})") from None
+        raise _unidentified(_size(path) == 0, lambda: _sniff_or_none(path)) from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this one file's
         raise decode_error(exc) from None
 
 
-def decode_error(exc: Exception) -> ImageError:
+def load_bytes(data: bytes, size: int | tuple[int, int], fit: str = "squash") -> np.ndarray:
+    """:func:`load_image` for an encoded file held in memory (an HTTP upload: ``mtl serve``):
+    the same decoder, limits, orientation, colour conversion, fit and error messages, and
+    nothing written to disk."""
+    check_fit(fit)
+    try:
+        with io.BytesIO(data) as fh:
+            return _decode(fh, size, fit)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise _unidentified(len(data) == 0, lambda: _claimed(bytes(data[:16]))) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this one upload's
+        raise decode_error(exc) from None
+
+
+def _decode(fh: BinaryIO, size: int | tuple[int, int], fit: str) -> np.ndarray:
+    """The one decoder behind :func:`load_image` and :func:`load_bytes`."""
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    with Image.open(fh) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(
+                f"image too large ({img.width}x{img.height} pixels; the limit is "
+                f"{MAX_PIXELS // 1_000_000} megapixels)"
+            )
+        if img.format == "JPEG":
+            # Decode at the smallest DCT scale still >= the target: much faster on photos.
+            img.draft("RGB", (width, height))
+        img.seek(0)  # first frame of an animation
+        img.load()
+        return _pixels(img, width, height, fit)
+
+
+def _unidentified(empty: bool, claimed: Callable[[], str | None]) -> ImageError:
+    """Why Pillow recognised no format: empty, a known format's damaged header, or not an image."""
+    if empty:
+        return ImageError("empty file (0 bytes)")
+    name = claimed()
+    if name:
+        return ImageError(f"cannot decode image: corrupt {name} header")
+    return ImageError("not an image (unrecognised format)")
+
+
+def decode_error(exc: BaseException) -> ImageError:
     """The one-line reason a decoder's exception gives, as the :class:`ImageError` of that
     one file. Pillow's plugins raise more than ``OSError`` (a DDS file with an unusual
     pixel format named ``.jpg`` raises ``NotImplementedError``; others ``struct.error``,
     ``IndexError``, ``ZeroDivisionError``, ``MemoryError``): whatever the type, it is one
     file's problem, skipped with its name, never the end of a whole command."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageError(f"image too large ({exc})")
     reason = str(exc) or type(exc).__name__
     if "truncated" in reason.lower():
         return ImageError("truncated or incomplete image data")

@@ -9,7 +9,7 @@ import pytest
 
 from mtl.cli import app
 
-COMMANDS = ["classify", "fetch", "train", "predict", "evaluate", "export"]
+COMMANDS = ["classify", "fetch", "train", "predict", "evaluate", "export", "serve"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["fetch", "--help"], ["classify", "--help"]])
