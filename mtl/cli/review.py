@@ -237,18 +237,18 @@ def _table(result: Any) -> None:
         title=f"mtl review: {shown(result.root)} ({result.flagged} of {result.total} flagged)",
         title_justify="left",
     )
-    for col in ("file", "given", "suggested", "reason", "score", "detail"):
+    for col in ("file", "given", "suggested", "reason", "priority", "detail"):
         # Piped, the console is 80 columns: fold file names rather than cut them.
         fold = col in ("file", "detail")
         table.add_column(
             col,
-            justify="right" if col == "score" else "left",
+            justify="right" if col == "priority" else "left",
             overflow="fold" if fold else "ellipsis",
         )
     for f in result.findings:
         rel = f.path.relative_to(result.root) if f.path.is_relative_to(result.root) else f.path
         names = (shown(rel), shown(f.given), shown(f.suggested or "-"))
-        table.add_row(*names, f.reason, f"{f.score:.2f}", shown(f.detail))
+        table.add_row(*names, f.reason, f"{f.priority:.2f}", shown(f.detail))
     # Piped (not a terminal), Rich would fit the table to 80 columns and cut the file
     # names: print it at its natural width instead, for grep and for the next tool.
     if out.is_terminal:

@@ -610,7 +610,8 @@ def locked(root: Path) -> Iterator[None]:
 def undo(data: str | os.PathLike[str]) -> UndoResult:
     """Put every recorded photo back, newest record first, under the folder lock. A photo
     deleted since is reported (its manifest line stays marked, so fetch does not bring it
-    back); one whose place is taken is reported and stays recorded for a later --undo."""
+    back); one whose place is taken is reported and stays recorded for a later --undo.
+    The review page stays, marked undone (issue 35: it is the record of what was found)."""
     root = Path(os.path.abspath(data))
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
