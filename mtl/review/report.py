@@ -291,7 +291,7 @@ def render(
         "rows": rows,
     }
     # Inside <script>: "<" escaped, so no name can close the element.
-    block = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    block = json.dumps(data, separators=(",", ":"))  # ASCII: an undecodable name is kept
     block = block.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -332,7 +332,8 @@ def render(
 
 
 def write(path: Path, page: str) -> Path:
-    return files.write_text(path, page, force=True)
+    # A file name that is not UTF-8 shows as "?" in the text; the data block keeps it exact.
+    return files.write_bytes(path, page.encode("utf-8", "replace"), force=True)
 
 
 def build(
