@@ -48,8 +48,10 @@ EXAMPLES_FORMAT = """
   mtl review data/ --cache-dir feats/ && mtl train data/ --cache-dir feats/   (one base pass)
 
 {reasons}
-The page (data/_review/report.html) shows the square the model saw; mark each photo
-keep, remove or move to a class there and download decisions.json. --json gives the
+The page (data/_review/report.html, thumbnails in report-thumbs/ beside it) shows the
+square the model saw, worst first by priority, a page at a time; mark each photo keep,
+remove or move to a class there and download decisions.json (bound to the photos shown:
+a photo changed since is reported, not moved). --json gives the
 scores of every photo, flagged or not. mtl train ignores data/_review/.
 """
 
@@ -113,7 +115,9 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the folds.")]
 Report = Annotated[
     Path | None,
     typer.Option(
-        "--report", help="Where to write the HTML page.", show_default="DATA/_review/report.html"
+        "--report",
+        help="Where to write the HTML page (its thumbnails: STEM-thumbs/ beside it).",
+        show_default="DATA/_review/report.html",
     ),
 ]
 Model = Annotated[str, typer.Option("--model", "-m", help="Base model (as mtl train).")]
