@@ -233,3 +233,27 @@ def test_thumbnails_folder_that_is_a_link_is_refused(tmp_path):
     report.thumbs_folder(page).symlink_to(tmp_path / "elsewhere")
     with pytest.raises(DataError, match="is a symbolic link"):
         report.check_thumbs_folder(page)
+
+
+def test_thumbnails_are_files_named_by_content_reused_and_pruned(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "ants").mkdir(parents=True)
+    findings = []
+    for i, colour in enumerate(("red", "blue")):
+        path = root / "ants" / f"{i}.jpg"
+        Image.new("RGB", (300, 200), colour).save(path)
+        findings.append(Finding(i, path, "ants", None, "dark", 0.6, "", 0.9, priority=0.6))
+    page = root / "_review" / "report.html"
+    report.build(page, root, ["ants", "bees"], findings, {}, 2, "test")
+    thumbs = sorted(report.thumbs_folder(page).iterdir())
+    assert len(thumbs) == 2 and all(report.THUMB_NAME.fullmatch(t.name) for t in thumbs)
+    assert Image.open(thumbs[0]).size == (report.THUMB, report.THUMB)
+    made = {t.name: t.stat().st_mtime_ns for t in thumbs}
+    (report.thumbs_folder(page) / "mine.txt").write_text("not review's")
+    report.build(page, root, ["ants", "bees"], findings[:1], {}, 2, "test")
+    left = {t.name: t.stat().st_mtime_ns for t in report.thumbs_folder(page).iterdir()}
+    assert len(left) == 2 and "mine.txt" in left  # the unused one gone, nothing else
+    kept = next(n for n in left if n != "mine.txt")
+    assert left[kept] == made[kept]  # reused, not made again
