@@ -67,7 +67,7 @@ def cold_start(model: Path, photo: Path, engine: str = "auto") -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/hymenoptera/train")
-    parser.add_argument("--alpha", type=float, default=0.75)
+    parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument(
         "--model", type=Path, help="a model.keras from mtl train (default: make one)"
     )

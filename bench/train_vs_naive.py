@@ -10,7 +10,7 @@ Both arms train on the same files and are scored on the same held-out files
 naive arm), each in its own subprocess so its peak RSS can be read with
 ``os.wait4``. Wall time includes each process's start-up (importing TensorFlow).
 
-    python bench/train_vs_naive.py --data ../shared/data/hymenoptera/train --alpha 0.75
+    python bench/train_vs_naive.py --data ../shared/data/hymenoptera/train --alpha 1.0
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2] / "shared/data/hymenoptera/train"
     ap.add_argument("--data", default=str(default))
-    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument(

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtl.cli import app
@@ -59,9 +60,26 @@ def make_data(tmp_path: Path, n: int = 3, manifest: bool = True) -> Path:
     return root
 
 
-def decide(tmp_path: Path, rows: list[dict[str, object]], name: str = "d.json") -> Path:
+def decide(
+    tmp_path: Path, rows: list[dict[str, object]], name: str = "d.json", root: Path | None = None
+) -> Path:
+    """The decisions file the page would save for ``root`` (default ``tmp_path/data``): bound
+    to the folder's state and each named photo's SHA-256, as the page binds it."""
+    root = root or tmp_path / "data"
+    bound = []
+    for row in rows:
+        f = row.get("file")
+        photo = root / f if isinstance(f, str) and ".." not in f else None
+        if "sha256" not in row and photo is not None and photo.is_file():
+            row = {**row, "sha256": hashlib.sha256(photo.read_bytes()).hexdigest()}
+        bound.append(row)
+    try:
+        state = actions.folder_state(root)
+    except Exception:  # noqa: BLE001 - a layout scan refuses: the test is about something else
+        state = ""
     path = tmp_path / name
-    path.write_text(json.dumps({"format": "mtl-review-decisions", "decisions": rows}))
+    doc = {"format": "mtl-review-decisions", "data": str(root), "state": state}
+    path.write_text(json.dumps({**doc, "decisions": bound}))
     return path
 
 
@@ -114,7 +132,7 @@ def test_rerun_after_an_interrupted_apply_records_each_photo_once_and_undo_resto
     root = make_data(tmp_path)
     before = snapshot(root)
     rows = [{"file": f"ants/00000{i}.jpg", "action": "remove"} for i in range(3)]
-    moves = actions.read_decisions(root, decide(tmp_path, rows), ["ants", "bees"])
+    moves = actions.read_decisions(root, decide(tmp_path, rows), ["ants", "bees"]).moves
     (root / "_review").mkdir()
     actions._write_records(root, moves)  # the journal of an apply killed before its moves
     result = review(cli, root, "--apply", decide(tmp_path, rows), "--json")
@@ -174,7 +192,7 @@ def test_photo_deleted_while_it_was_scored_is_skipped_not_a_crash(tmp_path):
     """M4: a photo deleted between scoring and moving left apply half done."""
     root = make_data(tmp_path)
     rows = [{"file": f"ants/00000{i}.jpg", "action": "remove"} for i in range(3)]
-    moves = actions.read_decisions(root, decide(tmp_path, rows), ["ants", "bees"])
+    moves = actions.read_decisions(root, decide(tmp_path, rows), ["ants", "bees"]).moves
     (root / "ants" / "000001.jpg").unlink()
     done = actions.apply_all(root, moves)
     assert done.gone == ["ants/000001.jpg"] and len(done.moves) == 2
@@ -189,9 +207,15 @@ def test_symlinked_photo_is_refused_naming_it_and_nothing_moves(cli, tmp_path):
                           {"file": "bees/000001.jpg", "action": "remove"}])  # fmt: skip
     before = snapshot(tmp_path)
     result = review(cli, root, "--apply", d)
-    assert result.exit_code == 2, result.stdout
+    # Issue 34 H: the link is refused by name, the other decision applied.
+    assert result.exit_code == 0, result.stdout
     assert "symbolic link" in result.stderr and "bees/link.jpg" in result.stderr
-    assert snapshot(tmp_path) == before
+    assert "not applied" in result.stderr
+    after = snapshot(tmp_path)
+    assert after["data/bees/link.jpg"] == before["data/bees/link.jpg"]
+    assert after["data/ants/000000.jpg"] == before["data/ants/000000.jpg"]
+    assert "data/bees/000001.jpg" not in after
+    assert "data/_review/removed/bees/000001.jpg" in after
     # The same through plan() (what --apply after scoring uses).
     finding = Finding(0, root / "bees" / "link.jpg", "bees", None, "off_topic", 0.9, "", 0.5)
     with pytest.raises(Exception, match="is a symbolic link"):
@@ -247,7 +271,7 @@ def test_fetch_keeps_review_marks_written_meanwhile_and_says_set_aside(tmp_path,
         state = OutputState.load(root)  # a fetch that has read the manifest...
         d = decide(tmp_path, [{"file": f"ant/{kept[0].name}", "action": "remove"}])
         classes = ["ant", "bees"]
-        actions.apply(root, actions.read_decisions(root, d, classes))  # ...review marks...
+        actions.apply(root, actions.read_decisions(root, d, classes).moves)  # ...review marks...
         state.save()  # ...and the fetch writes its manifest at the end
         marked = [json.loads(x) for x in (root / "manifest.jsonl").read_text().splitlines()]
         assert [m["file"] for m in marked if m.get("status") == "review"] == [f"ant/{kept[0].name}"]
@@ -531,6 +555,30 @@ window.addEventListener('load', () => {
 </script></body>"""
 
 
+def page_data(page: str) -> dict:
+    """The page's data block (the flagged photos' rows)."""
+    block = re.search(r"<script type='application/json' id='mtl-data'>(.*?)</script>", page, re.S)
+    assert block
+    return json.loads(block.group(1))
+
+
+def drive(browser: str, page: Path, script: str, tmp_path: Path) -> dict:
+    """Open ``page`` with ``script`` run at load in headless Chromium; what it wrote."""
+    driven = page.with_name("driven.html")
+    driven.write_text(page.read_text().replace("</body>", script, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", driven.as_uri()],
+        capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)}, check=False,
+    )  # fmt: skip
+    driven.unlink()
+    found = re.search(r"<pre id=\"mtl-out\">(.*?)</pre>", dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    import html
+
+    return json.loads(html.unescape(found.group(1)))
+
+
 def test_page_controls_make_a_decisions_file_that_applies_and_undoes(cli, tmp_path):
     from PIL import Image
 
@@ -542,53 +590,234 @@ def test_page_controls_make_a_decisions_file_that_applies_and_undoes(cli, tmp_pa
     if browser is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
     root = make_data(tmp_path)
-    before = snapshot(root)
     wide = root / "ants" / "000002.jpg"
     Image.open(ANTS / sorted(os.listdir(ANTS))[7]).resize((400, 200)).save(wide)
     before = snapshot(root)
     findings = [
-        Finding(0, root / "ants" / "000001.jpg", "ants", None, "off_topic", 0.9, "fits no", 0.5),
-        Finding(1, wide, "ants", "bees", "wrong_label", 0.8, "looks like bees", 0.1, 0.9),
-        Finding(2, root / "bees" / "000000.jpg", "bees", None, "dark", 0.6, "dark", 0.9),
-    ]
-    page = report.render(root, ["ants", "bees"], findings, {}, 6, "test")
+        Finding(0, root / "ants" / "000001.jpg", "ants", None, "off_topic", 0.9, "fits no", 0.5,
+                priority=0.9),
+        Finding(1, wide, "ants", "bees", "wrong_label", 0.8, "looks like bees", 0.1, 0.9,
+                priority=0.8),
+        Finding(2, root / "bees" / "000000.jpg", "bees", None, "dark", 0.6, "dark", 0.9,
+                priority=0.6),
+    ]  # fmt: skip
+    target = root / "_review" / "report.html"
+    state = actions.folder_state(root)
+    report.build(target, root, ["ants", "bees"], findings, {}, 6, "test", state=state)
+    page = target.read_text()
+    assert "base64" not in page  # thumbnails are files beside the page
     # The thumbnail is the centre square the model saw, not the whole 2:1 photo.
-    uris = re.findall(r"src='data:image/jpeg;base64,([^']+)'", page)
-    import base64
-    import io
+    from urllib.parse import unquote
 
-    import numpy as np
-
-    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uris[1]))).convert("RGB"))
+    rows = page_data(page)["rows"]
+    thumb_file = target.parent / unquote(rows[1][7])
+    assert thumb_file.parent == report.thumbs_folder(target)
+    thumb = np.asarray(Image.open(thumb_file).convert("RGB"))
     assert thumb.shape == (200, 200, 3)
     seen = load_image(wide, 200, fit="center").astype(float)
     assert np.abs(thumb - seen).mean() < 6
     assert np.abs(thumb - load_image(wide, 200, fit="squash").astype(float)).mean() > 10
-    driven = tmp_path / "page.html"
-    driven.write_text(page.replace("</body>", DRIVE, 1))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"]
-    dom = subprocess.run(
-        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", driven.as_uri()],
-        capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)}, check=False,
-    )  # fmt: skip
-    found = re.search(r"<pre id=\"mtl-out\">(.*?)</pre>", dom.stdout, re.S)
-    assert found, dom.stderr[-2000:]
-    import html
-
-    shown = json.loads(html.unescape(found.group(1)))
+    shown = drive(browser, target, DRIVE, tmp_path)
     assert shown["href"] == "blob:" and shown["name"] == "decisions.json"
     assert shown["classes"] == ["card remove", "card move", "card keep"]
     decisions = json.loads(shown["text"])
+    assert decisions["state"] == state and decisions["data"] == str(root)
+    # Only what was marked; each bound to its photo's content.
     assert [(r["file"], r["action"], r.get("class")) for r in decisions["decisions"]] == [
         ("ants/000001.jpg", "remove", None),
         ("ants/000002.jpg", "move", "bees"),
-        ("bees/000000.jpg", "keep", None),
     ]
+    assert decisions["decisions"][0]["sha256"] == before["ants/000001.jpg"]
     saved = tmp_path / "decisions.json"
     saved.write_text(shown["text"])
     result = review(cli, root, "--apply", saved, "--json")
     assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == []  # the state is the page's
     assert (root / "_review" / "off_topic" / "ants" / "000001.jpg").is_file()
     assert (root / "bees" / "000002.jpg").is_file()
     assert review(cli, root, "--undo").exit_code == 0
+    assert not_review(snapshot(root)) == before
+    # Issue 35: --undo keeps the page (and its thumbnails), saying it was undone.
+    assert "Undone" in target.read_text() and thumb_file.is_file()
+
+
+PAGINATE = """<script>
+window.addEventListener('load', () => {
+  const $ = id => document.getElementById(id);
+  const files = () => [...document.querySelectorAll('.card')].map(c => c.dataset.file);
+  const out = {first: files(), imgs: document.images.length,
+               lazy: [...document.images].every(i => i.loading === 'lazy'),
+               info: $('page-info').textContent, prevOff: $('prev').disabled};
+  document.querySelector('.card input[value=remove]').click();
+  $('next').click(); $('next').click();
+  out.last = files(); out.nextOff = $('next').disabled;
+  document.querySelector('.card input[value=remove]').click();
+  $('prev').click(); $('prev').click();
+  out.back = document.querySelector('.card').className;
+  const sort = $('sort'); sort.value = 'file'; sort.dispatchEvent(new Event('change'));
+  out.byFile = files();
+  const only = $('class-filter'); only.value = '1'; only.dispatchEvent(new Event('change'));
+  out.bees = $('page-info').textContent;
+  out.text = $('decisions').value;
+  const p = document.createElement('pre');
+  p.id = 'mtl-out';
+  p.textContent = JSON.stringify(out);
+  document.body.appendChild(p);
+});
+</script></body>"""
+
+
+def many_findings(root: Path, n: int) -> list[Finding]:
+    """``n`` flagged copies of the data's photos (ants and bees alternating), priority
+    falling with the index."""
+    out = []
+    for i in range(n):
+        cls = ("ants", "bees")[i % 2]
+        path = root / cls / f"copy{i:04d}.jpg"
+        shutil.copy(root / cls / f"{i % 3:06d}.jpg", path)
+        out.append(Finding(i, path, cls, None, "dark", 0.6, "dark", 0.9, priority=1 - i / 1000))
+    return out
+
+
+def test_page_shows_a_page_of_cards_at_a_time_and_keeps_decisions_across_pages(tmp_path):
+    """Issue 35: 130 flagged photos are 3 pages of 60; only the shown cards (and their
+    images, lazily) are in the page; marks survive paging, sorting and filtering."""
+    from mtl.review import report
+    from tests.test_review import chromium
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    root = make_data(tmp_path)
+    findings = many_findings(root, 130)
+    target = root / "_review" / "report.html"
+    report.build(target, root, ["ants", "bees"], findings, {"dark": 130}, 136, "test")
+    # Six photos' bytes behind 130 copies: six thumbnails, shared by content.
+    assert len(list(report.thumbs_folder(target).iterdir())) == 6
+    out = drive(browser, target, PAGINATE, tmp_path)
+    names = [f.path.relative_to(root).as_posix() for f in findings]
+    assert out["first"] == names[:60] and out["imgs"] == 60 and out["lazy"]
+    assert out["info"] == "page 1 of 3 (130 photos)" and out["prevOff"]
+    assert out["last"] == names[120:] and out["nextOff"]
+    assert out["back"] == "card remove"  # marked on page 1, still marked
+    assert out["byFile"] == sorted(names)[:60]
+    assert out["bees"] == "page 1 of 2 (65 photos)"
+    marked = [r["file"] for r in json.loads(out["text"])["decisions"]]
+    assert marked == [names[0], names[120]]
+
+
+def test_page_size_grows_with_flagged_photos_only(tmp_path):
+    """Issue 35: no image inside the page and nothing per unflagged photo; a few hundred
+    bytes per flagged one (10,000 photos, 1,000 flagged: well under 1 MB)."""
+    from mtl.review import report
+
+    root = make_data(tmp_path)
+    findings = many_findings(root, 40)
+    small = report.render(root, ["ants", "bees"], findings, {"dark": 40}, 46, "test")
+    large = report.render(root, ["ants", "bees"], findings, {"dark": 40}, 100_000, "test")
+    assert abs(len(large) - len(small)) < 10
+    fewer = report.render(root, ["ants", "bees"], findings[:20], {"dark": 20}, 46, "test")
+    per_flagged = (len(small) - len(fewer)) / 20
+    # Each row with a 64-character SHA-256 and thumbnail name: about 250 bytes.
+    assert per_flagged < 400 and len(fewer) + 1000 * per_flagged < 1_000_000
+
+
+HOSTILE = """<script>
+window.addEventListener('load', () => {
+  const card = document.querySelector('.card');
+  const sel = card.querySelector('select');
+  sel.value = [...sel.options].find(o => o.textContent.startsWith('big')).value;
+  sel.dispatchEvent(new Event('change'));
+  const p = document.createElement('pre');
+  p.id = 'mtl-out';
+  p.textContent = JSON.stringify({title: document.title, pwned: window.pwned || 0,
+    text: document.getElementById('decisions').value,
+    option: sel.options[0].textContent, shown: card.querySelector('.file').textContent});
+  document.body.appendChild(p);
+});
+</script></body>"""
+
+
+def test_hostile_names_and_double_spaces_reach_the_decisions_as_they_are(cli, tmp_path):
+    """Issue 34 H: a class named with two spaces could not be chosen (an <option> without a
+    value collapses them); names that are HTML are shown as text, never run."""
+    from mtl.review import report
+    from tests.test_review import chromium
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    root = make_data(tmp_path, manifest=False)
+    spaced = "big  bees"
+    (root / "bees").rename(root / spaced)
+    evil = '<img src=x onerror="window.pwned=1">'
+    (root / evil).mkdir()
+    shutil.copy(root / "ants" / "000000.jpg", root / evil / "a.jpg")
+    shutil.copy(root / "ants" / "000001.jpg", root / evil / "b.jpg")
+    name = "x'><img src=y onerror=window.pwned=2>.jpg"
+    photo = root / "ants" / name
+    shutil.copy(root / "ants" / "000002.jpg", photo)
+    classes = sorted(["ants", spaced, evil])
+    findings = [
+        Finding(0, photo, "ants", spaced, "wrong_label", 0.9, "</script><b>x</b>", 0.1, 0.9,
+                priority=0.9),
+        Finding(1, root / evil / "a.jpg", evil, None, "dark", 0.6, "dark", 0.9, priority=0.5),
+    ]  # fmt: skip
+    target = root / "_review" / "report.html"
+    report.build(
+        target, root, classes, findings, {}, 8, "<script>", state=actions.folder_state(root)
+    )
+    out = drive(browser, target, HOSTILE, tmp_path)
+    assert out["pwned"] == 0 and "pwned" not in out["title"]
+    assert out["shown"] == f"ants/{name}"
+    decided = json.loads(out["text"])["decisions"]
+    assert [(r["file"], r["action"], r["class"]) for r in decided] == [
+        (f"ants/{name}", "move", spaced)  # both spaces kept
+    ]
+    saved = tmp_path / "d.json"
+    saved.write_text(out["text"])
+    result = review(cli, root, "--apply", saved, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (root / spaced / name).is_file()
+
+
+def test_decisions_are_checked_one_by_one_and_bound_to_the_photos(cli, tmp_path):
+    """Issue 34 H: one odd name or deleted photo no longer blocks the file; a photo changed
+    since the page was made is not touched; a file for another folder is refused."""
+    root = make_data(tmp_path)
+    rows = [
+        {"file": "ants/000000.jpg", "action": "remove"},
+        {"file": "ants/000001.jpg", "action": "remove"},
+        {"file": "ants/000002.jpg", "action": "remove"},
+        {"file": "../etc/x.jpg", "action": "remove"},
+        {"file": "bees/000000.jpg", "action": "move", "class": "ants"},
+    ]
+    d = decide(tmp_path, rows)
+    (root / "ants" / "000001.jpg").unlink()  # deleted since the page was made
+    shutil.copy(root / "bees" / "000001.jpg", root / "ants" / "000002.jpg")  # changed since
+    before = snapshot(root)
+    result = review(cli, root, "--apply", d, "--json")
+    assert result.exit_code == 0, result.stderr
+    applied = {m["original"] for m in json.loads(result.stdout)["applied"]}
+    assert applied == {"ants/000000.jpg", "bees/000000.jpg"}
+    warnings = "\n".join(json.loads(result.stdout)["warnings"])
+    assert "changed since the page was made" in warnings  # the folder's state
+    assert "decision 2" in warnings and "is not there" in warnings
+    assert "decision 3" in warnings and "ants/000002.jpg changed" in warnings
+    assert "decision 4" in warnings and "not a relative path" in warnings
+    assert snapshot(root)["ants/000002.jpg"] == before["ants/000002.jpg"]  # untouched
+    assert review(cli, root, "--undo").exit_code == 0
+    # A file made for another folder: refused whole, nothing moved.
+    other = make_data(tmp_path / "other")
+    d2 = decide(tmp_path, [{"file": "ants/000000.jpg", "action": "remove"}], "o.json", other)
+    before = snapshot(root)
+    result = review(cli, root, "--apply", d2)
+    assert result.exit_code == 2 and "was made for" in result.stderr, result.stderr
+    assert snapshot(root) == before
+    # A file without the binding (an older page): refused, saying so.
+    old = tmp_path / "old.json"
+    row = {"file": "ants/000000.jpg", "action": "remove"}
+    old.write_text(json.dumps({"format": "mtl-review-decisions", "decisions": [row]}))
+    result = review(cli, root, "--apply", old)
+    assert result.exit_code == 2 and "not bound to a folder" in result.stderr
     assert snapshot(root) == before

@@ -50,8 +50,10 @@ EXAMPLES_FORMAT = """
   mtl review data/ --cache-dir feats/ && mtl train data/ --cache-dir feats/   (one base pass)
 
 {reasons}
-The page (data/_review/report.html) shows the square the model saw; mark each photo
-keep, remove or move to a class there and download decisions.json. --json gives the
+The page (data/_review/report.html, thumbnails in report-thumbs/ beside it) shows the
+square the model saw, worst first by priority, a page at a time; mark each photo keep,
+remove or move to a class there and download decisions.json (bound to the photos shown:
+a photo changed since is reported, not moved). --json gives the
 scores of every photo, flagged or not. mtl train ignores data/_review/.
 """
 
@@ -116,7 +118,9 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of the folds and the hea
 Report = Annotated[
     Path | None,
     typer.Option(
-        "--report", help="Where to write the HTML page.", show_default="DATA/_review/report.html"
+        "--report",
+        help="Where to write the HTML page (its thumbnails: STEM-thumbs/ beside it).",
+        show_default="DATA/_review/report.html",
     ),
 ]
 
@@ -248,18 +252,18 @@ def _table(result: Any) -> None:
         title=f"mtl review: {shown(result.root)} ({result.flagged} of {result.total} flagged)",
         title_justify="left",
     )
-    for col in ("file", "given", "suggested", "reason", "score", "detail"):
+    for col in ("file", "given", "suggested", "reason", "priority", "detail"):
         # Piped, the console is 80 columns: fold file names rather than cut them.
         fold = col in ("file", "detail")
         table.add_column(
             col,
-            justify="right" if col == "score" else "left",
+            justify="right" if col == "priority" else "left",
             overflow="fold" if fold else "ellipsis",
         )
     for f in result.findings:
         rel = f.path.relative_to(result.root) if f.path.is_relative_to(result.root) else f.path
         names = (shown(rel), shown(f.given), shown(f.suggested or "-"))
-        table.add_row(*names, f.reason, f"{f.score:.2f}", shown(f.detail))
+        table.add_row(*names, f.reason, f"{f.priority:.2f}", shown(f.detail))
     # Piped (not a terminal), Rich would fit the table to 80 columns and cut the file
     # names: print it at its natural width instead, for grep and for the next tool.
     if out.is_terminal:

@@ -144,6 +144,12 @@ def review(
         files.check_new(report, force=force, what="report")
     elif write_report:
         files.check_writable(actions.review_dir(root) / actions.REPORT, what="report")
+    if write_report:
+        from mtl.review.report import check_thumbs_folder
+
+        check_thumbs_folder(
+            Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
+        )
     # Only a review that moves photos holds DATA's lock (and first settles the journal).
     with actions.locked(root) if apply or relabel else contextlib.nullcontext():
         if apply or relabel:
@@ -169,9 +175,18 @@ def _apply_decisions(root: Path, path: Path, t: Thresholds) -> ReviewResult:
     from mtl.data import dataset
 
     t0 = time.perf_counter()
-    classes = dataset.scan(root).classes
-    done = actions.apply_all(root, actions.read_decisions(root, path, classes))
-    warnings = [f"{g} is gone (deleted since the page was made); not moved" for g in done.gone]
+    ds = dataset.scan(root, val_split=0.0)
+    classes = ds.classes
+    decided = actions.read_decisions(root, path, classes, [it.path for it in ds.items])
+    done = actions.apply_all(root, decided.moves)
+    warnings = []
+    if decided.changed:
+        warnings.append(
+            f"{root} changed since the page was made (photos added, removed or resized); "
+            "each decision was checked against its photo's SHA-256"
+        )
+    warnings += decided.problems
+    warnings += [f"{g} is gone (deleted since the page was made); not moved" for g in done.gone]
     return ReviewResult(
         root=root,
         classes=classes,
@@ -227,6 +242,7 @@ def _review(
         folds=folds,
         seed=cfg.seed,
         duplicate=t.duplicate,
+        same_bytes=pooled.keys,
         on_progress=report_fn,
     )
     stats_fn = (lambda d, n: on_progress("image statistics", d, n)) if on_progress else None
@@ -260,7 +276,7 @@ def _review(
             f"weight {s.concept_weight:.1f}, calibrated (temperature {s.temperature:.2f}); "
             f"off-topic by {s.off_topic_method}."
         )
-        result.report = _write_page(result, report, settings, cfg)
+        result.report = _write_page(result, report, settings, cfg, pooled.listed, on_progress)
         seconds["report"] = round(time.perf_counter() - t2, 3)
     if apply or relabel:
         moves = actions.plan(root, shown, relabel=relabel, relabel_confidence=t.relabel)
@@ -297,23 +313,28 @@ def _write_page(
     report: str | os.PathLike[str] | None,
     settings: str,
     cfg: TrainConfig,
+    listed: list[Path],
+    on_progress: StageProgressFn | None = None,
 ) -> Path:
-    """The self-contained HTML page (default ``DATA/_review/report.html``)."""
+    """The page (default ``DATA/_review/report.html``) and its thumbnails beside it."""
     from mtl.review import report as page
 
     root = result.root
     target = Path(report) if report is not None else actions.review_dir(root) / actions.REPORT
-    html = page.render(
-        root,
-        result.classes,
-        result.findings,
-        result.counts(),
-        result.total,
-        settings,
-        fit=cfg.fit,
-    )
+    report_fn = (lambda d, n: on_progress("thumbnails", d, n)) if on_progress else None
     try:
-        return page.write(target, html)
+        return page.build(
+            target,
+            root,
+            result.classes,
+            result.findings,
+            result.counts(),
+            result.total,
+            settings,
+            fit=cfg.fit,
+            state=actions.folder_state(root, listed),
+            on_progress=report_fn,
+        )
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise DataError(f"cannot use {target}: {why}; nothing was moved") from None

@@ -29,9 +29,11 @@ naming it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from mtl.data.dataset import MANIFEST, REVIEW_FOLDER, split_role
 from mtl.data.images import is_image_name
 from mtl.errors import DataError, UsageError
 from mtl.review.flags import REASONS, Finding
+from mtl.review.report import DECISIONS_FORMAT, mark_undone
 from mtl.safepaths import relative_problem
 
 RECORDS = "review.jsonl"
@@ -124,18 +127,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _link_in(root: Path, rel: str) -> Path | None:
-    """The first symbolic link on the way from ``root`` to ``root/rel`` (itself included)."""
-    here = root
-    for part in PurePosixPath(rel).parts:
-        here = here / part
-        if here.is_symlink():
-            return here
+def _link_in(root: Path, rel: str, known: set[str] | None = None) -> Path | None:
+    """The first symbolic link on the way from ``root`` to ``root/rel`` (itself included).
+    ``known``: folders already found not to be links in this operation (each folder is
+    then looked at once, not once per photo in it)."""
+    here = str(root)
+    parts = PurePosixPath(rel).parts
+    for n, part in enumerate(parts, 1):
+        here = os.path.join(here, part)
+        folder = n < len(parts)
+        if folder and known is not None and here in known:
+            continue
+        if os.path.islink(here):
+            return Path(here)
+        if folder and known is not None:
+            known.add(here)
     return None
 
 
-def _refuse_link(root: Path, rel: str) -> None:
-    link = _link_in(root, rel)
+def _refuse_link(root: Path, rel: str, known: set[str] | None = None) -> None:
+    link = _link_in(root, rel, known)
     if link is not None:
         raise DataError(
             f"{link} is a symbolic link (to {os.readlink(link)}); mtl review moves only real "
@@ -182,14 +193,23 @@ def plan(
     return _plan(root, wanted)
 
 
-def _plan(root: Path, wanted: Sequence[tuple[str, str, str | None, str, float]]) -> list[Move]:
-    """Moves for (original, given class, target class or None to set aside, reason, score)."""
+def _plan(
+    root: Path,
+    wanted: Sequence[tuple[str, str, str | None, str, float]],
+    shas: dict[str, str] | None = None,
+) -> list[Move]:
+    """Moves for (original, given class, target class or None to set aside, reason, score).
+    ``shas``: SHA-256 already read, by original (a decisions file's checked photos)."""
     taken: set[str] = set()
-    manifest = _manifest_lines(root)
+    manifest: dict[str, str] = {}
+    for rel, text in _manifest_lines(root):
+        if rel is not None:
+            manifest.setdefault(rel, text)  # the first line naming a photo, as before
     stamp = _now()
     moves = []
+    known: set[str] = set()
     for original, given, target, reason, score in wanted:
-        _refuse_link(root, original)
+        _refuse_link(root, original, known)
         src = PurePosixPath(original)
         if target is not None:
             # The top of the target class's folder: a photo in ants/sub/ goes to bees/.
@@ -199,8 +219,10 @@ def _plan(root: Path, wanted: Sequence[tuple[str, str, str | None, str, float]])
             dest = PurePosixPath(REVIEW_FOLDER, reason, *src.parts)
             action = "set_aside"
         file = _free(root, dest, taken)
-        line = next((text for rel, text in manifest if rel == original), None)
-        sha = _sha256(root / original) if (root / original).is_file() else ""
+        line = manifest.get(original)
+        sha = (shas or {}).get(original) or (
+            _sha256(root / original) if (root / original).is_file() else ""
+        )
         moves.append(Move(file, original, action, reason, score, given, target, line, stamp, sha))
     return moves
 
@@ -209,15 +231,24 @@ def check(root: Path, moves: Sequence[Move]) -> None:
     """Refuse (exit 2) before anything moves: a link on either side, a photo that is not a
     regular file, a folder the move would need to write that is not writable."""
     check_review_dir(root)
+    known: set[str] = set()  # folders checked already: each once, not once per photo
+    usable: set[Path] = set()
+    nearest: dict[Path, Path] = {}
     for m in moves:
-        _refuse_link(root, m.original)
-        _refuse_link(root, str(PurePosixPath(m.file).parent))
+        _refuse_link(root, m.original, known)
+        _refuse_link(root, str(PurePosixPath(m.file).parent), known)
         src = root / m.original
         if not os.path.lexists(src):
             continue  # deleted since it was scored: apply skips it and says so
         if not src.is_file():
             raise DataError(f"{src} is not a regular file; nothing was moved")
-        for folder in (src.parent, _nearest_existing((root / m.file).parent)):
+        dest = (root / m.file).parent
+        if dest not in nearest:
+            nearest[dest] = _nearest_existing(dest)
+        for folder in (src.parent, nearest[dest]):
+            if folder in usable:
+                continue
+            usable.add(folder)
             if not folder.is_dir() or folder.is_symlink():
                 raise DataError(f"cannot use {folder}: not a folder; nothing was moved")
             if not os.access(folder, os.W_OK | os.X_OK):
@@ -360,15 +391,24 @@ def _restore_lines(
 ) -> list[tuple[str | None, str]]:
     """``lines`` with each move's line put back as it was, the moves taken newest first (a
     marked line names the original place, or the new one for a relabel)."""
+    at: dict[str, list[int]] = {}  # path -> its lines, ascending: linear, not a scan a move
+    for i, (rel, _) in enumerate(lines):
+        if rel is not None:
+            at.setdefault(rel, []).append(i)
     for m in moves:
         if m.manifest_line is None:
             continue
-        at = next((i for i, (rel, _) in enumerate(lines) if rel in (m.original, m.file)), None)
-        restored = (m.original, m.manifest_line)
-        if at is None:
-            lines.append(restored)  # dropped since (a fetch that ran meanwhile)
-        else:
-            lines[at] = restored
+        found = [at[p][0] for p in (m.original, m.file) if at.get(p)]
+        if not found:
+            lines.append((m.original, m.manifest_line))  # dropped since (a fetch meanwhile)
+            at.setdefault(m.original, []).append(len(lines) - 1)
+            continue
+        i = min(found)
+        old = lines[i][0]
+        lines[i] = (m.original, m.manifest_line)
+        if old is not None and old != m.original:
+            at[old].remove(i)  # the first of a path's few lines
+            bisect.insort(at.setdefault(m.original, []), i)
     return lines
 
 
@@ -400,7 +440,7 @@ def _renamed(name: str, original_name: str) -> bool:
     return n.stem == o.stem or (dash == "-" and base == o.stem and number.isdigit())
 
 
-def _path(root: Path, value: object, where: str, name: str) -> str:
+def _path(root: Path, value: object, where: str, name: str, known: set[str] | None = None) -> str:
     why = relative_problem(value)
     if why:
         raise DataError(f"{where}: {name} {value!r} is not a relative path inside {root} ({why})")
@@ -409,16 +449,16 @@ def _path(root: Path, value: object, where: str, name: str) -> str:
         raise DataError(f"{where}: {name} {value!r} is not a photo")
     if any(part.startswith(".") for part in value.split("/")):
         raise DataError(f"{where}: {name} {value!r} is a hidden file or in a hidden folder")
-    link = _link_in(root, value)
+    link = _link_in(root, value, known)
     if link is not None:
         raise DataError(f"{where}: {name} {value!r} goes through the symbolic link {link}")
     return value
 
 
-def _record(root: Path, row: dict[str, object], where: str) -> Move:
+def _record(root: Path, row: dict[str, object], where: str, known: set[str] | None = None) -> Move:
     """One journal line as a Move, if it is the shape of one of review's own moves."""
-    file = _path(root, row.get("file"), where, "file")
-    original = _path(root, row.get("original"), where, "original")
+    file = _path(root, row.get("file"), where, "file", known)
+    original = _path(root, row.get("original"), where, "original", known)
     action, reason = row.get("action"), row.get("reason")
     given, suggested = row.get("given"), row.get("suggested")
     src, dest = PurePosixPath(original), PurePosixPath(file)
@@ -475,6 +515,7 @@ def read_records(root: Path) -> list[Move]:
     if not path.is_file():
         return []
     moves = []
+    known: set[str] = set()
     text = files.read_text_limited(path, RECORDS_LIMIT, "review's journal")
     for n, line in enumerate(split_lines(text), 1):
         if not line.strip():
@@ -487,7 +528,7 @@ def read_records(root: Path) -> list[Move]:
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object; nothing was moved")
         try:
-            moves.append(_record(root, row, where))
+            moves.append(_record(root, row, where, known))
         except ValueError:
             raise DataError(f"{where}: manifest_line is not a JSON line") from None
     return moves
@@ -542,7 +583,8 @@ def reconcile(root: Path) -> list[Move]:
     if not stale:
         return moves
     _restore_manifest(root, stale)
-    kept = [m for m in moves if m not in stale]
+    gone = {id(m) for m in stale}
+    kept = [m for m in moves if id(m) not in gone]
     _write_records(root, kept)
     return kept
 
@@ -575,7 +617,8 @@ def locked(root: Path) -> Iterator[None]:
 def undo(data: str | os.PathLike[str]) -> UndoResult:
     """Put every recorded photo back, newest record first, under the folder lock. A photo
     deleted since is reported (its manifest line stays marked, so fetch does not bring it
-    back); one whose place is taken is reported and stays recorded for a later --undo."""
+    back); one whose place is taken is reported and stays recorded for a later --undo.
+    The review page stays, marked undone (issue 35: it is the record of what was found)."""
     root = Path(os.path.abspath(data))
     if not root.is_dir():
         raise DataError(f"no such folder: {root}")
@@ -614,11 +657,14 @@ def _undo(root: Path) -> UndoResult:
         else:
             {IN_PLACE: already, MISSING: missing, BLOCKED: blocked}.get(state, blocked).append(m)
     _restore_manifest(root, [*restored, *already])
-    left = [m for m in moves if m in blocked]
+    still = {id(m) for m in blocked}
+    left = [m for m in moves if id(m) in still]
     if left != moves:  # as it was when nothing could be put back
         _write_records(root, left)
+    if restored:
+        # The page stays (it is the record of what was found), saying it was undone.
+        mark_undone(review_dir(root) / REPORT, len(restored), _now())
     if not left:
-        (review_dir(root) / REPORT).unlink(missing_ok=True)
         remove_empty(review_dir(root))
     if failure is not None:
         raise DataError(
@@ -645,13 +691,59 @@ def remove_empty(folder: Path) -> None:
 
 # --- decisions from the review page ---------------------------------------------------------
 
-DECISIONS_FORMAT = "mtl-review-decisions"
 ACTIONS = ("keep", "remove", "move")
 
 
-def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]:
-    """The moves a decisions file (saved from the review page) asks for, every line checked
-    before any is used: a photo inside DATA, a known action, an existing class."""
+@dataclass
+class Decided:
+    """A decisions file, checked decision by decision: the moves of the good ones, and why
+    each bad or stale one is not applied (``problems``, one line each)."""
+
+    moves: list[Move]
+    problems: list[str] = field(default_factory=list)
+    changed: bool = False  # DATA's photos are not those the page was made for
+
+
+def folder_state(root: Path, paths: Sequence[Path] | None = None) -> str:
+    """What a decisions file is bound to: SHA-256 of every listed photo's path and size
+    (``paths``: those of a scan already made, else ``dataset.scan``'s), so a file made for
+    another folder or before photos came, went or changed size is told apart in one
+    listing, without reading any photo. Each decision is also bound to its own photo's
+    content (its SHA-256): that is what decides whether it is applied."""
+    from mtl.data import dataset
+
+    if paths is None:
+        try:
+            paths = [it.path for it in dataset.scan(root, val_split=0.0).items]
+        except DataError as exc:  # a layout train refuses: no state to match
+            return f"unscannable: {exc}"
+    digest = hashlib.sha256()
+    for rel, size in sorted((relative(root, p), _size(p)) for p in paths):
+        digest.update(f"{rel}\0{size}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return -1
+
+
+def _sha(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) != 64:
+        return None
+    return value if all(c in "0123456789abcdef" for c in value) else None
+
+
+def read_decisions(
+    root: Path, path: Path, classes: Sequence[str], listed: Sequence[Path] | None = None
+) -> Decided:
+    """The moves a decisions file (saved from the review page) asks for. The file must be
+    one made for this folder (exit 2 otherwise); then each decision is checked on its own
+    (a photo inside DATA, a known action, an existing class, the photo's content the one
+    the page showed) and a bad or stale one is reported in ``problems``, not applied,
+    while the good ones are. Linear in the decisions."""
     try:
         data = files.loads_json(files.read_text_limited(path, RECORDS_LIMIT, "a decisions file"))
     except FileNotFoundError:
@@ -666,32 +758,88 @@ def read_decisions(root: Path, path: Path, classes: Sequence[str]) -> list[Move]
     rows = data.get("decisions")
     if not isinstance(rows, list):
         raise DataError(f"{path}: 'decisions' is not a list")
+    made_for, state = data.get("data"), data.get("state")
+    if not isinstance(made_for, str) or not isinstance(state, str):
+        raise DataError(
+            f"{path} is not bound to a folder (no 'data' and 'state': made by an older mtl?); "
+            f"make the page again with: mtl review {root}; nothing was moved"
+        )
+    if not _same_folder(Path(made_for), root):
+        raise DataError(
+            f"{path} was made for {made_for}, not {root}; make the page for this folder "
+            f"(mtl review {root}); nothing was moved"
+        )
+    files_named = Counter(
+        row["file"] for row in rows if isinstance(row, dict) and isinstance(row.get("file"), str)
+    )
     wanted: list[tuple[str, str, str | None, str, float]] = []
-    seen: set[str] = set()
+    shas: dict[str, str] = {}
+    problems: list[str] = []
+    known: set[str] = set()
     for n, row in enumerate(rows, 1):
         where = f"{path} decision {n}"
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object")
-        action = row.get("action")
-        if action not in ACTIONS:
-            raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
-        file = _path(root, row.get("file"), where, "file")
-        if file in seen:
-            raise DataError(f"{where}: {file} has two decisions")
-        seen.add(file)
-        if action == "keep":
+        try:
+            got = _decision(root, row, where, classes, files_named, known)
+        except DataError as exc:
+            problems.append(f"{exc}; not applied")
             continue
-        src = PurePosixPath(file)
-        prefix = 1 if _in_split(src.parts[0]) and len(src.parts) > 2 else 0
-        given = src.parts[prefix]
-        if src.parts[0] == REVIEW_FOLDER or given not in classes or len(src.parts) < 2:
-            raise DataError(f"{where}: {file} is not a photo in a class folder of {root}")
-        if not (root / file).is_file():
-            raise DataError(f"{where}: {root / file} is not there (moved or deleted since?)")
-        target = row.get("class") if action == "move" else None
-        if action == "move" and (target not in classes or target == given):
-            raise DataError(f"{where}: class {target!r} is not another class of {root}")
-        reason = row.get("reason")
-        reason = reason if isinstance(reason, str) and reason in REASONS else REMOVED
-        wanted.append((file, given, target if isinstance(target, str) else None, reason, 0.0))
-    return _plan(root, wanted)
+        if got is not None:
+            wanted.append(got[0])
+            shas[got[0][0]] = got[1]
+    changed = state != folder_state(root, listed)
+    if problems and not wanted:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError("; ".join(p.removesuffix("; not applied") for p in problems[:3]) + more
+                        + "; nothing was moved")  # fmt: skip
+    return Decided(_plan(root, wanted, shas), problems, changed)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _decision(
+    root: Path,
+    row: object,
+    where: str,
+    classes: Sequence[str],
+    files_named: Counter[object],
+    known: set[str],
+) -> tuple[tuple[str, str, str | None, str, float], str] | None:
+    """One decision checked: its move and its photo's SHA-256, None for keep; DataError
+    saying why it cannot be applied."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    action = row.get("action")
+    if action not in ACTIONS:
+        raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
+    file = _path(root, row.get("file"), where, "file", known)
+    if files_named[file] > 1:
+        times = "two" if files_named[file] == 2 else str(files_named[file])
+        raise DataError(f"{where}: {file} has {times} decisions (which one was meant?)")
+    if action == "keep":
+        return None
+    src = PurePosixPath(file)
+    prefix = 1 if _in_split(src.parts[0]) and len(src.parts) > 2 else 0
+    given = src.parts[prefix]
+    if src.parts[0] == REVIEW_FOLDER or given not in classes or len(src.parts) < 2:
+        raise DataError(f"{where}: {file} is not a photo in a class folder of {root}")
+    if not (root / file).is_file():
+        raise DataError(f"{where}: {root / file} is not there (moved or deleted since?)")
+    target = row.get("class") if action == "move" else None
+    if action == "move" and (target not in classes or target == given):
+        raise DataError(f"{where}: class {target!r} is not another class of {root}")
+    expected = _sha(row.get("sha256"))
+    if expected is None:
+        raise DataError(f"{where}: no valid sha256 of the photo (made by an older mtl?)")
+    sha = _sha256(root / file)
+    if sha != expected:
+        raise DataError(f"{where}: {file} changed since the page was made (its SHA-256 differs)")
+    reason = row.get("reason")
+    reason = reason if isinstance(reason, str) and reason in REASONS else REMOVED
+    return (file, given, target if isinstance(target, str) else None, reason, 0.0), sha

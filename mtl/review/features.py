@@ -42,6 +42,12 @@ class Pooled:
     warnings: list[str]
     engine: str
     seconds: dict[str, float] = field(default_factory=dict)
+    # Per row, the feature cache's key: derived from the file's bytes, so equal keys are
+    # identical files (the exact half of the duplicate search).
+    keys: list[str] = field(default_factory=list)
+    # Every photo the scan listed, readable or not: the folder state a decisions file
+    # is bound to (mtl.review.actions.folder_state).
+    listed: list[Path] = field(default_factory=list)
 
 
 def pooled_features(
@@ -95,6 +101,7 @@ def pooled_features(
     finally:
         base.stop_early()
     key_of = dict(zip(feats.paths, feats.keys, strict=True))
+    listed = [it.path for it in ds.items]
     ds.drop(feats.failures)
     dataset.check_usable(ds)
     check_reviewable(ds)
@@ -111,6 +118,8 @@ def pooled_features(
         warnings=[*ds.warnings, *base.warnings],
         engine=base.engine,
         seconds=seconds,
+        keys=[key_of[it.path] for it in ds.items],
+        listed=listed,
     )
 
 

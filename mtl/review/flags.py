@@ -112,6 +112,7 @@ class Finding:
     detail: str  # in words
     probability: float  # out-of-fold probability of the given class
     suggested_probability: float = 0.0  # out-of-fold probability of the suggested class
+    priority: float = 0.0  # what the list is sorted by, worst first (see priority())
 
     def to_json(self, root: Path) -> dict[str, object]:
         return {
@@ -120,12 +121,37 @@ class Finding:
             "suggested": self.suggested,
             "reason": self.reason,
             "score": round(self.score, 4),
+            "priority": round(self.priority, 4),
             "given_probability": round(self.probability, 4),
             "suggested_probability": round(self.suggested_probability, 4)
             if self.suggested
             else None,
             "detail": self.detail,
         }
+
+
+# Label problems: the reasons whose fix is the photo's label (or its removal).
+LABEL_REASONS = ("off_topic", "wrong_label")
+PRIORITY = (
+    "Priority = 1 - (1 - w)(1 - o)(1 - q): the chance that at least one of three problems "
+    "is real, taken as independent. w: the calibrated out-of-fold chance that the given "
+    "class is wrong (1 - its probability); o: how surely the photo fits no class, 0.5 at "
+    "the off-topic threshold and 0.9 at 2.2 z past it; q: the score of an image or "
+    "duplicate problem (0.5 at its threshold, towards 1 past it; 0 for label problems). "
+    "So an off-topic photo ranks with the wrong labels, above photos near the boundary "
+    "of two classes."
+)
+
+
+def priority(p_given: float, off_topic_z: float, t: Thresholds, quality: float = 0.0) -> float:
+    """One number for every flagged photo, worst first: :data:`PRIORITY` in words. Off-topic
+    and wrong-label evidence combine (an off-topic photo's label is wrong whatever the
+    class probabilities say), so an off-topic photo no longer ranks below a photo that
+    is merely between two classes."""
+    wrong = min(max(1.0 - p_given, 0.0), 1.0)
+    x = min(max(off_topic_z - t.off_topic, -50.0), 50.0)
+    off = 1.0 / (1.0 + math.exp(-x))
+    return float(1.0 - (1.0 - wrong) * (1.0 - off) * (1.0 - min(max(quality, 0.0), 1.0)))
 
 
 # Every reason's score is 0.5 at its threshold and grows towards 1 the further past it,
@@ -267,7 +293,8 @@ def find(
     stats: Sequence[Stats | None],
     t: Thresholds,
 ) -> list[Finding]:
-    """Every photo past a threshold, with its strongest reason, worst first per reason."""
+    """Every photo past a threshold, with its first reason (REASON_TABLE's order), worst
+    first by :func:`priority`."""
     photos = _Photos(paths, labels, classes, scores, stats)
     out: list[Finding] = []
     for i in range(len(paths)):
@@ -281,6 +308,8 @@ def find(
         suggested = classes[hit.suggested] if hit.suggested is not None else None
         p_suggested = float(scores.probs[i, hit.suggested]) if hit.suggested is not None else 0.0
         p_given = float(scores.probs[i, given])
+        quality = 0.0 if reason.name in LABEL_REASONS else hit.score
+        rank = priority(p_given, float(scores.off_topic[i]), t, quality)
         out.append(
             Finding(
                 i,
@@ -292,9 +321,10 @@ def find(
                 hit.detail,
                 p_given,
                 p_suggested,
+                rank,
             )
         )
-    out.sort(key=lambda f: (-f.score, REASONS.index(f.reason), str(f.path)))
+    out.sort(key=lambda f: (-f.priority, REASONS.index(f.reason), str(f.path)))
     return out
 
 
