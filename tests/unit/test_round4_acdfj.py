@@ -442,8 +442,14 @@ def test_review_decisions_and_undo_work_under_a_valid_folder(tmp_path):
     small_data(data / "train", n=4)
     small_data(data / "valid", n=2, first=100)
     decisions = tmp_path / "decisions.json"
-    rows = [{"file": "valid/ants/001.jpg", "action": "move", "class": "bees"}]
-    decisions.write_text(json.dumps({"format": "mtl-review-decisions", "decisions": rows}))
+    from mtl.review import actions
+
+    import hashlib
+
+    sha = hashlib.sha256((data / "valid/ants/001.jpg").read_bytes()).hexdigest()
+    rows = [{"file": "valid/ants/001.jpg", "action": "move", "class": "bees", "sha256": sha}]
+    bound = {"data": str(data), "state": actions.folder_state(data)}  # as the page saves it
+    decisions.write_text(json.dumps({"format": "mtl-review-decisions", **bound, "decisions": rows}))
     code, err = cli_run("review", str(data), "--apply", str(decisions))
     assert code == 0, err
 
