@@ -442,9 +442,9 @@ def test_review_decisions_and_undo_work_under_a_valid_folder(tmp_path):
     small_data(data / "train", n=4)
     small_data(data / "valid", n=2, first=100)
     decisions = tmp_path / "decisions.json"
-    from mtl.review import actions
-
     import hashlib
+
+    from mtl.review import actions
 
     sha = hashlib.sha256((data / "valid/ants/001.jpg").read_bytes()).hexdigest()
     rows = [{"file": "valid/ants/001.jpg", "action": "move", "class": "bees", "sha256": sha}]
