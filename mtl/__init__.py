@@ -39,8 +39,8 @@ __all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "trai
 
 if TYPE_CHECKING:
     from mtl.crawler.crawl import FetchResult
+    from mtl.deploy.export import ExportReport
     from mtl.inference.evaluate import EvaluationReport
-    from mtl.inference.export import ExportReport
     from mtl.inference.predict import PredictReport
     from mtl.inference.results import ImageResults
     from mtl.training.tracking import EpochLog
@@ -187,7 +187,7 @@ def evaluate(
 
 def export(model: PathLike, *, format: str = "tflite", **options: Any) -> ExportReport:  # noqa: A002
     """``mtl export``: TFLite (``quantize="none"|"dynamic"|"int8"``), SavedModel or ONNX."""
-    from mtl.inference.export import export_model
+    from mtl.deploy.export import export_model
 
     return export_model(model, fmt=format, **options)
 
