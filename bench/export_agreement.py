@@ -10,7 +10,8 @@ reference) and through each export as its users feed it:
 - ONNX: ``onnxruntime`` alone, the decoded photo as it is (uint8, any size);
 - SavedModel: ``tf.saved_model.load(...).signatures["serving_default"]`` with the
   file's bytes, as TF Serving's REST API feeds it;
-- TFLite (float): LiteRT, the photo resized (bilinear) to the declared input;
+- TFLite (float, dynamic-range): LiteRT, the photo as it is (its height and width are
+  dynamic), and resized (bilinear) to the declared input;
 - MediaPipe Tasks' ImageClassifier on the float .tflite, when mediapipe is installed.
 
 Prints the share of photos whose top label agrees with `mtl predict`, by shape. Without
@@ -65,7 +66,7 @@ def saved_model_labels(path: Path) -> Callable[[Path], str]:
     return label
 
 
-def tflite_labels(path: Path) -> Callable[[Path], str]:
+def tflite_labels(path: Path, as_is: bool = False) -> Callable[[Path], str]:
     import io
     import zipfile
 
@@ -80,12 +81,20 @@ def tflite_labels(path: Path) -> Callable[[Path], str]:
         names = packed.read("labels.txt").decode().split()
 
     def label(photo: Path) -> str:
-        img = Image.open(photo).convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+        img = Image.open(photo).convert("RGB")
+        if as_is:  # height and width are dynamic (shape signature -1): the photo as it is
+            interpreter.resize_tensor_input(inp["index"], [1, img.height, img.width, 3])
+            interpreter.allocate_tensors()
+        else:
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
         interpreter.set_tensor(inp["index"], np.asarray(img, np.float32)[None])
         interpreter.invoke()
         return names[int(interpreter.get_tensor(out["index"])[0].argmax())]
 
     return label
+
+
+CLOSE: list[Callable[[], None]] = []
 
 
 def mediapipe_labels(path: Path) -> Callable[[Path], str] | None:
@@ -98,6 +107,7 @@ def mediapipe_labels(path: Path) -> Callable[[Path], str] | None:
         base_options=BaseOptions(model_asset_path=str(path)), max_results=1
     )
     classifier = vision.ImageClassifier.create_from_options(options)
+    CLOSE.append(classifier.close)
 
     def label(photo: Path) -> str:
         result = classifier.classify(mp.Image.create_from_file(str(photo)))
@@ -133,11 +143,18 @@ def main() -> None:
         "onnx": export_model(model, fmt="onnx", out=work / "m.onnx").files[0].path,
         "saved_model": export_model(model, fmt="saved_model", out=work / "m_sm").files[0].path,
         "tflite": export_model(model, fmt="tflite", out=work / "m.tflite").files[0].path,
+        "dynamic": export_model(
+            model, fmt="tflite", quantize="dynamic", out=work / "m.dynamic.tflite"
+        )
+        .files[0]
+        .path,
     }
     readers: dict[str, Callable[[Path], str] | None] = {
         "onnx (onnxruntime, photo as is)": onnx_labels(exports["onnx"]),
         "saved_model (serving_default, bytes)": saved_model_labels(exports["saved_model"]),
+        "tflite float (LiteRT, photo as is)": tflite_labels(exports["tflite"], as_is=True),
         "tflite float (LiteRT, resized to input)": tflite_labels(exports["tflite"]),
+        "tflite dynamic (LiteRT, photo as is)": tflite_labels(exports["dynamic"], as_is=True),
         "tflite float (MediaPipe ImageClassifier)": mediapipe_labels(exports["tflite"]),
     }
     predictor = open_model(model)
@@ -154,6 +171,8 @@ def main() -> None:
             row.append(f"{agree / len(reference):10.3f}")
             agree_all, n_all = agree_all + agree, n_all + len(reference)
         print(f"{name:44} " + " ".join(row) + f" {agree_all / n_all:7.3f}  (n={n_all})")
+    for close in CLOSE:
+        close()
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def test_saved_model_serving_default_takes_encoded_images(exports, shaped, refer
 
 def test_tflite_has_standard_metadata_and_a_packed_labels_file(exports, shaped, reference):
     """The metadata MediaPipe Tasks and the Task Library read, checked with the schema's
-    own reader; the labels packed; LiteRT fed the photo resized to the declared input."""
+    own reader; the labels packed; LiteRT fed the photo as it is (any height and width,
+    the fit inside) and resized to the declared input."""
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
@@ -125,18 +126,24 @@ def test_tflite_has_standard_metadata_and_a_packed_labels_file(exports, shaped, 
     interpreter = Interpreter(model_path=str(exports["tflite"]))
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    # declared as MediaPipe resizes to; height and width dynamic: any photo as it is
     assert list(inp["shape"]) == [1, 224, 224, 3]
-    # the signature promises no size it cannot run (it said -1 and failed at any but one)
-    assert list(inp["shape_signature"])[1:] == [224, 224, 3]
+    assert list(inp["shape_signature"]) == [1, -1, -1, 3]
 
-    def label(photo: Path) -> str:
-        img = Image.open(photo).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    def label(photo: Path, as_is: bool) -> str:
+        img = Image.open(photo).convert("RGB")
+        if not as_is:
+            img = img.resize((224, 224), Image.Resampling.BILINEAR)
+        interpreter.resize_tensor_input(inp["index"], [1, img.height, img.width, 3])
+        interpreter.allocate_tensors()
         interpreter.set_tensor(inp["index"], np.asarray(img, np.float32)[None])
         interpreter.invoke()
         return ["ants", "bees"][int(interpreter.get_tensor(out["index"])[0].argmax())]
 
-    agree = _agreement(label, shaped, reference)
-    # the crop cannot happen in a fixed-size graph: a resized panorama is squashed
+    agree = _agreement(lambda p: label(p, True), shaped, reference)
+    assert min(agree.values()) >= 0.96 and np.mean(list(agree.values())) >= 0.99, agree
+    # resized to the declared input, a photo loses its aspect: a panorama is squashed
+    agree = _agreement(lambda p: label(p, False), shaped, reference)
     assert agree["landscape"] >= 0.9 and np.mean(list(agree.values())) >= 0.8, agree
 
     schema = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")
@@ -177,8 +184,26 @@ def test_mediapipe_image_classifier_runs_the_tflite(exports, shaped, reference):
     assert agree["landscape"] >= 0.9 and np.mean(list(agree.values())) >= 0.8, agree
 
 
+def test_int8_tflite_declares_the_square_it_runs(trained_model, tmp_path):
+    """int8 keeps the square input (full-integer kernels cannot hold the resize's weights),
+    and says so: its signature is -1 for the batch only."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mtl.deploy.export import export_model
+
+    out = tmp_path / "m.int8.tflite"
+    export_model(trained_model.path, quantize="int8", representative=trained_model.train_dir,
+                 calibration_count=8, out=out)  # fmt: skip
+    interpreter = Interpreter(model_path=str(out))
+    (inp,) = interpreter.get_input_details()
+    assert list(inp["shape"]) == [1, 224, 224, 3]
+    assert list(inp["shape_signature"]) == [-1, 224, 224, 3]
+    with zipfile.ZipFile(out) as packed:
+        assert packed.read("labels.txt") == b"ants\nbees\n"
+
+
 def test_mtl_predict_reads_the_new_exports(cli, exports, trained_model):
-    """`mtl predict` on the uint8 any-size ONNX gives model.keras' probabilities."""
+    """`mtl predict` on the any-size ONNX and TFLite gives model.keras' probabilities."""
     files = [str(f) for f in trained_model.val_files[:4]]
     for key in ("onnx", "tflite"):
         result = cli.invoke(app, ["predict", str(exports[key]), *files, "--json", "-k", "2"])

@@ -6,7 +6,7 @@ Every export takes what its users hold and carries its preprocessing inside:
 | --- | --- | --- | --- |
 | onnx | uint8 (n, height, width, 3), any size | yes | ``metadata_props`` |
 | saved_model | ``serving_default``: encoded image bytes; ``pixels``: uint8 any size | yes | ``label`` output, ``assets/labels.txt`` |
-| tflite | float32 (1, size, size, 3) (a photo resized to it) | no: a fixed-size graph | packed ``labels.txt`` (standard metadata) |
+| tflite | float32 (1, height, width, 3), any size, declared (1, size, size, 3); int8: the square | yes (int8: no) | packed ``labels.txt`` (standard metadata) |
 
 The model's facts (:class:`mtl.deploy.facts.ModelFacts`) are built once and every
 writer states them. This is, with :mod:`mtl.deploy.tfgraph`, the export code that uses
@@ -92,25 +92,36 @@ def _tflite_targets(target: Path, force: bool) -> Path:
 
 
 def _write_tflite(job: Job) -> list[ExportedFile]:
+    """Float and dynamic-range: one photo of any height and width in (its fit inside, by
+    matrix products every TFLite runtime has), declared (1, size, size, 3) for the
+    runtimes that resize a photo to the declared input (MediaPipe). int8: the square,
+    as full-integer kernels cannot hold the resize's weights."""
     facts = job.facts
+    any_size = job.quantize != "int8"
+    if any_size:
+        from mtl.deploy.tfgraph import write_any_size_saved_model
+
+        saved = job.work / "any_size_saved_model"
+        write_any_size_saved_model(job.loaded.square_model(), facts.image_size, facts.fit, saved)
+    else:
+        saved = job.square_saved_model()
     data = _convert_tflite(
-        job.square_saved_model(),
-        job.quantize,
-        job.calibration,
-        facts.image_size,
-        facts.fit,
-        job.on_progress,
+        saved, job.quantize, job.calibration, facts.image_size, facts.fit, job.on_progress
     )
-    files.write_bytes(job.target, tflite_with_metadata(data, facts), force=job.force)
+    data = _declared_input(data, facts.image_size, any_size)
+    files.write_bytes(job.target, tflite_with_metadata(data, facts, any_size), force=job.force)
     files.write_text(job.labels_file, facts.labels, force=job.force)
     what = {"none": "TFLite float32", "dynamic": "TFLite dynamic-range", "int8": "TFLite int8"}
+    photo = "any photo in" if any_size else "square in"
     return [
-        ExportedFile(job.target, job.target.stat().st_size, f"{what[job.quantize]}, labels inside"),
+        ExportedFile(
+            job.target, job.target.stat().st_size, f"{what[job.quantize]}, {photo}, labels inside"
+        ),
         ExportedFile(job.labels_file, job.labels_file.stat().st_size, "labels"),
     ]
 
 
-def tflite_with_metadata(flatbuffer: bytes, facts: ModelFacts) -> bytes:
+def tflite_with_metadata(flatbuffer: bytes, facts: ModelFacts, any_size: bool) -> bytes:
     """The ``.tflite`` with its facts twice: mtl's own ``mtl`` entry
     (:data:`mtl.inference.tflite.INFO_METADATA`) and the standard TFLite Model Metadata
     that MediaPipe and the Task Library read, with the class names as a packed
@@ -121,15 +132,19 @@ def tflite_with_metadata(flatbuffer: bytes, facts: ModelFacts) -> bytes:
 
     info = {
         **facts.to_json(),
-        "input": facts.input_contract(dtype="float32", any_size=False),
+        "input": facts.input_contract(dtype="float32", any_size=any_size),
     }
     data = add_metadata(flatbuffer, INFO_METADATA, json.dumps(info).encode())
     size = facts.image_size
     standard = tflitemeta.metadata_flatbuffer(
         name=f"mtl image classifier ({len(facts.class_names)} classes)",
         description=(
-            f"A photo resized to {size}x{size} (RGB 0-255) in, class probabilities out. "
-            f"Trained with fit {facts.fit!r}: {json.dumps(info['input']['resize'])}."
+            (
+                f"A photo (RGB 0-255) of any height and width in (made {size}x{size} inside: "
+                if any_size
+                else f"A {size}x{size} photo (RGB 0-255) in ("
+            )
+            + f"{info['input']['resize']}); class probabilities out."
         ),
         version=f"mtl {facts.mtl_version}; model sha256 {facts.sha256}",
         mean=NORMALIZATION["mean"],
@@ -186,12 +201,13 @@ def _convert_tflite(
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"TFLite conversion failed: {first[:300]}") from None
-    return _fixed_square_input(data, size)
+    return data
 
 
-def _fixed_square_input(flatbuffer: bytes, size: int) -> bytes:
-    """The input declared as it runs: (batch, size, size, 3). A shape signature of -1 for
-    height or width promised any size, but the network's reshapes are fixed: every size
+def _declared_input(flatbuffer: bytes, size: int, any_size: bool) -> bytes:
+    """The input declared as it runs: (1, size, size, 3), its shape signature -1 for the
+    batch (the square) or for height and width (any size, one photo). A signature of -1
+    for height and width over a square graph promised what it could not run: every size
     but its own failed (a RESHAPE of 562,500 != 196,608 elements)."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as fb
@@ -200,10 +216,11 @@ def _fixed_square_input(flatbuffer: bytes, size: int) -> bytes:
 
     model = fb.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     graph = model.subgraphs[0]
+    signature = [1, -1, -1, 3] if any_size else [-1, size, size, 3]
     for index in graph.inputs:
         tensor = graph.tensors[index]
         tensor.shape = np.array([1, size, size, 3], dtype=np.int32)
-        tensor.shapeSignature = np.array([-1, size, size, 3], dtype=np.int32)
+        tensor.shapeSignature = np.array(signature, dtype=np.int32)
     builder = flatbuffers.Builder(len(flatbuffer) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())

@@ -102,3 +102,65 @@ def write_saved_model(
     )
     with quiet_native_stderr():
         archive.write_out(str(folder), verbose=False)
+
+
+def _axis_weights(length: Any, start: Any, step: Any, size: int) -> Any:
+    """(size, length) weights of Pillow's antialiased bilinear resize along one axis: output
+    ``i`` is centred at ``start + (i + 0.5) * step`` in the photo, its triangle filter
+    widened by ``step`` when shrinking, clipped to the photo and renormalised."""
+    import tensorflow as tf
+
+    centers = start + (tf.range(size, dtype=tf.float32) + 0.5) * step
+    pixels = tf.range(length, dtype=tf.float32) + 0.5
+    widen = tf.maximum(step, 1.0)
+    weights = tf.maximum(0.0, 1.0 - tf.abs(pixels[None, :] - centers[:, None]) / widen)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def fit_photo_by_products(photo: Any, size: int, fit: str) -> Any:
+    """(1, h, w, 3) float32 0-255 to (1, size, size, 3): :func:`fit_photos` in ops every
+    TFLite runtime has (two matrix products with weights made from the photo's size, no
+    ``ScaleAndTranslate``), in Pillow's order (across, rounded, then down, rounded).
+    Costs ``3 * h * w * size`` multiply-adds: shrink a photo of tens of megapixels first."""
+    import tensorflow as tf
+
+    shape = tf.shape(photo)
+    h, w = shape[1], shape[2]
+    hw = tf.cast(tf.stack([h, w]), tf.float32)
+    side = float(size)
+    if fit == "center":
+        cover = tf.maximum(tf.round(hw * tf.reduce_max(side / hw)), side)
+        step = hw / cover
+        start = tf.floor((cover - side) / 2.0) * step
+    else:
+        step = hw / side
+        start = tf.zeros_like(hw)
+    down = _axis_weights(h, start[0], step[0], size)  # (size, h)
+    across = _axis_weights(w, start[1], step[1], size)  # (size, w)
+    rows = tf.reshape(tf.transpose(photo[0], [0, 2, 1]), [h * 3, w])  # (h*3, w)
+    x = tf.clip_by_value(tf.round(tf.matmul(rows, across, transpose_b=True)), 0.0, 255.0)
+    x = tf.reshape(x, [h, 3 * size])  # (h, 3*size): row, channel, column
+    x = tf.clip_by_value(tf.round(tf.matmul(down, x)), 0.0, 255.0)  # (size, 3*size)
+    x = tf.transpose(tf.reshape(x, [size, 3, size]), [0, 2, 1])
+    return x[None]
+
+
+def write_any_size_saved_model(model: Any, size: int, fit: str, folder: Path) -> None:
+    """``model`` (the square network) behind :func:`fit_photo_by_products`, one photo of
+    any size in, as a SavedModel for the TFLite converter."""
+    import tensorflow as tf
+
+    from mtl.runtime import keras, quiet_native_stderr
+
+    def serve(image: Any) -> Any:
+        return model(fit_photo_by_products(image, size, fit), training=False)
+
+    archive = keras().export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        tf.function(serve),
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32, name=PIXELS_INPUT)],
+    )
+    with quiet_native_stderr():
+        archive.write_out(str(folder), verbose=False)
