@@ -14,7 +14,8 @@ reference) and through each export as its users feed it:
   dynamic), and resized (bilinear) to the declared input;
 - MediaPipe Tasks' ImageClassifier on the float .tflite, when mediapipe is installed.
 
-Prints the share of photos whose top label agrees with `mtl predict`, by shape. Without
+Prints the share of photos whose top label agrees with `mtl predict`, by shape, and
+each reader's time a photo (decoding included, one photo at a time). Without
 --model it trains the test model (a head on half of hymenoptera, as tests do).
 """
 
@@ -158,19 +159,25 @@ def main() -> None:
         "tflite float (MediaPipe ImageClassifier)": mediapipe_labels(exports["tflite"]),
     }
     predictor = open_model(model)
-    print(f"{'reader':44} " + " ".join(f"{s:>10}" for s in SHAPES) + f" {'all':>7}")
+    import time
+
+    print(f"{'reader':44} " + " ".join(f"{s:>10}" for s in SHAPES) + f" {'all':>7}  ms/photo")
     for name, reader in readers.items():
         if reader is None:
             print(f"{name:44} (not installed)")
             continue
-        row, agree_all, n_all = [], 0, 0
+        row, agree_all, n_all, spent = [], 0, 0, 0.0
         for shape in SHAPES:
             results, _ = predict_paths(predictor, photos[shape])
             reference = {Path(r.file): r.predictions[0].label for r in results if r.ok}
-            agree = sum(reader(p) == reference[p] for p in photos[shape] if p in reference)
+            start = time.perf_counter()
+            labels = {p: reader(p) for p in photos[shape] if p in reference}
+            spent += time.perf_counter() - start
+            agree = sum(labels[p] == reference[p] for p in labels)
             row.append(f"{agree / len(reference):10.3f}")
             agree_all, n_all = agree_all + agree, n_all + len(reference)
-        print(f"{name:44} " + " ".join(row) + f" {agree_all / n_all:7.3f}  (n={n_all})")
+        ms = 1000 * spent / n_all  # decoding included, one photo at a time
+        print(f"{name:44} " + " ".join(row) + f" {agree_all / n_all:7.3f}  {ms:8.1f}  (n={n_all})")
     for close in CLOSE:
         close()
 
