@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mtl.data.images import list_images
-    from mtl.inference.export import export_model
+    from mtl.deploy.export import export_model
     from mtl.inference.predict import open_model, predict_paths
 
     paths = list_images(args.data)

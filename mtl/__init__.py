@@ -40,9 +40,9 @@ __all__ = ["classify", "evaluate", "export", "fetch", "predict", "review", "serv
 
 if TYPE_CHECKING:
     from mtl.crawler.crawl import FetchResult
+    from mtl.deploy.export import ExportReport
     from mtl.deploy.server import ServeReport
     from mtl.inference.evaluate import EvaluationReport
-    from mtl.inference.export import ExportReport
     from mtl.inference.predict import PredictReport
     from mtl.inference.results import ImageResults
     from mtl.training.tracking import EpochLog
@@ -189,7 +189,7 @@ def evaluate(
 
 def export(model: PathLike, *, format: str = "tflite", **options: Any) -> ExportReport:  # noqa: A002
     """``mtl export``: TFLite (``quantize="none"|"dynamic"|"int8"``), SavedModel or ONNX."""
-    from mtl.inference.export import export_model
+    from mtl.deploy.export import export_model
 
     return export_model(model, fmt=format, **options)
 

@@ -158,8 +158,11 @@ def test_dynamic_and_saved_model(cli, trained_model, val_pixels, tmp_path):
     import tensorflow as tf
 
     served = tf.saved_model.load(str(folder / "1"))
-    out = served.serve(tf.constant(val_pixels[:4].astype("float32")))
-    np.testing.assert_allclose(np.asarray(out), trained_model.val_probabilities[:4], atol=1e-4)
+    # the decoded-pixels signature, on mtl's loader's squares (the fit inside: identity)
+    out = served.signatures["pixels"](image=tf.constant(val_pixels[:4]))
+    np.testing.assert_allclose(
+        np.asarray(out["probabilities"]), trained_model.val_probabilities[:4], atol=1e-4
+    )
     assert not [p for p in tmp_path.rglob(".*")]  # no temp files or folders left
 
 

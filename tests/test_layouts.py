@@ -19,9 +19,9 @@ import pytest
 from mtl.cli import app
 from mtl.data import dataset
 from mtl.data.images import expand_inputs, list_images
+from mtl.deploy.export import representative_images
 from mtl.errors import DataError
 from mtl.inference.evaluate import scan_test_set
-from mtl.inference.export import representative_images
 from tests.conftest import ALPHA, SHARED
 
 CLOTHING = SHARED / "data" / "clothing"

@@ -78,7 +78,7 @@ def test_saved_model_is_what_training_measured(trained):
 
 def test_views_are_averaged_inside_the_model_and_survive_tflite(trained, tmp_path):
     from mtl.data.images import load_image
-    from mtl.inference.export import export_model
+    from mtl.deploy.export import export_model
     from mtl.inference.tflite import TFLiteModel
     from mtl.model.modelio import load_model
 

@@ -23,7 +23,7 @@ from mtl.cli._common import (
     short_path,
     shown,
 )
-from mtl.inference.export import FORMATS, FormatName
+from mtl.deploy.formats import FORMATS, FormatName
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -36,7 +36,7 @@ EXAMPLES = """
 
   mtl export model.keras --quantize dynamic --out phone/birds.tflite
 
-  mtl export model.keras --format saved_model
+  mtl export model.keras --format saved_model   [dim](TF Serving: JPEG bytes in)[/dim]
 
   mtl predict model.int8.tflite photos/   [dim](check the exported model)[/dim]
 """
@@ -90,7 +90,14 @@ OutPath = Annotated[
         show_default="beside the model: model.tflite, model.onnx, model_saved_model/",
     ),
 ]
-Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output.")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace an earlier export of mtl's there (never the model, a link, a file "
+        "mtl did not write, or a folder holding anything else).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -107,12 +114,15 @@ def register(app: typer.Typer) -> None:
         quiet: Quiet = False,
         verbose: Verbose = False,
     ) -> None:
-        """Export a trained model for phones and servers, with its labels file.
+        """Export a trained model for phones and servers, its class names inside.
 
-        The exported model takes raw RGB 0-255 float32 pixels at the model's
-        size, like the Keras model; int8 quantizes the inside only.
+        ONNX and SavedModel take a decoded photo of any size (SavedModel's
+        serving_default: the encoded JPEG/PNG bytes) and make it square inside,
+        as mtl predict does; TFLite takes the photo resized to its declared
+        input and carries standard metadata (MediaPipe reads it). int8
+        quantizes the inside only. See docs/deploy.md.
         """
-        from mtl.inference.export import export_model
+        from mtl.deploy.export import export_model
 
         start = time.perf_counter()
         with progress_bar("calibrating") as on_progress:

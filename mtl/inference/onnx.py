@@ -3,8 +3,11 @@
 ``mtl export --format onnx`` writes the class names inside the file, in the
 model's ``metadata_props`` (key :data:`CLASS_NAMES_KEY`, a JSON list in output
 order), so an ``.onnx`` needs no labels file beside it; :data:`FIT_KEY` says how
-a photo becomes its square input (absent: "squash"). Nothing here may
-import TensorFlow or Keras.
+a photo becomes its square input (absent: "squash"). Since mtl 0.2 the file takes a
+decoded uint8 photo of any height and width and makes it square inside
+(:mod:`mtl.deploy.onnxgraph`), its size in :data:`IMAGE_SIZE_KEY`; older files take the
+float32 square. Either way this reader feeds mtl's loader's squares, on which the fit
+inside is the identity. Nothing here may import TensorFlow or Keras.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ CLASS_NAMES_KEY = "mtl.class_names"
 IMAGE_SIZE_KEY = "mtl.image_size"
 VERSION_KEY = "mtl.version"
 FIT_KEY = "mtl.fit"  # mtl.data.images.FITS
-INPUT_KEY = "mtl.input"  # JSON: the input contract (mtl.inference.export.input_contract)
+INPUT_KEY = "mtl.input"  # JSON: the input contract (mtl.deploy.facts.ModelFacts)
+FACTS_KEY = "mtl.facts"  # JSON: the model's facts (mtl.deploy.facts.ModelFacts.to_json)
 
 
 def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str] | None:
@@ -43,7 +47,8 @@ def class_names_from_metadata(metadata: dict[str, str], path: Path) -> list[str]
 
 
 class ONNXModel:
-    """An ONNX Runtime session taking raw RGB 0-255 batches and returning probabilities."""
+    """An ONNX Runtime session taking raw RGB 0-255 batches (mtl's loader's uint8 squares)
+    and returning probabilities."""
 
     def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
         self.path = Path(path)
@@ -72,31 +77,42 @@ class ONNXModel:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(f"{self.path} is not an mtl image classifier (not one input)")
         shape = list(inputs[0].shape)
-        if (
-            len(shape) != 4
-            or shape[3] != 3
-            or not isinstance(shape[1], int)
-            or shape[1] != shape[2]
-        ):
+        meta = self.session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
+        # a photo of any size (uint8, the fit inside), or the float square of older files
+        self.any_size = inputs[0].type == "tensor(uint8)"
+        if len(shape) != 4 or shape[3] != 3:
             raise ModelFileError(
                 f"{self.path} is not an mtl image classifier (input shape {shape})"
             )
+        side: object = shape[1]
+        if self.any_size:
+            try:
+                side = int(self.metadata.get(IMAGE_SIZE_KEY, ""))
+            except ValueError:
+                raise ModelFileError(
+                    f"{self.path} takes photos of any size but names no size in its "
+                    f"metadata ({IMAGE_SIZE_KEY})"
+                ) from None
+        elif not isinstance(shape[1], int) or shape[1] != shape[2]:
+            raise ModelFileError(
+                f"{self.path} is not an mtl image classifier (input shape {shape})"
+            )
+        assert isinstance(side, int)
         classes = outputs[0].shape[-1] if outputs[0].shape else None
         if not isinstance(classes, int):
             raise ModelFileError(f"{self.path} is not an mtl image classifier (output shape)")
         from mtl.model.modelio import MAX_INPUT_PIXELS
 
-        if shape[1] > MAX_INPUT_PIXELS or shape[1] < 1:
+        if side > MAX_INPUT_PIXELS or side < 1:
             raise ModelFileError(
                 f"{self.path} is not a usable mtl model: it declares an input of "
-                f"{shape[1]}x{shape[2]} pixels (the limit is {MAX_INPUT_PIXELS} a side)"
+                f"{side}x{side} pixels (the limit is {MAX_INPUT_PIXELS} a side)"
             )
         self.input_name = inputs[0].name
-        self.image_size = int(shape[1])
+        self.image_size = side
         self.num_classes = classes
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        meta = self.session.get_modelmeta()
-        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
         self.class_names = class_names_from_metadata(self.metadata, self.path)
         from mtl.model.modelio import fit_of
 
@@ -104,7 +120,8 @@ class ONNXModel:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
-            out = self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+            dtype = np.uint8 if self.any_size else np.float32
+            out = self.session.run(None, {self.input_name: x.astype(dtype)})[0]
         except Exception as exc:  # onnxruntime's own types, and a multi-line log
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelFileError(f"{self.path} failed to run: {first[:200]}") from None

@@ -349,7 +349,7 @@ def test_an_os_error_at_the_edge_is_exit_2_naming_the_file(capsys):
 @pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\n", "\r"])
 def test_line_breaking_class_names_are_refused_at_train_and_export(tmp_path, sep):
     from mtl.data import dataset
-    from mtl.inference.export import labels_text
+    from mtl.deploy.export import labels_text
 
     with pytest.raises(UsageError, match="line break"):
         labels_text(["ants", f"be{sep}es"])

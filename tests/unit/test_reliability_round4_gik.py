@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -147,7 +146,7 @@ def test_evaluate_reads_a_formula_like_class_name_back_from_split_csv(tmp_path):
 @pytest.mark.parametrize("name", ["a\x1bb", "a\x7fb", "a\x9bb", "photo\u202egpj", "a\tb"])
 def test_class_names_with_control_characters_are_refused(tmp_path, name):
     from mtl.data import dataset
-    from mtl.inference.export import labels_text
+    from mtl.deploy.facts import labels_text
 
     assert dataset.label_problem(name) is not None
     assert dataset.label_problem("fourmis rousses") is None
@@ -164,10 +163,12 @@ def test_class_names_with_control_characters_are_refused(tmp_path, name):
 
 
 def test_every_export_says_to_feed_the_photo_upright():
-    from mtl.inference.export import input_contract
+    from mtl.deploy.facts import ModelFacts
 
-    contract = input_contract(SimpleNamespace(image_size=224, fit="center"))
-    assert "ImageOps.exif_transpose(img)" in contract["orientation"]
+    facts = ModelFacts(("a", "b"), "center", 224, "0", "0" * 64, "a\nb\n")
+    for any_size in (True, False):
+        contract = facts.input_contract(dtype="uint8", any_size=any_size)
+        assert "ImageOps.exif_transpose(img)" in contract["orientation"]
     line = "ImageOps.exif_transpose("
     for doc in ("docs/images.md", "docs/api.md", "docs/predict-evaluate-export.md", "README.md"):
         assert line in (ROOT / doc).read_text(encoding="utf-8"), doc
