@@ -82,8 +82,14 @@ def test_review_apply_during_a_train_is_refused_with_one_line(tmp_path):
     data = clothing(tmp_path / "d")
     photo = list_images(data / "train" / "pants")[0]
     decisions = tmp_path / "decisions.json"
-    rows = [{"file": photo.relative_to(data).as_posix(), "action": "remove"}]
-    decisions.write_text(json.dumps({"format": "mtl-review-decisions", "decisions": rows}))
+    import hashlib
+
+    from mtl.review import actions
+
+    sha = hashlib.sha256(photo.read_bytes()).hexdigest()
+    rows = [{"file": photo.relative_to(data).as_posix(), "action": "remove", "sha256": sha}]
+    bound = {"data": str(data), "state": actions.folder_state(data)}  # as the page saves it
+    decisions.write_text(json.dumps({"format": "mtl-review-decisions", **bound, "decisions": rows}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     seen: list[subprocess.CompletedProcess[str]] = []
 

@@ -133,7 +133,7 @@ def test_run_folder_contents(trained):
     # Each photo went through the base exactly once.
     assert metrics["cache"]["base_forward_images"] == 245
     assert "val" in result.stdout and "accuracy" in result.stdout
-    assert "training on tensorflow on CPU" in result.stderr and "head on NumPy" in result.stderr
+    assert "training on CPU" in result.stderr and "the head in float32 on NumPy" in result.stderr
     assert metrics["cache"]["head_engine"] == "numpy" and "epoch   1/30" in result.stderr
     assert "refit (all photos)" in result.stderr
 

@@ -68,8 +68,10 @@ def score_test(result: Result, on_progress: ProgressFn | None = None) -> Result:
 def needs_test(run_dir: Path) -> bool:
     """Whether a finished run's test/ photos are still to be scored: its ``metrics.json``
     says so (Ctrl-C, SIGTERM or a kill during the scoring)."""
+    if not (lists_test(run_dir) and (run_dir / "metrics.json").is_file()):
+        return False
     saved = _read_metrics(run_dir)
-    return saved.get(metrics.STATE, metrics.COMPLETE) != metrics.COMPLETE and lists_test(run_dir)
+    return saved.get(metrics.STATE, metrics.COMPLETE) != metrics.COMPLETE
 
 
 def finish_test(run_dir: Path, on_progress: ProgressFn | None = None) -> tuple[dict[str, Any], int]:

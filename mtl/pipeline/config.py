@@ -366,7 +366,7 @@ def _hint(key: str, value: Any) -> str:
 # Upper bounds come from what later stages accept (mtl.model.modelio's loader) or from
 # what a machine can hold, so a run never trains for hours and then fails to save or load.
 MAX_EPOCHS = 100_000
-MAX_BATCH = 65_536
+MAX_BATCH = 1 << 20  # the base runs 256 at most, the head at most every photo
 # The refit's ensemble puts two heads side by side: every hidden width doubles in the
 # saved model, and the loader refuses a layer of more than modelio.MAX_UNITS units.
 MAX_HEAD_UNITS = MAX_UNITS // 2

@@ -75,7 +75,7 @@ def test_the_cli_refuses_a_conflict_in_one_line_before_any_work(tmp_path):
         ({"head": "30000,30000"}, "100,000,000 parameters"),
         ({"head": ",".join(["8"] * 17)}, "at most 16 layers"),
         ({"epochs": 10**9}, "--epochs must be 1 to 100000"),
-        ({"batch_size": 10**9}, "--batch-size must be 1 to 65536"),
+        ({"batch_size": 10**9}, "--batch-size must be 1 to 1048576"),
         ({"fine_tune_layers": 10**9}, "--fine-tune-layers must be 1 to 10000"),
     ],
 )
