@@ -136,12 +136,13 @@ def _pixels(side: int) -> np.ndarray:
 
 
 def _float_parts(spec: BaseSpec):
+    from mtl.model.backbones import weights_file
     from mtl.model.classifier import build_parts
 
     return build_parts(
         ["a", "b"], model=spec.model, alpha=spec.alpha, size=spec.size, head_units=[],
         dropout=0.0, freeze_layers=None, views=spec.views, input_size=spec.input_side,
-        weights=WEIGHTS / "mobilenet_7_5_224_tf_no_top.h5",
+        weights=WEIGHTS / weights_file(spec.model, spec.alpha, include_top=False).name,
     )  # fmt: skip
 
 
