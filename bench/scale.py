@@ -34,6 +34,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -142,40 +143,60 @@ def measure(n: int, data: Path, workdir: Path, commands: list[str], alpha: str) 
     return row
 
 
-def simulate(n: int, alpha: float, views: int, classes: int = 8) -> dict[str, Any]:
+def simulate(n: int, alpha: float, views: int, epochs: int, classes: int = 8) -> dict[str, Any]:
     """`mtl train`'s steps after the base pass on ``n`` photos of random features, in a
-    child process: its peak RSS and time (the base pass is not run)."""
+    child process: the real Session and NumPy engine (hold, the validated fit and the
+    refit beside it, the scores; the prior off, it needs the ImageNet top) on features
+    put in the cache as the base pass puts them. Its peak RSS, time and seconds an epoch
+    (the base pass is not run)."""
     code = f"""
-import time, numpy as np
-t0 = time.perf_counter()
-from mtl.data import features
-from mtl.model.head import Head
-from mtl.training import headfit
+import json, tempfile, time
+from pathlib import Path
+import numpy as np
+from mtl.data import dataset, features
+from mtl.pipeline.basepass import BasePass, cpu_devices
+from mtl.pipeline.config import TrainConfig, validate
+from mtl.training.headrun import NumpyEngine
+from mtl.training.results import Hooks
+from mtl.training.session import Session
 n, views, dim, classes = {n}, {views}, {int(1024 * alpha)}, {classes}
-rng = np.random.default_rng(0)
+tmp = Path(tempfile.mkdtemp())
+cfg = validate(TrainConfig(epochs={epochs}, patience=0, prior=False))
+items = [dataset.Item(tmp / f"{{i}}.jpg", i % classes, "val" if i % 5 == 0 else "train")
+         for i in range(n)]
+ds = dataset.Dataset(tmp, [f"c{{i}}" for i in range(classes)], items, "split")
 cache = features.FeatureCache(memory_bytes=1 << 40)
-centers = rng.random((classes, dim), np.float32) * 2
-labels = np.arange(n) % classes
-for i in range(n):
-    cache.put(str(i), centers[labels[i]] + rng.random((views, dim), np.float32))
-x = features.stack(cache, [str(i) for i in range(n)], release=True)  # as Session.hold
-head = Head.fresh(dim, classes, [], 0.2, 0)
-opt = headfit.Optimizer("adam", 1e-3)
-flat, ys = x.reshape(n * views, dim), np.repeat(labels, views)
-with headfit.one_blas_thread():
-    for epoch in range(30):
-        headfit.train_epoch(head, opt, flat, ys, None, 32, 0, epoch)
-    probs = head.probs(flat)
-print(round(time.perf_counter() - t0, 2))
+rng = np.random.default_rng(0)
+centers = rng.random((classes, 1, dim), np.float32) * 3
+for it in items:
+    cache.put(str(it.path), centers[it.label] + rng.random((views, dim), np.float32))
+session = Session(cfg, ds, tmp, cpu_devices(), tmp / "run", cache,
+                  BasePass(cfg, tmp / "w.h5"), Hooks())
+session.key_of = {{it.path: str(it.path) for it in items}}
+engine = NumpyEngine(session)
+session.engine = engine
+t0 = time.perf_counter()
+with engine.training():
+    engine.fit()
+    session.post_fit()
+fit = [h.seconds for h in session.history if h.phase == "train"]
+print(json.dumps({{"train_seconds": time.perf_counter() - t0, "epoch_seconds": fit}}))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    with subprocess.Popen([sys.executable, "-c", code], env=env) as proc:
+    cmd = [sys.executable, "-c", code]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"the simulation of {n} photos failed ({proc.returncode})")
-    return {"wall": time.perf_counter() - t0, "peak_mb": usage.ru_maxrss / 1024}
+    return {
+        "wall": time.perf_counter() - t0,
+        "peak_mb": usage.ru_maxrss / 1024,
+        **json.loads(out.decode().strip().splitlines()[-1]),
+    }
 
 
 def precision(datasets: list[str], seeds: list[int], alpha: float, out: Path) -> None:
@@ -268,12 +289,13 @@ def ratios(rows: list[dict[str, Any]], commands: list[str]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[500, 2000])
     parser.add_argument("--commands", nargs="+", default=["train", "predict", "review"])
     parser.add_argument("--source", type=Path, default=SHARED / "data" / "clothing")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/mtl-scale"))
     parser.add_argument("--alpha", default="1.0")
     parser.add_argument("--simulate", type=int, nargs="*", default=[])
+    parser.add_argument("--simulate-epochs", type=int, default=2)
     parser.add_argument("--json", type=Path, help="Also write every measurement here.")
     parser.add_argument(
         "--precision",
@@ -294,29 +316,35 @@ def main() -> None:
     rows = []
     # Once per machine mtl converts the base for LiteRT and keeps a model skeleton
     # (minutes with TensorFlow's import): done here first, so no size pays for it.
-    warm = build(48, args.source, args.workdir)
-    warm_row = measure(48, warm, args.workdir, ["train"], args.alpha)
-    print(f"warm-up: {warm_row['train']['wall']:.1f} s", file=sys.stderr)
+    if args.sizes:
+        warm = build(48, args.source, args.workdir)
+        warm_row = measure(48, warm, args.workdir, ["train"], args.alpha)
+        print(f"warm-up: {warm_row['train']['wall']:.1f} s", file=sys.stderr)
     for n in sorted(args.sizes):
         data = build(n, args.source, args.workdir)
         print(f"measuring {n} photos...", file=sys.stderr)
         rows.append(measure(n, data, args.workdir, args.commands, args.alpha))
-    table(rows, args.commands)
+    if rows:
+        table(rows, args.commands)
     ok = ratios(rows, args.commands) if len(rows) > 1 else True
     sims = []
     for n in args.simulate:
-        sim = simulate(n, float(args.alpha), views=2)
+        sim = simulate(n, float(args.alpha), 2, args.simulate_epochs)
         sims.append({"photos": n, **sim})
+        epoch = statistics.median(sim["epoch_seconds"])
         line = (
-            f"\nsimulated {n} photos (after the base pass): {sim['wall']:.1f} s, "
-            f"peak {sim['peak_mb']:.0f} MB"
+            f"\nsimulated {n} photos (random features, no photos: the steps after the base "
+            f"pass, {args.simulate_epochs} epochs): peak {sim['peak_mb']:.0f} MB, "
+            f"{sim['train_seconds']:.1f} s, {epoch:.1f} s an epoch (the default 30: "
+            f"{30 * epoch / 60:.1f} min)"
         )
         if rows and "train" in rows[-1]:
             r = rows[-1]
-            base_rate = r["photos"] / r["train"]["json"].get("seconds", {}).get(
-                "features", r["train"]["wall"]
+            seconds = r["train"]["json"].get("seconds", {})
+            rate = r["photos"] / seconds.get("features", r["train"]["wall"])
+            line += (
+                f"; the base pass at this machine's {rate:.0f} photos/s: {n / rate / 60:.0f} min"
             )
-            line += f"; base pass at {base_rate:.0f} photos/s: {n / base_rate / 60:.0f} min more"
         print(line)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "simulated": sims}, indent=1, default=str))
