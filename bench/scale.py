@@ -205,8 +205,11 @@ def precision(datasets: list[str], seeds: list[int], alpha: float, out: Path) ->
     accuracy on the dataset's test/ photos (the saved model: float32 features both)."""
     import numpy as np
 
+    sys.path.insert(0, str(ROOT))  # this checkout's mtl, not an installed one
     import mtl
     from mtl.data import features
+
+    assert Path(mtl.__file__).is_relative_to(ROOT), mtl.__file__
 
     print("| dataset | seed | features | val accuracy | val loss | test accuracy |")
     print("|---|---:|---|---:|---:|---:|")

@@ -21,6 +21,7 @@ type.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
@@ -314,6 +315,26 @@ def start(
     return job
 
 
+TRIM_EVERY = 4096  # released entries between two trim_heap calls in stack()
+
+
+def trim_heap() -> None:
+    """Give the pages of freed small arrays back to the system. glibc keeps a freed
+    4 KB entry's memory in its heap for reuse, so moving 100,000 cache entries into one
+    matrix would otherwise hold both at the peak (measured: 842 MB against 481 MB of
+    resident memory for 400 MB of features). Elsewhere than glibc: nothing to do."""
+    # No glibc (macOS, musl): that allocator decides, nothing to call.
+    with contextlib.suppress(OSError, AttributeError):
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None)
+
+
 def stack(cache: FeatureCache, keys: Sequence[str], *, release: bool = False) -> np.ndarray:
     """The entries of ``keys`` as one array (entries, ...), in the entries' own type
     (float16 for pooled features), written into one allocation: no list of copies.
@@ -336,6 +357,10 @@ def stack(cache: FeatureCache, keys: Sequence[str], *, release: bool = False) ->
         if release:
             row_of[k] = i
             cache.release(k)
+            if len(row_of) % TRIM_EVERY == 0:
+                trim_heap()
+    if release:
+        trim_heap()
     if out is None:
         raise ValueError("no entries to stack")
     return out
