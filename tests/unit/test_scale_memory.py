@@ -85,3 +85,19 @@ def test_every_subsets_rows_are_slices_of_one_float16_matrix(tmp_path):
     assert np.shares_memory(train, both) and np.shares_memory(val, both)
     assert len(train) == 40 and len(val) == 10
     np.testing.assert_array_equal(labels, np.concatenate([session.labels("train"), val_labels]))
+
+
+def test_progress_bars_show_the_rate():
+    """A long pass says how fast it goes (and rich's column, the time left)."""
+    from rich.progress import Progress
+
+    from mtl.cli._common import RateColumn
+
+    clock = [0.0]
+    bar = Progress(RateColumn(), get_time=lambda: clock[0], auto_refresh=False, disable=True)
+    task = bar.add_task("photos", total=1000)
+    assert str(RateColumn().render(bar.tasks[0])) == ""  # nothing done yet: no rate
+    for second in range(1, 11):
+        clock[0] = float(second)
+        bar.update(task, completed=40 * second)
+    assert str(RateColumn().render(bar.tasks[0])) == "40/s"
