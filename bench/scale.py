@@ -146,7 +146,7 @@ def measure(n: int, data: Path, workdir: Path, commands: list[str], alpha: str) 
 def simulate(n: int, alpha: float, views: int, epochs: int, classes: int = 8) -> dict[str, Any]:
     """`mtl train`'s steps after the base pass on ``n`` photos of random features, in a
     child process: the real Session and NumPy engine (hold, the validated fit and the
-    refit beside it, the scores; the prior off, it needs the ImageNet top) on features
+    refit beside it, the ImageNet prior when its weights are in ../shared, the scores) on features
     put in the cache as the base pass puts them. Its peak RSS, time and seconds an epoch
     (the base pass is not run)."""
     code = f"""
@@ -161,7 +161,8 @@ from mtl.training.results import Hooks
 from mtl.training.session import Session
 n, views, dim, classes = {n}, {views}, {int(1024 * alpha)}, {classes}
 tmp = Path(tempfile.mkdtemp())
-cfg = validate(TrainConfig(epochs={epochs}, patience=0, prior=False))
+top = Path({str(SHARED / "weights" / "mobilenet_1_0_224_tf.h5")!r})
+cfg = validate(TrainConfig(epochs={epochs}, patience=0, prior=top.is_file()))
 items = [dataset.Item(tmp / f"{{i}}.jpg", i % classes, "val" if i % 5 == 0 else "train")
          for i in range(n)]
 ds = dataset.Dataset(tmp, [f"c{{i}}" for i in range(classes)], items, "split")
@@ -173,6 +174,7 @@ for it in items:
 session = Session(cfg, ds, tmp, cpu_devices(), tmp / "run", cache,
                   BasePass(cfg, tmp / "w.h5"), Hooks())
 session.key_of = {{it.path: str(it.path) for it in items}}
+session.top_file = top if top.is_file() else "off"
 engine = NumpyEngine(session)
 session.engine = engine
 t0 = time.perf_counter()

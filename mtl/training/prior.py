@@ -32,7 +32,7 @@ import numpy as np
 from mtl.model import concepts
 from mtl.model.head import Head
 
-ROWS = 4096  # feature rows per product in Prior.logits
+ROWS = 1024  # feature rows per product in Prior.logits
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from mtl.data import features
 from mtl.report import metrics
 from mtl.training import headfit, prior
 
-CHUNK = 4096  # photos per step when adding up class means: bounded memory on large sets
+CHUNK = 512  # photos per step when adding up class means: bounded memory on large sets
 
 
 class PriorSteps:
