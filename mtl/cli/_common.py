@@ -19,10 +19,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from mtl.errors import MtlError, TrainingInterrupted
 from mtl.progress import ProgressFn
@@ -271,6 +274,18 @@ def detail(message: str) -> None:
         err.print(f"[dim]{_escape(message)}[/dim]", highlight=False)
 
 
+class RateColumn(ProgressColumn):
+    """Items (photos, files) a second, over the last half minute: with the time left,
+    what says how long a run on many photos will take while it runs."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("")
+        rate = f"{speed:.1f}/s" if speed < 10 else f"{speed:,.0f}/s"
+        return Text(rate, style="progress.data.speed")
+
+
 class Bars:
     """Progress bars on stderr, one per named task, each created when it first reports
     (so nothing is left on screen for work that never happened)."""
@@ -288,6 +303,7 @@ class Bars:
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                RateColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=err,

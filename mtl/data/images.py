@@ -6,6 +6,7 @@ see exactly the same pixels for the same file.
 
 from __future__ import annotations
 
+import collections
 import glob
 import io
 import os
@@ -395,22 +396,26 @@ def iter_batches(
 ) -> Iterator[Batch[S]]:
     """Decode ``paths`` in parallel threads (Pillow releases the GIL) and yield batches.
 
+    One thread a core (a bigger machine decodes faster, no option needed), and enough
+    batches decoding ahead to keep every thread busy while the caller runs the model
+    on this one: memory holds a fixed number of decoded photos, whatever the count.
     Failed files are reported in each batch's ``failures``, in input order.
     """
     paths = list(paths)
     h, w = (size, size) if isinstance(size, int) else size
-    workers = workers or min(8, (os.cpu_count() or 2))
+    workers = workers or (os.cpu_count() or 2)
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    ahead = max(1, -(-2 * workers // max(1, batch_size)))  # two photos a thread in flight
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(chunk: list[S]) -> list[Future[np.ndarray | str]]:
             return [pool.submit(_load_or_error, p, size, fit) for p in chunk]
 
-        # Decode the next batch while the caller runs the model on this one.
-        pending = submit(chunks[0]) if chunks else []
+        pending = collections.deque(submit(c) for c in chunks[:ahead])
         for i, chunk in enumerate(chunks):
-            decoded = [f.result() for f in pending]
-            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []
+            decoded = [f.result() for f in pending.popleft()]
+            if i + ahead < len(chunks):
+                pending.append(submit(chunks[i + ahead]))
             ok = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, np.ndarray)]
             bad = [(p, a) for p, a in zip(chunk, decoded, strict=True) if isinstance(a, str)]
             pixels = np.stack([a for _, a in ok]) if ok else np.zeros((0, h, w, 3), dtype=np.uint8)

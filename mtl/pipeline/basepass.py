@@ -119,8 +119,9 @@ def gpu_visible() -> bool:
     return nvidia or amd
 
 
-# Pooled features a photo and view hold at most (MobileNet v3 large: 1280 floats).
-MAX_FEATURE_BYTES = 1280 * 4
+# Pooled features a photo and view hold at most (MobileNet v3 large: 1280 floats, kept
+# as float16: mtl.data.features.POOLED_DTYPE).
+MAX_FEATURE_BYTES = 1280 * 2
 
 
 def head_engine(cfg: TrainConfig, *, callbacks: bool, resuming: bool, photos: int = 0) -> str:

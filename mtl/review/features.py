@@ -105,9 +105,12 @@ def pooled_features(
     ds.drop(feats.failures)
     dataset.check_usable(ds)
     check_reviewable(ds)
-    x = features.stack(cache, [key_of[it.path] for it in ds.items]).astype(np.float32)
+    # Held once (released from the cache as copied, float16 as cached), then float32 for
+    # the k-fold heads: the views' mean straight from float16, no float32 copy of all views.
+    x = features.stack(cache, [key_of[it.path] for it in ds.items], release=True)
     if x.ndim == 3:  # (photos, views, features), as train caches them: their mean
-        x = x.mean(axis=1)
+        x = x.mean(axis=1, dtype=np.float32)
+    x = x.astype(np.float32, copy=False)
     return Pooled(
         root=Path(data),
         classes=ds.classes,

@@ -62,9 +62,9 @@ class CachedBatches(keras.utils.PyDataset):
         self.sample_weights, self.batch_size, self.seed = sample_weights, batch_size, seed
         self.views = views
         self.n = len(self.keys) * views
-        self.stacked = (
-            _rows(features.stack(cache, self.keys), views).astype("float32") if in_memory else None
-        )
+        # As cached (float16 for pooled features), each batch cast to float32: a float32
+        # copy of every feature would double what a large run holds.
+        self.stacked = _rows(features.stack(cache, self.keys), views) if in_memory else None
         self.epoch = first_epoch
         self.order = epoch_order(self.n, seed, first_epoch)
 
@@ -75,7 +75,7 @@ class CachedBatches(keras.utils.PyDataset):
         rows = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         photo, view = rows // self.views, rows % self.views
         if self.stacked is not None:
-            x = self.stacked[photo, view]
+            x = self.stacked[photo, view].astype("float32")
         else:
             entries = _rows(features.stack(self.cache, [self.keys[j] for j in photo]), self.views)
             x = entries[np.arange(len(rows)), view].astype("float32")

@@ -79,6 +79,9 @@ class NumpyEngine:
         one. Its epochs are reported after the fit's."""
         s, c = self.s, self.s.cfg
         t0 = time.perf_counter()
+        # Every feature once, in one float16 matrix: the cache's copies go, and each
+        # subset's rows are slices of it (bounded memory: :meth:`Session.hold`).
+        s.hold(("train", "val"))
         if s.refits and not c.patience:
             pool = ThreadPoolExecutor(1, thread_name_prefix="mtl-refit")
             self.early_refit = pool.submit(self.fit_head, "refit", c.epochs, ("train", "val"))

@@ -32,6 +32,8 @@ import numpy as np
 from mtl.model import concepts
 from mtl.model.head import Head
 
+ROWS = 1024  # feature rows per product in Prior.logits
+
 
 @dataclass(frozen=True)
 class Prior:
@@ -64,7 +66,11 @@ class Prior:
         return cls(kernel.astype(np.float32), bias.astype(np.float32))
 
     def logits(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(rows.astype(np.float64) @ self.kernel + self.bias)
+        """In float64, a chunk of rows at a time: bounded memory on a large validation set."""
+        out = np.empty((len(rows), len(self.bias)))
+        for i in range(0, len(rows), ROWS):
+            out[i : i + ROWS] = rows[i : i + ROWS].astype(np.float64) @ self.kernel + self.bias
+        return out
 
 
 def concept_sums(

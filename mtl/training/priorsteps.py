@@ -18,7 +18,7 @@ from mtl.data import features
 from mtl.report import metrics
 from mtl.training import headfit, prior
 
-CHUNK = 4096  # photos per step when adding up class means: bounded memory on large sets
+CHUNK = 512  # photos per step when adding up class means: bounded memory on large sets
 
 
 class PriorSteps:
@@ -34,6 +34,8 @@ class PriorSteps:
     top_file: Path | str = ""
     blend: prior.Blend | None = None  # the prior's weight in the saved model, if any
     _top: tuple[np.ndarray, np.ndarray] | None = None
+    # The features of these subsets, in this order, as one matrix (:meth:`hold`).
+    _held: tuple[tuple[str, ...], np.ndarray] | None = None
 
     def keys(self, subset: str) -> list[str]:  # pragma: no cover - the Session's
         raise NotImplementedError
@@ -43,16 +45,44 @@ class PriorSteps:
 
     # --- cached features as NumPy ---------------------------------------------------------
 
+    def hold(self, subsets: tuple[str, ...]) -> None:
+        """Move the features of ``subsets`` out of the cache's memory into one matrix, in
+        that order: :meth:`rows` of any run of them (("train",), ("val",), both) is then
+        a slice of it, not a copy. A run holds its features once, as float16, instead of
+        once in the cache and again per subset."""
+        keys = [k for s in subsets for k in self.keys(s)]
+        if keys:
+            x = features.stack(self.cache, keys, release=True)
+            self._held = (subsets, x[:, None] if x.ndim == 2 else x)
+
     def rows(self, subsets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Features as (photos, views, dim) and labels of ``subsets``."""
+        """Features as (photos, views, dim) and labels of ``subsets``: float16 for pooled
+        features (:data:`mtl.data.features.POOLED_DTYPE`; the head computes in float32)."""
+        labels = (
+            np.concatenate([self.labels(s) for s in subsets]) if subsets else np.zeros(0, np.int64)
+        )
+        held = self._held_rows(subsets)
+        if held is not None:
+            return held, labels
         keys = [k for s in subsets for k in self.keys(s)]
         if not keys:
             return np.zeros((0, len(self.views), 0), np.float32), np.zeros(0, np.int64)
-        x = features.stack(self.cache, keys).astype(np.float32)
+        x = features.stack(self.cache, keys)
         if x.ndim == 2:
             x = x[:, None]
-        labels = np.concatenate([self.labels(s) for s in subsets])
         return x, labels
+
+    def _held_rows(self, subsets: tuple[str, ...]) -> np.ndarray | None:
+        """``subsets``' rows as a slice of the held matrix, if they are a run of its subsets."""
+        if self._held is None or not subsets:
+            return None
+        order, x = self._held
+        n = len(subsets)
+        for i in range(len(order) - n + 1):
+            if order[i : i + n] == subsets:
+                start = sum(len(self.keys(s)) for s in order[:i])
+                return x[start : start + sum(len(self.keys(s)) for s in subsets)]
+        return None
 
     def probs(self, head: headfit.Head, x: np.ndarray) -> np.ndarray:
         """Averaged over the views, as the saved model computes them."""
@@ -76,9 +106,14 @@ class PriorSteps:
         sums, counts = np.zeros((classes, kernel.shape[1])), np.zeros(classes)
         keys = [k for s in subsets for k in self.keys(s)]
         labels = np.concatenate([self.labels(s) for s in subsets])
+        every = self._held_rows(subsets)
         for start in range(0, len(keys), CHUNK):
-            x = features.stack(self.cache, keys[start : start + CHUNK]).astype(np.float32)
-            x = x[:, None] if x.ndim == 2 else x
+            if every is not None:
+                x = every[start : start + CHUNK]
+            else:
+                x = features.stack(self.cache, keys[start : start + CHUNK])
+                x = x[:, None] if x.ndim == 2 else x
+            x = x.astype(np.float32)
             photos, views, dim = x.shape
             part = labels[start : start + CHUNK]
             s, n = prior.concept_sums(
