@@ -41,7 +41,7 @@ def test_litert_features_equal_keras_features_on_real_photos(base_parts):
     flatbuffer = tflite_flatbuffer(base_parts.extractor, (224, 224, 3))
     lite = LiteExtractor(flatbuffer, "spec", threads=2)
     lite_features = lite(x)
-    assert lite_features.shape == keras_features.shape == (12, 768)
+    assert lite_features.shape == keras_features.shape == (12, round(1024 * ALPHA))
     assert keras_features.max() > 1.0  # real activations, not an empty pass
     np.testing.assert_allclose(lite_features, keras_features, atol=1e-4)
     # The early pass (one thread, padded batches) gives the very same bits as the main one.

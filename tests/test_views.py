@@ -59,7 +59,7 @@ def test_the_crop_view_is_the_photos_own_central_pixels(parts):
     assert (views.input_side, plain.input_side) == (256, 224)
     x = _squares(3)
     both = np.asarray(views.extractor.predict_on_batch(x))
-    assert both.shape == (6, 2, 768)
+    assert both.shape == (6, 2, round(1024 * ALPHA))
     crop = np.asarray(plain.extractor.predict_on_batch(x[:, 16:240, 16:240]))
     # (float32 noise only: the same ops on the same pixels, in another graph)
     np.testing.assert_allclose(both[:, 1], crop, rtol=1e-5, atol=1e-5)

@@ -363,6 +363,11 @@ class _Interrupt:
 _interrupt = _Interrupt()
 
 
+def interrupt_reported() -> None:
+    """A command has printed what an interrupt left (no generic "interrupted" line)."""
+    _interrupt.reported = True
+
+
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """While a command runs, SIGINT (Ctrl-C), SIGTERM and SIGHUP raise

@@ -60,7 +60,7 @@ def _setting_option(key: str) -> inspect.Parameter:
     row = SETTINGS[key]
     default = _DEFAULTS[key]
     shown = ",".join(map(str, default)) or "none" if isinstance(default, list) else default
-    metavar = row.metavar or ("|".join(CHOICES[key]) if key in CHOICES else None)
+    metavar = row.metavar or (f"<{'|'.join(CHOICES[key])}>" if key in CHOICES else None)
     if isinstance(default, bool):
         flag = row.flags[0]
         kind: Any = bool
@@ -174,24 +174,14 @@ def _train(
         if data is None:
             raise fail("missing DATA: the dataset folder (or --resume RUN)", 2)
         cfg = call(resolve, config_file, overrides)
-    with download_progress() as on_download, progress() as bars:
-        display = _Display(bars)
-        result = call(
-            run,
-            data,
-            cfg,
-            out=out_dir,
-            force=force,
-            resume=resume,
-            weights_dir=weights_dir,
-            cache_dir=cache_dir,
-            on_download=on_download,
-            on_progress=display.progress,
-            on_start=display.start,
-            on_epoch=display.epoch,
-        )
-        # DATA/test/ (held out, never trained on): scored by the model just written.
-        result = call(score_test, result, lambda d, t: display.progress("scoring test/", d, t))
+    display: _Display | None = None
+    try:
+        with download_progress() as on_download, progress() as bars:
+            display = _Display(bars)
+            result = _run_and_score(run, score_test, display, on_download, data, cfg, out_dir,
+                                    force, resume, weights_dir, cache_dir)  # fmt: skip
+    except KeyboardInterrupt as exc:  # between the core's own handlers: say what it left
+        raise _interrupted_after_model(display, exc) from None
     for message in result.warnings[len(display.warned) :]:
         warn(message)
     detail("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
@@ -199,6 +189,50 @@ def _train(
         print_json(result.to_json())
     else:
         _summary_table(result)
+
+
+def _interrupted_after_model(display: Any, exc: BaseException) -> BaseException:
+    """A Ctrl-C (or SIGTERM) that lands after ``model.keras`` is written but outside the
+    core's handlers (its clean-up, the lock's release, between training and scoring):
+    the run is complete but for its test/ scores, and ``--resume`` adds them."""
+    import shlex
+
+    from rich.markup import escape
+
+    from mtl.cli._common import err, interrupt_reported
+    from mtl.errors import interrupt_exit_code
+    from mtl.inference.heldout import needs_test
+
+    run_dir = getattr(display, "run_dir", None)
+    if run_dir is None or not (run_dir / "model.keras").is_file():
+        return exc
+    resume = f"mtl train --resume {shlex.quote(str(run_dir))}"
+    left = f"score its test/ photos with {resume}" if needs_test(run_dir) else "the run is complete"
+    said = f"interrupted after {run_dir / 'model.keras'} was written: {left}"
+    err.print(f"[red]{escape(said)}[/red]", highlight=False)
+    interrupt_reported()
+    return typer.Exit(interrupt_exit_code(exc))
+
+
+def _run_and_score(run: Any, score_test: Any, display: Any, on_download: Any, data: Any,
+                   cfg: Any, out_dir: Any, force: bool, resume: Any, weights_dir: Any,
+                   cache_dir: Any) -> Any:  # fmt: skip
+    """Train, then score DATA/test/ (held out, never trained on) with the model just written."""
+    result = call(
+        run,
+        data,
+        cfg,
+        out=out_dir,
+        force=force,
+        resume=resume,
+        weights_dir=weights_dir,
+        cache_dir=cache_dir,
+        on_download=on_download,
+        on_progress=display.progress,
+        on_start=display.start,
+        on_epoch=display.epoch,
+    )
+    return call(score_test, result, lambda d, t: display.progress("scoring test/", d, t))
 
 
 def _finish_test(run: Path, as_json: bool) -> None:
@@ -227,11 +261,13 @@ class _Display:
     def __init__(self, bars: Bars) -> None:
         self.bars = bars
         self.warned: list[str] = []
+        self.run_dir: Path | None = None
 
     def progress(self, stage: str, done: int, total: int) -> None:
         self.bars.update(stage, done, total)
 
     def start(self, s: Any) -> None:
+        self.run_dir = s.run_dir
         info(f"training on {s.device}")
         counts = ", ".join(
             f"{c} {t}+{v}" for c, t, v in zip(s.classes, s.train_counts, s.val_counts, strict=True)

@@ -365,7 +365,7 @@ class Session(PriorSteps):
             head = "the head on Keras"
         if not base.extractors:  # nothing frozen ran apart: the base trains with the head
             return f"{where}; {head}"
-        by = "LiteRT" if base.engine == "litert" else "Keras"
+        by = "LiteRT" if base.engine == "litert" else f"Keras ({runtime.backend_name()})"
         return f"{where}; the frozen base in {base.precision(self.cfg.freeze)} on {by}, {head}"
 
     def announce(self, cached: str, warnings: list[str]) -> None:
