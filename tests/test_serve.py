@@ -14,7 +14,6 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from PIL import Image
 import mtl
 from mtl.cli import app
 from tests.conftest import ROOT
+from tests.test_review import chromium  # the review page's browser, found the same way
 
 # Only to keep a broken server from hanging the suite: never a measure of speed.
 HANG_GUARD_S = 300
@@ -351,14 +351,6 @@ def test_a_missing_model_is_one_line_before_anything_listens(tmp_path, cli):
 
 
 # --- the page, in a real browser -------------------------------------------------------------
-
-
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 class DevTools:

@@ -178,8 +178,22 @@ def _train(
     try:
         with download_progress() as on_download, progress() as bars:
             display = _Display(bars)
-            result = _run_and_score(run, score_test, display, on_download, data, cfg, out_dir,
-                                    force, resume, weights_dir, cache_dir)  # fmt: skip
+            result = call(
+                run,
+                data,
+                cfg,
+                out=out_dir,
+                force=force,
+                resume=resume,
+                weights_dir=weights_dir,
+                cache_dir=cache_dir,
+                on_download=on_download,
+                on_progress=display.progress,
+                on_start=display.start,
+                on_epoch=display.epoch,
+            )
+            # DATA/test/ (held out, never trained on): scored by the model just written.
+            result = call(score_test, result, lambda d, t: display.progress("scoring test/", d, t))
     except KeyboardInterrupt as exc:  # between the core's own handlers: say what it left
         raise _interrupted_after_model(display, exc) from None
     for message in result.warnings[len(display.warned) :]:
@@ -191,7 +205,7 @@ def _train(
         _summary_table(result)
 
 
-def _interrupted_after_model(display: Any, exc: BaseException) -> BaseException:
+def _interrupted_after_model(display: _Display | None, exc: BaseException) -> BaseException:
     """A Ctrl-C (or SIGTERM) that lands after ``model.keras`` is written but outside the
     core's handlers (its clean-up, the lock's release, between training and scoring):
     the run is complete but for its test/ scores, and ``--resume`` adds them."""
@@ -203,7 +217,7 @@ def _interrupted_after_model(display: Any, exc: BaseException) -> BaseException:
     from mtl.errors import interrupt_exit_code
     from mtl.inference.heldout import needs_test
 
-    run_dir = getattr(display, "run_dir", None)
+    run_dir = display.run_dir if display is not None else None
     if run_dir is None or not (run_dir / "model.keras").is_file():
         return exc
     resume = f"mtl train --resume {shlex.quote(str(run_dir))}"
@@ -212,27 +226,6 @@ def _interrupted_after_model(display: Any, exc: BaseException) -> BaseException:
     err.print(f"[red]{escape(said)}[/red]", highlight=False)
     interrupt_reported()
     return typer.Exit(interrupt_exit_code(exc))
-
-
-def _run_and_score(run: Any, score_test: Any, display: Any, on_download: Any, data: Any,
-                   cfg: Any, out_dir: Any, force: bool, resume: Any, weights_dir: Any,
-                   cache_dir: Any) -> Any:  # fmt: skip
-    """Train, then score DATA/test/ (held out, never trained on) with the model just written."""
-    result = call(
-        run,
-        data,
-        cfg,
-        out=out_dir,
-        force=force,
-        resume=resume,
-        weights_dir=weights_dir,
-        cache_dir=cache_dir,
-        on_download=on_download,
-        on_progress=display.progress,
-        on_start=display.start,
-        on_epoch=display.epoch,
-    )
-    return call(score_test, result, lambda d, t: display.progress("scoring test/", d, t))
 
 
 def _finish_test(run: Path, as_json: bool) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,33 +357,42 @@ def check_model_file(path: Path) -> None:
 _WIDTH_KEYS = ("units", "filters", "output_dim", "input_dim", "depth_multiplier", "key_dim")
 
 
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in a Keras config, depth first (the reader bounds its depth)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+
+
 def _layer_sizes(node: Any) -> list[tuple[str, int, int]]:
     """(layer name, widest declared size, estimated parameters) for every layer in a Keras
     config; the estimate multiplies the layer's widths and kernel by the last dimension of
     the input shape Keras 3 records in its ``build_config``."""
     found: list[tuple[str, int, int]] = []
-    if isinstance(node, dict):
-        config = node.get("config")
-        if isinstance(node.get("class_name"), str) and isinstance(config, dict):
-            widths = [config[k] for k in _WIDTH_KEYS if isinstance(config.get(k), int)]
-            if widths:
-                kernel = config.get("kernel_size")
-                area = 1
-                for k in kernel if isinstance(kernel, list) else [kernel]:
-                    area *= k if isinstance(k, int) and k > 0 else 1
-                build = node.get("build_config")
-                shape = build.get("input_shape") if isinstance(build, dict) else None
-                last = shape[-1] if isinstance(shape, list) and shape else None
-                fan_in = last if isinstance(last, int) and last > 0 else 1
-                weights = area * (fan_in + 1)
-                for w in widths:
-                    weights *= max(w, 1)
-                found.append((str(config.get("name", node["class_name"])), max(widths), weights))
-        for value in node.values():
-            found += _layer_sizes(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _layer_sizes(value)
+    for obj in _objects(node):
+        config = obj.get("config")
+        if not (isinstance(obj.get("class_name"), str) and isinstance(config, dict)):
+            continue
+        widths = [config[k] for k in _WIDTH_KEYS if isinstance(config.get(k), int)]
+        if not widths:
+            continue
+        kernel = config.get("kernel_size")
+        area = 1
+        for k in kernel if isinstance(kernel, list) else [kernel]:
+            area *= k if isinstance(k, int) and k > 0 else 1
+        build = obj.get("build_config")
+        shape = build.get("input_shape") if isinstance(build, dict) else None
+        last = shape[-1] if isinstance(shape, list) and shape else None
+        fan_in = last if isinstance(last, int) and last > 0 else 1
+        weights = area * (fan_in + 1)
+        for w in widths:
+            weights *= max(w, 1)
+        found.append((str(config.get("name", obj["class_name"])), max(widths), weights))
     return found
 
 
@@ -390,19 +400,14 @@ def _declared_sides(node: Any) -> list[tuple[str, int]]:
     """Every output side a layer's config declares (``height``/``width``/``size``: the
     fit, resize and crop layers), so a file cannot make a photo decode to 50000x50000."""
     found: list[tuple[str, int]] = []
-    if isinstance(node, dict):
-        config = node.get("config")
+    for obj in _objects(node):
+        config = obj.get("config")
         if isinstance(config, dict):
-            name = str(config.get("name", node.get("class_name", "?")))[:80]
+            name = str(config.get("name", obj.get("class_name", "?")))[:80]
             for key in ("height", "width", "size"):
                 value = config.get(key)
                 values = value if isinstance(value, list) else [value]
                 found += [(name, v) for v in values if isinstance(v, int) and v > 0]
-        for value in node.values():
-            found += _declared_sides(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _declared_sides(value)
     return found
 
 
@@ -410,19 +415,14 @@ def _input_shapes(node: Any) -> list[list[Any]]:
     """Every input shape declared in a Keras config: ``InputLayer``s' ``batch_shape`` and
     any ``batch_input_shape`` (older files, layers given ``input_shape=``)."""
     found: list[list[Any]] = []
-    if isinstance(node, dict):
-        config = node.get("config")
-        if node.get("class_name") == "InputLayer" and isinstance(config, dict):
+    for obj in _objects(node):
+        config = obj.get("config")
+        if obj.get("class_name") == "InputLayer" and isinstance(config, dict):
             for key in ("batch_shape", "batch_input_shape"):
                 if isinstance(config.get(key), list):
                     found.append(config[key])
-        if isinstance(node.get("batch_input_shape"), list):
-            found.append(node["batch_input_shape"])
-        for value in node.values():
-            found += _input_shapes(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _input_shapes(value)
+        if isinstance(obj.get("batch_input_shape"), list):
+            found.append(obj["batch_input_shape"])
     return found
 
 

@@ -129,11 +129,9 @@ def session_name(folder: Path, name: str, resuming: bool = False) -> str:
     so ``--logdir runs/`` never shows two runs under one name (``runs/a/train`` and
     ``runs/b/train``, or a folder trained again with ``--force``). A resumed run goes on
     under the name it started with."""
-    if resuming:
-        with contextlib.suppress(OSError):
-            started = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
-            if started:
-                return started[-1]
+    started = find_session(folder) if resuming else None
+    if started is not None:
+        return started.name
     name = name or folder.resolve().parent.name or "run"  # a run folder given as "."
     now = time.time()
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
