@@ -57,16 +57,25 @@ def side_by_side(heads: Sequence[Head]) -> Head:
             [_mean([h.biases[0] for h in heads])],
             first.dropout,
         )
-    from scipy.linalg import block_diag
-
     kernels = [np.concatenate([h.kernels[0] for h in heads], axis=1)]
     for i in range(1, len(first.kernels) - 1):
-        kernels.append(block_diag(*(h.kernels[i] for h in heads)).astype(np.float32))
+        kernels.append(_block_diagonal([h.kernels[i] for h in heads]))
     last = np.concatenate([h.kernels[-1] for h in heads], axis=0).astype(np.float64) / n
     kernels.append(last.astype(np.float32))
     biases = [np.concatenate([h.biases[i] for h in heads]) for i in range(len(first.biases) - 1)]
     biases.append(_mean([h.biases[-1] for h in heads]))
     return Head(kernels, biases, first.dropout)
+
+
+def _block_diagonal(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """The blocks along the diagonal of one float32 matrix, zeros elsewhere."""
+    rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
+    out = np.zeros((rows, cols), np.float32)
+    r = c = 0
+    for b in blocks:
+        out[r : r + b.shape[0], c : c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
 
 
 def _mean(arrays: Sequence[np.ndarray]) -> np.ndarray:

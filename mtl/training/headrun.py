@@ -231,12 +231,9 @@ def head_from(weights: list[np.ndarray], dropout: float) -> headfit.Head:
 
 
 def _preload_writers() -> None:
-    """Import matplotlib (the plots), h5py (the model file) and SciPy's optimiser (the
-    ImageNet prior's fit) ahead of their use."""
+    """Import matplotlib (the plots) and h5py (the model file) ahead of their use."""
     try:
         import h5py  # noqa: F401
-        import scipy.optimize  # noqa: F401
-        import scipy.special  # noqa: F401
 
         from mtl.report import plots
 

@@ -25,6 +25,8 @@ better together with the head than the head alone. Nothing here imports Keras.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,12 +104,35 @@ def _views_nll(za: np.ndarray, zb: np.ndarray, labels: np.ndarray, a: float, b: 
     """Mean negative log-likelihood of ``labels`` under the views' average of
     ``softmax(a * za + b * zb)``; ``za``, ``zb``: (photos, views, classes). In log space
     throughout, so a confident mistake costs what it should instead of a clipped constant."""
-    from scipy.special import logsumexp
+    return _nll_and_grad(za, zb, labels, a, b)[0]
 
+
+def _logsumexp(z: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    top = np.max(z, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    out = np.log(np.sum(np.exp(z - top), axis=axis, keepdims=True)) + top
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _nll_and_grad(
+    za: np.ndarray, zb: np.ndarray, labels: np.ndarray, a: float, b: float
+) -> tuple[float, np.ndarray]:
+    """:func:`_views_nll` and its gradient in (a, b): for each photo, each view's share of
+    the label's averaged probability weighs that view's (logit of the label minus the
+    logits' expectation under its softmax)."""
+    n = len(labels)
     z = a * za + b * zb
-    log_p = z - logsumexp(z, axis=2, keepdims=True)  # per view
-    log_avg = logsumexp(log_p, axis=1) - np.log(z.shape[1])  # (photos, classes)
-    return float(-log_avg[np.arange(len(labels)), labels].mean())
+    log_p = z - _logsumexp(z, axis=2, keepdims=True)  # per view
+    rows = np.arange(n)
+    log_label = log_p[rows, :, labels]  # (photos, views)
+    log_avg = _logsumexp(log_label, axis=1) - np.log(z.shape[1])
+    share = np.exp(log_label - _logsumexp(log_label, axis=1, keepdims=True))
+    p = np.exp(log_p)
+    grad = np.empty(2)
+    for i, zi in enumerate((za, zb)):
+        centred = zi[rows, :, labels] - np.einsum("pvc,pvc->pv", p, zi)
+        grad[i] = -float((share * centred).sum()) / n
+    return float(-log_avg.mean()), grad
 
 
 def fit(head_logits: np.ndarray, prior_logits: np.ndarray, labels: np.ndarray) -> Blend:
@@ -137,10 +162,6 @@ def informative(prior_logits: np.ndarray, labels: np.ndarray, p_value: float = P
     """Whether the prior's own answers (``prior_logits`` averaged over views) are right on
     more photos than answering the most frequent class would be, at ``p_value`` (a
     one-sided binomial test)."""
-    # scipy.special, not scipy.stats: the optimiser's import already loads it, and
-    # scipy.stats would add 0.25 s to every run
-    from scipy.special import betainc
-
     n = len(labels)
     if n == 0:
         return False
@@ -148,37 +169,118 @@ def informative(prior_logits: np.ndarray, labels: np.ndarray, p_value: float = P
     majority = float(np.bincount(labels).max()) / n
     if right == 0 or majority >= 1.0:
         return False
-    # P(X >= right) for X ~ Binomial(n, majority): the regularised incomplete beta
-    return bool(betainc(right, n - right + 1, majority) < p_value)
+    return bool(binomial_tail(right, n, majority) < p_value)
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (exact to rounding; SciPy's
+    ``betainc(k, n - k + 1, p)``, without SciPy's 0.3 s import in every run)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0 or p >= 1.0:
+        return float(p >= 1.0)
+    ks = np.arange(k, n + 1, dtype=np.float64)
+    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+    terms = lgamma(n + 1.0) - lgamma(ks + 1.0) - lgamma(n - ks + 1.0)
+    terms += ks * math.log(p) + (n - ks) * math.log1p(-p)
+    return float(min(1.0, math.exp(float(_logsumexp(terms, axis=0)))))
 
 
 def _likelihood_blend(
     head_logits: np.ndarray, prior_logits: np.ndarray, labels: np.ndarray
 ) -> Blend:
     """The blend by maximum likelihood, kept only past the information criterion."""
-    from scipy.optimize import minimize, minimize_scalar
-
     za, zb = head_logits.astype(np.float64), prior_logits.astype(np.float64)
     n = len(labels)
     # The head's own temperature first (over log a: the likelihood is far from flat there).
-    alone = minimize_scalar(
-        lambda t: _views_nll(za, zb, labels, float(np.exp(t)), 0.0),
-        bounds=(np.log(0.01), np.log(20.0)),
-        method="bounded",
+    t, alone = golden_section(
+        lambda t: _views_nll(za, zb, labels, math.exp(t), 0.0), math.log(0.01), math.log(20.0)
     )
-    both = minimize(
-        lambda ab: _views_nll(za, zb, labels, float(ab[0]), float(ab[1])),
-        x0=np.array([float(np.exp(alone.x)), 0.0]),
-        bounds=[(0.0, 20.0), (0.0, 20.0)],
-        method="L-BFGS-B",
+    (a, b), both = box_newton(
+        lambda ab: _nll_and_grad(za, zb, labels, float(ab[0]), float(ab[1])),
+        np.array([math.exp(t), 0.0]),
+        0.0,
+        20.0,
     )
-    a, b = (float(v) for v in both.x)
-    gain = n * (float(alone.fun) - float(both.fun))
-    if not np.isfinite(both.fun) or b < 1e-6 or gain <= np.log(max(n, 2)) / 2:
+    gain = n * (alone - both)
+    if not np.isfinite(both) or b < 1e-6 or gain <= np.log(max(n, 2)) / 2:
         return Blend(1.0, 0.0)  # no better than the head alone: keep the head as trained
     spread_a = a * _spread(za)
     spread_b = b * _spread(zb)
     return Blend(a, b, spread_b / max(spread_a + spread_b, 1e-12))
+
+
+def golden_section(
+    f: Callable[[float], float], lo: float, hi: float, tol: float = 1e-5
+) -> tuple[float, float]:
+    """The minimiser of a unimodal ``f`` on [lo, hi] and its value, to ``tol``."""
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    f1, f2 = f(x1), f(x2)
+    while hi - lo > tol:
+        if f1 <= f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - ratio * (hi - lo)
+            f1 = f(x1)
+        else:
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + ratio * (hi - lo)
+            f2 = f(x2)
+    return (x1, f1) if f1 <= f2 else (x2, f2)
+
+
+def box_newton(
+    f: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lo: float,
+    hi: float,
+    iterations: int = 200,
+) -> tuple[np.ndarray, float]:
+    """A local minimum of a smooth ``f`` (value, gradient) over the box [lo, hi]^d, by a
+    trust region: a Newton step (Hessian by differences of the gradient) on the
+    coordinates not held at a bound where the curvature is positive, else the steepest
+    descent, at most ``radius`` long, projected into the box; the radius grows after a
+    step that lowers ``f`` and shrinks after one that does not. A blend's likelihood is
+    far from quadratic (one photo's loss can fall off a cliff), so the steps must stay
+    safe where Newton's would overshoot or climb."""
+    x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
+    fx, g = f(x)
+    radius = 1.0
+    for _ in range(iterations):
+        # A coordinate at a bound whose gradient pushes it outward stays there.
+        free = ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+        if not free.any() or np.max(np.abs(g[free])) < 1e-10 or radius < 1e-10:
+            break
+        gf = g[free]
+        h = np.empty((len(x), len(x)))
+        for i in range(len(x)):
+            step = 1e-6 * max(1.0, abs(x[i]))
+            e = np.zeros_like(x)
+            e[i] = step
+            h[:, i] = (f(x + e)[1] - f(x - e)[1]) / (2 * step)
+        hf = ((h + h.T) / 2)[np.ix_(free, free)]
+        d = -gf / np.linalg.norm(gf)
+        if np.all(np.isfinite(hf)) and np.linalg.eigvalsh(hf).min() > 0:
+            d = -np.linalg.solve(hf, gf)
+        while True:
+            length = float(np.linalg.norm(d))
+            step_d = d * min(1.0, radius / length) if length > 0 else d
+            trial = x.copy()
+            trial[free] = np.clip(x[free] + step_d, lo, hi)
+            ft, gt = f(trial)
+            if ft < fx:
+                if length <= radius:  # the full Newton step fitted: trust it further
+                    radius = max(radius, 2 * length)
+                else:
+                    radius *= 2
+                x, fx, g = trial, ft, gt
+                break
+            radius /= 4
+            if radius < 1e-10:
+                break
+    return x, fx
 
 
 def _spread(z: np.ndarray) -> float:
