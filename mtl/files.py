@@ -162,7 +162,8 @@ def write_with(
 def write_stream(
     path: str | os.PathLike[str], writer: Callable[[BinaryIO], object], *, force: bool = False
 ) -> Path:
-    """:func:`write_with` for writers that take an open binary file (``np.save``, ``savefig``)."""
+    """:func:`write_with` for writers that take an open binary file (``np.save``,
+    ``Image.save``)."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:

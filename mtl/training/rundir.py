@@ -205,11 +205,8 @@ def write_run(
     files.write_json(
         run_dir / "metrics.json", {**_metrics_json(run), metrics.STATE: state}, force=True
     )
+    written += _write_plots(run_dir, run)
     warnings = []
-    try:
-        written += _write_plots(run_dir, run)
-    except ImportError:
-        warnings.append("matplotlib is not installed: no plots were written")
     if len(run.classes) > MAX_MATRIX_CLASSES:
         warnings.append(
             f"{len(run.classes)} classes: the confusion matrix is left out of metrics.json "
