@@ -134,7 +134,7 @@ def test_run_folder_contents(trained):
     assert metrics["cache"]["base_forward_images"] == 245
     assert "val" in result.stdout and "accuracy" in result.stdout
     assert "training on CPU" in result.stderr and "the head in float32 on NumPy" in result.stderr
-    assert metrics["cache"]["head_engine"] == "numpy" and "epoch   1/30" in result.stderr
+    assert metrics["cache"]["head_engine"] == "numpy" and "epoch   1/20" in result.stderr
     assert "refit (all photos)" in result.stderr
 
 

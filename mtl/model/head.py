@@ -53,6 +53,16 @@ class Head:
             self.skip,
         )
 
+    def centred(self, centre: np.ndarray) -> Head:
+        """The network ``x -> self(x - centre)`` as a plain head: one trained on features
+        minus their mean, turned into one that reads the features as they are (the first
+        layer's bias takes ``-centre @ kernel``; nothing else changes, so the saved model
+        and every export run it as is)."""
+        out = self.copy()
+        bias = out.biases[0].astype(np.float64) - centre.astype(np.float64) @ out.kernels[0]
+        out.biases[0] = bias.astype(np.float32)
+        return out
+
     @property
     def units(self) -> list[int]:
         """The hidden layers' widths (``[]``: a linear head), as ``--head`` gives them."""

@@ -51,7 +51,7 @@ class TrainConfig:
     freeze: int | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 32
     # 0: a fixed number of epochs, the last kept. Early stopping on a 20% split chose
     # worse models than fixed epochs on every dataset of bench/accuracy.py.

@@ -153,8 +153,11 @@ def train_epoch(
     batch_size: int,
     seed: int,
     epoch: int,
+    centre: np.ndarray | None = None,
 ) -> EpochStats:
     """One pass over the rows in the order of (seed, epoch); updates ``head`` in place.
+    ``centre``: subtracted from each batch's rows (the head then reads centred features:
+    :meth:`Head.centred` gives the one that reads them as they are).
 
     Run it under :func:`one_blas_thread`."""
     if head.skip:
@@ -167,6 +170,8 @@ def train_epoch(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         xb, yb = x[rows], y[rows]
+        if centre is not None:
+            xb = xb.astype(np.float32) - centre
         keep = None
         if head.dropout:
             width = head.kernels[-1].shape[0]

@@ -145,3 +145,26 @@ def test_side_by_side_refuses_heads_that_do_not_add_up():
     composed.skip = True
     with pytest.raises(ValueError, match="one layout"):
         headfit.side_by_side([a, composed])
+
+
+@pytest.mark.parametrize("units", [[], [16], [16, 8]])
+def test_a_head_trained_on_centred_rows_reads_the_rows_themselves(units):
+    """train_epoch(centre=c) trains a head on x - c; Head.centred(c) is the same network on x,
+    a plain stack of Dense layers (the saved model's)."""
+    from mtl.training.headrun import mean_row
+
+    rng = np.random.default_rng(4)
+    x = (rng.random((300, 12)) * 6).astype(np.float16)  # pooled ReLU6 features, as cached
+    y = rng.integers(0, 3, 300)
+    centre = mean_row(x)
+    np.testing.assert_allclose(centre, x.astype(np.float64).mean(axis=0), rtol=1e-6)
+    head = headfit.Head.fresh(12, 3, units, 0.0, 0)
+    opt = headfit.Optimizer("adam", 1e-2)
+    with headfit.one_blas_thread():
+        for epoch in range(3):
+            headfit.train_epoch(head, opt, x, y, None, 32, 0, epoch, centre)
+    plain = head.centred(centre)
+    assert [k.shape for k in plain.kernels] == [k.shape for k in head.kernels]
+    want = head.probs(x.astype(np.float32) - centre)
+    np.testing.assert_allclose(plain.probs(x.astype(np.float32)), want, atol=1e-5)
+    assert not np.allclose(head.probs(x.astype(np.float32)), want, atol=1e-3)
