@@ -325,34 +325,30 @@ def mtl_cli(alpha: float, *options: str, keras_too: bool = False) -> ArmFn:
     return run
 
 
+# The real CLI's arms: name -> (mtl train's options, whether plain Keras scores it too).
+CLI_OPTIONS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "mtl": ((), False),
+    "mtl_noprior": (("--no-prior",), False),  # without the ImageNet prior
+    "mtl_squash": (("--fit", "squash"), False),  # the whole photo squashed (the old input)
+    "mtl_int8": (("--base-precision", "int8"), True),  # the int8 base, both consumers
+    "mtl_float32": (("--base-precision", "float32"), False),  # the CPU default before issue 25
+    "mtl_mirrors": (("--views", "image,flip,crop,crop_flip"), False),  # 4 passes
+    "mtl_ft5": (("--fine-tune-epochs", "5"), False),  # then the top of the base unfrozen
+    "mtl_best": (("--patience", "30"), False),  # the best epoch by val loss (never stops)
+    "mtl_e30": (("--epochs", "30"), False),  # 30 epochs (the default before 2026-12-07)
+}
+CLI_ARMS = tuple(CLI_OPTIONS)
+
+
 def arm_function(name: str, alpha: float):
     if name == "probe":
         return probe
     if name == "probe_cv":
         return lambda d, tr, te, s: probe(d, tr, te, s, cv=True)
-    if name == "mtl":
-        return mtl_cli(alpha)
-    if name == "mtl_noprior":  # mtl without the ImageNet prior (mtl.training.prior)
-        return mtl_cli(alpha, "--no-prior")
-    if name == "mtl_squash":  # mtl with the whole photo squashed square (the old input)
-        return mtl_cli(alpha, "--fit", "squash")
-    if name == "mtl_int8":  # the int8 base (--base-precision int8), both consumers
-        return mtl_cli(alpha, "--base-precision", "int8", keras_too=True)
-    if name == "mtl_float32":  # the float32 base (the CPU default before issue 25)
-        return mtl_cli(alpha, "--base-precision", "float32")
-    if name == "mtl_mirrors":  # both views and their mirrors (4 passes)
-        return mtl_cli(alpha, "--views", "image,flip,crop,crop_flip")
-    if name == "mtl_ft5":  # a second phase unfreezing the top base layers (--fine-tune-*)
-        return mtl_cli(alpha, "--fine-tune-epochs", "5")
-    if name == "mtl_best":  # the best epoch by validation loss kept (never stops: 30 of 30)
-        return mtl_cli(alpha, "--patience", "30")
+    if name in CLI_OPTIONS:
+        options, keras_too = CLI_OPTIONS[name]
+        return mtl_cli(alpha, *options, keras_too=keras_too)
     return keras_arm(ARMS[name])
-
-
-CLI_ARMS = (
-    "mtl", "mtl_noprior", "mtl_squash", "mtl_int8", "mtl_float32", "mtl_mirrors", "mtl_ft5",
-    "mtl_best",
-)  # fmt: skip
 
 
 # ---------------------------------------------------------------- running and reporting

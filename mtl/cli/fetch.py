@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,6 +21,7 @@ from mtl.cli._common import (
     shown,
     warn,
 )
+from mtl.crawler.request import DEFAULT, ENGINES, FetchRequest
 
 if TYPE_CHECKING:
     from mtl.crawler import FetchResult
@@ -76,8 +77,12 @@ Keywords = Annotated[
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Engine = Annotated[
-    Literal["bing", "google", "baidu", "flickr"],
-    typer.Option("--engine", help="The image search engine (flickr needs FLICKR_API_KEY)."),
+    str,
+    typer.Option(
+        "--engine",
+        help="The image search engine (flickr needs FLICKR_API_KEY).",
+        metavar=f"<{'|'.join(ENGINES)}>",
+    ),
 ]
 Urls = Annotated[
     Path | None,
@@ -103,15 +108,15 @@ def register(app: typer.Typer) -> None:
     @app.command("fetch", help=HELP)
     def fetch(
         keywords: Keywords = None,
-        out_dir: OutDir = Path("data"),
-        engine: Engine = "bing",
-        urls: Urls = None,
-        limit: Limit = 100,
-        min_size: MinSize = "224x224",
-        threads: Threads = 4,
-        timeout: Timeout = 10.0,
-        deadline: Deadline = 600.0,
-        max_mb: MaxMb = 20.0,
+        out_dir: OutDir = DEFAULT.out,
+        engine: Engine = DEFAULT.engine,
+        urls: Urls = DEFAULT.urls_file,
+        limit: Limit = DEFAULT.limit,
+        min_size: MinSize = DEFAULT.min_size,
+        threads: Threads = DEFAULT.threads,
+        timeout: Timeout = DEFAULT.timeout,
+        deadline: Deadline = DEFAULT.deadline,
+        max_mb: MaxMb = DEFAULT.max_mb,
         json_out: JsonTable = False,
         quiet: Quiet = False,
         verbose: Verbose = False,
@@ -131,7 +136,6 @@ def register(app: typer.Typer) -> None:
                 quiet=quiet,
             )
             return
-        from mtl.crawler import FetchRequest
         from mtl.crawler import fetch as run_fetch
 
         request = FetchRequest(

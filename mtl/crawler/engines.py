@@ -28,7 +28,6 @@ from mtl.crawler.download import USER_AGENT, fetch_bytes
 from mtl.crawler.reasons import Rejected
 from mtl.errors import UsageError
 
-ENGINES = ("bing", "google", "baidu", "flickr")
 ENGINE_URL_ENV = "MTL_ENGINE_URL"
 FLICKR_KEY_ENV = "FLICKR_API_KEY"
 PAGE_MAX_BYTES = 10 * 1024 * 1024
@@ -300,9 +299,3 @@ def flickr_key(engine: str) -> str:
     if not key:
         raise UsageError(f"--engine flickr needs an API key in {FLICKR_KEY_ENV}")
     return key
-
-
-def check_engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise UsageError(f"unknown --engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return engine

@@ -449,3 +449,25 @@ def test_fetch_never_imports_tensorflow(engine: FakeEngine, tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "crow" / "000001.jpg").is_file()
+
+
+def test_fetch_options_read_the_one_table_of_defaults(cli, tmp_path):
+    """`mtl fetch`'s options default to FetchRequest's own (mtl.crawler.request); a typo of
+    an engine gets one line with the near miss, before anything is downloaded."""
+    import typer
+
+    from mtl.cli import app
+    from mtl.crawler.request import DEFAULT
+
+    command = typer.main.get_command(app).commands["fetch"]  # type: ignore[attr-defined]
+    defaults = {p.name: p.default for p in command.params}
+    for name in ("engine", "limit", "min_size", "threads", "timeout", "deadline", "max_mb"):
+        assert defaults[name] == getattr(DEFAULT, name), name
+    assert Path(defaults["out_dir"]) == DEFAULT.out
+    result = cli.invoke(app, ["fetch", "crow", "--engine", "bign", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: unknown --engine 'bign'; choose one of bing, google, baidu, flickr; "
+        "did you mean 'bing'?"
+    )
+    assert not (tmp_path / "d").exists()
