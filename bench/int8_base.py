@@ -19,7 +19,7 @@ calibrated on 64 real photos (clothing/train, the issue's reference), also witho
 it, to show what real calibration would buy.
 
     export MTL_WEIGHTS_DIR=../shared/weights MTL_DATA_DIR=../shared/data
-    PYTHONPATH=. python bench/int8_base.py --alpha 0.75
+    PYTHONPATH=. python bench/int8_base.py --alpha 1.0
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def convert_all(alpha: float, calib_photos: list[Path]) -> dict[str, tuple[bytes
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", type=int, default=4)
