@@ -336,6 +336,7 @@ CLI_OPTIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "mtl_ft5": (("--fine-tune-epochs", "5"), False),  # then the top of the base unfrozen
     "mtl_best": (("--patience", "30"), False),  # the best epoch by val loss (never stops)
     "mtl_e30": (("--epochs", "30"), False),  # 30 epochs (the default before 2026-12-07)
+    "mtl_norefit": (("--no-refit",), False),  # the validated head alone (80% of the photos)
 }
 CLI_ARMS = tuple(CLI_OPTIONS)
 
