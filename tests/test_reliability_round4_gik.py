@@ -161,9 +161,10 @@ def test_every_mtl_path_reads_a_rotated_photo_as_the_upright_one(cli, trained_mo
 
 
 def _dfl_sigint() -> None:
-    # As in a terminal: a test runner in the background of a shell ignores SIGINT, and a
-    # child inherits that.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # As in a terminal: a test runner in the background of a shell ignores SIGINT, one
+    # started under nohup SIGHUP, and a child inherits that.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def start_mtl(*args: str) -> subprocess.Popen[str]:

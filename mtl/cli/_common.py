@@ -385,7 +385,13 @@ def _signals_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: Any) -> None:
+        if _importing(frame):
+            # Raised inside an import (often one an extension module makes from C, as
+            # TensorFlow's converter does), the exception leaves that module half set up
+            # and surfaces as an unrelated SystemError; delivered again once it is done.
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         if _interrupt.signum is None:
             _interrupt.signum = signum
         raise Interrupted(signum)
@@ -401,6 +407,15 @@ def _signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` runs inside Python's import machinery (a module being imported)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupted_code(code: int) -> int:
@@ -457,6 +472,8 @@ def run_app(app: typer.Typer, *, program: bool = False) -> None:
     except Exception as exc:
         if os.environ.get("MTL_DEBUG"):
             raise
+        if _interrupt.signum is not None:  # what a signal's unwinding left in a library
+            _leave(_interrupted_code(1), program)
         err.print(
             f"[bold red]error:[/bold red] unexpected {type(exc).__name__}: {_escape(str(exc))} "
             "(set MTL_DEBUG=1 for the traceback)",

@@ -202,9 +202,11 @@ run_app(app)
 
 
 def _dfl_sigint() -> None:
-    # As in a terminal: a test runner in the background of a shell ignores SIGINT, and a
-    # child inherits that.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # As in a terminal: a test runner in the background of a shell ignores SIGINT, one
+    # started under nohup SIGHUP, and a child inherits that (mtl leaves an ignored signal
+    # ignored, as the parent asked).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize(
@@ -235,6 +237,66 @@ def test_a_signal_unwinds_the_command_and_exits_128_plus_it(tmp_path, sig, code,
     assert stderr.strip().splitlines()[-1] == line
     assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]  # its temp folder gone
+
+
+# A command whose import of a module is under way when the signal lands.
+IMPORTER = """
+import os, sys, time, tempfile, shutil
+import typer
+from mtl.cli._common import run_app
+
+app = typer.Typer()
+
+@app.command()
+def work(where: str) -> None:
+    sys.path.insert(0, where)
+    tmp = tempfile.mkdtemp(dir=where, prefix=".work.")
+    try:
+        import slow_module  # noqa: F401
+        open(os.path.join(where, "after-import"), "w").close()
+        time.sleep(60)
+    finally:
+        shutil.rmtree(tmp)
+
+@app.command()
+def other() -> None:
+    pass
+
+run_app(app)
+"""
+
+
+def test_a_signal_inside_an_import_waits_for_it_then_unwinds(tmp_path):
+    """A signal raised inside an import leaves the module half set up (TensorFlow's, seen as
+    a SystemError from its converter): mtl delivers it once the import is done, and the
+    command still unwinds and exits 128 + the signal."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, time\n"
+        f"open({str(tmp_path / 'importing')!r}, 'w').close()\n"
+        "for _ in range(40):\n"
+        "    time.sleep(0.025)\n"
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IMPORTER, "work", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_dfl_sigint,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)"
+    assert "Traceback" not in stderr
+    assert (tmp_path / "imported").exists()  # the module finished importing
+    assert not list(tmp_path.glob(".work.*"))  # and the command's finally ran
 
 
 def test_interrupt_exit_codes():
