@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -176,8 +177,9 @@ def test_every_export_says_to_feed_the_photo_upright():
 
 # --- I: signals, in real processes -------------------------------------------------------
 
-# A command that makes a temporary folder, says so, and waits: what a signal finds.
-WORKER = """
+# A command that makes a temporary folder, does FIRST (says it started, or imports a
+# module), and waits: what a signal finds.
+COMMAND = """
 import os, sys, time, tempfile, shutil
 import typer
 from mtl.cli._common import run_app
@@ -186,9 +188,10 @@ app = typer.Typer()
 
 @app.command()
 def work(where: str) -> None:
+    sys.path.insert(0, where)
     tmp = tempfile.mkdtemp(dir=where, prefix=".work.")
     try:
-        open(os.path.join(where, "started"), "w").close()
+        FIRST
         time.sleep(60)
     finally:
         shutil.rmtree(tmp)
@@ -199,6 +202,28 @@ def other() -> None:
 
 run_app(app)
 """
+WORKER = COMMAND.replace("FIRST", 'open(os.path.join(where, "started"), "w").close()')
+IMPORTER = COMMAND.replace("FIRST", "import slow_module  # noqa: F401")
+
+
+def _signalled(code: str, where: Path, ready: str, sig: int) -> tuple[int, str]:
+    """Run ``code``'s ``work`` command in its own process, send ``sig`` once the file
+    ``ready`` appears in ``where`` (progress, not a fixed sleep): its exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "work", str(where)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_dfl_sigint,
+    )
+    deadline = time.monotonic() + 60
+    while not (where / ready).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr
 
 
 def _dfl_sigint() -> None:
@@ -218,52 +243,11 @@ def _dfl_sigint() -> None:
     ],
 )
 def test_a_signal_unwinds_the_command_and_exits_128_plus_it(tmp_path, sig, code, line):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER, "work", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_dfl_sigint,
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started").exists():  # progress, not a fixed sleep
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code, stderr
+    returncode, stderr = _signalled(WORKER, tmp_path, "started", sig)
+    assert returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == line
     assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]  # its temp folder gone
-
-
-# A command whose import of a module is under way when the signal lands.
-IMPORTER = """
-import os, sys, time, tempfile, shutil
-import typer
-from mtl.cli._common import run_app
-
-app = typer.Typer()
-
-@app.command()
-def work(where: str) -> None:
-    sys.path.insert(0, where)
-    tmp = tempfile.mkdtemp(dir=where, prefix=".work.")
-    try:
-        import slow_module  # noqa: F401
-        open(os.path.join(where, "after-import"), "w").close()
-        time.sleep(60)
-    finally:
-        shutil.rmtree(tmp)
-
-@app.command()
-def other() -> None:
-    pass
-
-run_app(app)
-"""
 
 
 def test_a_signal_inside_an_import_waits_for_it_then_unwinds(tmp_path):
@@ -277,22 +261,8 @@ def test_a_signal_inside_an_import_waits_for_it_then_unwinds(tmp_path):
         "    time.sleep(0.025)\n"
         f"open({str(tmp_path / 'imported')!r}, 'w').close()\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", IMPORTER, "work", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_dfl_sigint,
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "importing").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr
+    returncode, stderr = _signalled(IMPORTER, tmp_path, "importing", signal.SIGTERM)
+    assert returncode == 143, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)"
     assert "Traceback" not in stderr
     assert (tmp_path / "imported").exists()  # the module finished importing
