@@ -320,6 +320,18 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
+def sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a regular file's bytes (hex), read a MiB at a time (:func:`open_regular`:
+    a FIFO named like a photo or a model is refused, never waited on)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_text_limited(path: str | os.PathLike[str], limit: int, what: str) -> str:
     """The UTF-8 text of a file mtl reads back (a record, a decisions file, settings, a
     manifest): a regular file only (:func:`open_regular`), refused past ``limit`` bytes

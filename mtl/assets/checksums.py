@@ -6,11 +6,12 @@ cache) and :mod:`mtl.assets.datasets`. Nothing here imports TensorFlow or Keras.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 from pathlib import Path
+
+from mtl import files
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -27,11 +28,7 @@ KNOWN_SHA256 = {
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return files.sha256(path)
 
 
 def hdf5_problem(path: str | os.PathLike[str]) -> str | None:

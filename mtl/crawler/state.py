@@ -27,7 +27,7 @@ from mtl.crawler.manifest import (
 )
 from mtl.crawler.reasons import Rejected
 from mtl.crawler.validate import inspect_image
-from mtl.data.images import is_image_name, open_regular
+from mtl.data.images import is_image_name
 from mtl.errors import DataError
 
 
@@ -71,7 +71,7 @@ class OutputState:
             path = out / entry.file
             if entry.file in state.entries or not path.is_file():
                 continue  # never placed (killed between journal and rename), or known
-            if _sha256(path) == entry.sha256 and not state.index.is_blocked(
+            if files.sha256(path) == entry.sha256 and not state.index.is_blocked(
                 entry.sha256, entry.phash
             ):
                 state.add(entry)
@@ -118,7 +118,7 @@ class OutputState:
             except Rejected as exc:
                 self.notes.append(f"{file} is not counted: {exc.detail}")
                 continue
-            sha = _sha256(path)
+            sha = files.sha256(path)
             if self.index.matches(sha, info.phash) or self.index.is_blocked(sha, info.phash):
                 self.notes.append(f"{file} is not counted: a duplicate")
                 continue
@@ -169,16 +169,6 @@ class OutputState:
                         self.entries.pop(f)
                         self.index.remove(f)
                 self.add(entry)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open_regular(path) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def next_free_name(folder: Path, extension: str, start: int) -> tuple[Path, int]:

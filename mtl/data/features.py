@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mtl import files
-from mtl.data.images import iter_batches, open_regular
+from mtl.data.images import iter_batches
 from mtl.progress import ProgressFn
 
 # 2: pooled entries stored as float16 (a float32 entry of format 1 is a miss, so one
@@ -53,11 +53,7 @@ def compact(value: np.ndarray) -> np.ndarray:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open_regular(path) as fh:  # a FIFO named x.jpg must not hang a run
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return files.sha256(path)  # a FIFO named x.jpg must not hang a run
 
 
 @dataclass

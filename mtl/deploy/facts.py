@@ -7,11 +7,11 @@ Nothing here imports TensorFlow or Keras.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtl import files
 from mtl.errors import UsageError
 
 # What the photo's pixels are scaled by before the network (inside every export): none,
@@ -32,14 +32,6 @@ def labels_text(class_names: list[str]) -> str:
         if why:
             raise UsageError(f"class name {name!r} cannot be written to a labels file: {why}")
     return "".join(f"{name}\n" for name in class_names)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class ModelFacts:
             fit=loaded.fit,
             image_size=int(loaded.image_size),
             mtl_version=__version__,
-            sha256=file_sha256(source),
+            sha256=files.sha256(source),
             labels=labels_text(names),
         )
 

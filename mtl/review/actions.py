@@ -119,14 +119,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _link_in(root: Path, rel: str, known: set[str] | None = None) -> Path | None:
     """The first symbolic link on the way from ``root`` to ``root/rel`` (itself included).
     ``known``: folders already found not to be links in this operation (each folder is
@@ -221,7 +213,7 @@ def _plan(
         file = _free(root, dest, taken)
         line = manifest.get(original)
         sha = (shas or {}).get(original) or (
-            _sha256(root / original) if (root / original).is_file() else ""
+            files.sha256(root / original) if (root / original).is_file() else ""
         )
         moves.append(Move(file, original, action, reason, score, given, target, line, stamp, sha))
     return moves
@@ -552,7 +544,7 @@ def replay(root: Path, moves: Sequence[Move]) -> list[tuple[Move, str]]:
         path = root / rel
         if not os.path.lexists(path):
             return None
-        return _sha256(path) if path.is_file() and not path.is_symlink() else "not a photo"
+        return files.sha256(path) if path.is_file() and not path.is_symlink() else "not a photo"
 
     broken: set[str] = set()  # places whose content is not the chain's photo
     out = []
@@ -837,7 +829,7 @@ def _decision(
     expected = _sha(row.get("sha256"))
     if expected is None:
         raise DataError(f"{where}: no valid sha256 of the photo (made by an older mtl?)")
-    sha = _sha256(root / file)
+    sha = files.sha256(root / file)
     if sha != expected:
         raise DataError(f"{where}: {file} changed since the page was made (its SHA-256 differs)")
     reason = row.get("reason")
