@@ -386,10 +386,12 @@ def _signals_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        if _importing(frame):
+        if _unsafe_to_raise(frame):
             # Raised inside an import (often one an extension module makes from C, as
             # TensorFlow's converter does), the exception leaves that module half set up
-            # and surfaces as an unrelated SystemError; delivered again once it is done.
+            # and surfaces as an unrelated SystemError; raised in a finaliser (``__del__``:
+            # a zip file being collected) Python prints it as a traceback and drops it.
+            # Delivered again once the frame is left.
             threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
             return
         if _interrupt.signum is None:
@@ -409,10 +411,12 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _importing(frame: Any) -> bool:
-    """Whether ``frame`` runs inside Python's import machinery (a module being imported)."""
+def _unsafe_to_raise(frame: Any) -> bool:
+    """Whether ``frame`` runs inside Python's import machinery (a module being imported) or
+    a finaliser (``__del__``), where an exception cannot unwind the command."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.startswith("<frozen importlib"):
             return True
         frame = frame.f_back
     return False

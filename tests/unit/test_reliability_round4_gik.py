@@ -269,6 +269,30 @@ def test_a_signal_inside_an_import_waits_for_it_then_unwinds(tmp_path):
     assert not list(tmp_path.glob(".work.*"))  # and the command's finally ran
 
 
+def test_a_signal_inside_a_finaliser_waits_for_it_then_unwinds(tmp_path):
+    """Raised in a ``__del__`` (a zip file collected while training wrote its model), an
+    exception is printed as a traceback and dropped: mtl delivers the signal once the
+    finaliser is done, and the command unwinds as for any other signal."""
+    (tmp_path / "slow_del.py").write_text(
+        "import time\n"
+        "class Slow:\n"
+        "    def __del__(self):\n"
+        f"        open({str(tmp_path / 'finalising')!r}, 'w').close()\n"
+        "        for _ in range(40):\n"
+        "            time.sleep(0.025)\n"
+        f"        open({str(tmp_path / 'finalised')!r}, 'w').close()\n"
+        "def drop():\n"
+        "    Slow()\n"
+    )
+    worker = COMMAND.replace("FIRST", "import slow_del; slow_del.drop()")
+    returncode, stderr = _signalled(worker, tmp_path, "finalising", signal.SIGINT)
+    assert returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C)"
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert (tmp_path / "finalised").exists()
+    assert not list(tmp_path.glob(".work.*"))
+
+
 def test_interrupt_exit_codes():
     assert interrupt_exit_code(KeyboardInterrupt()) == 130
     assert interrupt_exit_code(Interrupted(signal.SIGTERM)) == 143
